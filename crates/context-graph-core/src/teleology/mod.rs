@@ -1,0 +1,12 @@
+//! The teleological array and everything needed to describe and check one.
+
+pub mod array;
+pub mod embedder;
+pub mod schema;
+pub mod similarity;
+pub mod validation;
+
+pub use array::{ArrayMetadata, EmbedderOutput, SparseVector, TeleologicalArray, TokenEmbeddings};
+pub use embedder::{Embedder, EmbedderDims, EmbedderKind, ParseEmbedderError};
+pub use schema::{StoreSchema, DEFAULT_MAX_TOKENS};
+pub use validation::{validate_array, validate_namespace, validate_output, ValidationError};

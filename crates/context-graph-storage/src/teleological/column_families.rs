@@ -1,0 +1,61 @@
+//! The column families of a store, each named once. `docs/FORMAT.md` gives their key and value
+//! layouts.
+
+use std::sync::Arc;
+
+use rocksdb::{BoundColumnFamily, DB};
+
+use super::store::{StorageError, StorageResult};
+
+/// Array bodies: UUID (16 bytes) → format byte + MessagePack array.
+pub const CF_ARRAYS: &str = "teleological_arrays";
+/// Per-array records for stats and listings: UUID → format byte + MessagePack record.
+pub const CF_METADATA: &str = "array_metadata";
+/// Namespace membership: namespace bytes, 0x00, UUID → empty.
+pub const CF_NAMESPACE_INDEX: &str = "namespace_index";
+const CF_SPARSE_POSTINGS: &str = "sparse_postings";
+const CF_CHANGE_LOG: &str = "index_change_log";
+const CF_STORE_META: &str = "store_meta";
+
+/// Every column family of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ColumnFamily {
+    Arrays,
+    Metadata,
+    NamespaceIndex,
+    /// Inverted-index postings and forward term lists of the sparse embedders.
+    SparsePostings,
+    /// Commit sequence number → the ids each commit changed, for in-memory index catch-up.
+    ChangeLog,
+    /// Format version, schema, counters.
+    StoreMeta,
+}
+
+impl ColumnFamily {
+    pub(crate) const ALL: [ColumnFamily; 6] = [
+        ColumnFamily::Arrays,
+        ColumnFamily::Metadata,
+        ColumnFamily::NamespaceIndex,
+        ColumnFamily::SparsePostings,
+        ColumnFamily::ChangeLog,
+        ColumnFamily::StoreMeta,
+    ];
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ColumnFamily::Arrays => CF_ARRAYS,
+            ColumnFamily::Metadata => CF_METADATA,
+            ColumnFamily::NamespaceIndex => CF_NAMESPACE_INDEX,
+            ColumnFamily::SparsePostings => CF_SPARSE_POSTINGS,
+            ColumnFamily::ChangeLog => CF_CHANGE_LOG,
+            ColumnFamily::StoreMeta => CF_STORE_META,
+        }
+    }
+
+    /// The handle of this column family; a missing one is an error, never a panic.
+    pub(crate) fn handle(self, db: &DB) -> StorageResult<Arc<BoundColumnFamily<'_>>> {
+        db.cf_handle(self.name()).ok_or_else(|| {
+            StorageError::Backend(format!("column family {} is missing", self.name()))
+        })
+    }
+}

@@ -1,0 +1,286 @@
+//! Packed binary codes (hyperdimensional computing), compared by Hamming distance with an
+//! exact popcount scan. Score = 1 - distance / bits.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, DEFAULT_MAX_TOKENS};
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+use super::key_map::Reader;
+use super::memory::{MemoryIndex, MemoryKind};
+use super::query::check_query;
+use super::{finish_results, IndexChange, IndexSearchResult, IndexType};
+use crate::teleological::store::{StorageError, StorageResult};
+use context_graph_core::teleology::similarity::{hamming, pack_words};
+
+/// Codes stored densely: entry `i` is `ids[i]` with words `[i * words, (i + 1) * words)`.
+#[derive(Default)]
+struct Codes {
+    ids: Vec<Uuid>,
+    slot_of: HashMap<Uuid, usize>,
+    words: Vec<u64>,
+}
+
+pub(crate) struct BinaryKind {
+    embedder: Embedder,
+    bits: usize,
+    words: usize,
+    codes: RwLock<Codes>,
+}
+
+impl BinaryKind {
+    pub(crate) fn new(embedder: Embedder, bits: usize) -> Self {
+        Self {
+            embedder,
+            bits,
+            words: bits.div_ceil(64),
+            codes: RwLock::new(Codes::default()),
+        }
+    }
+
+    /// Payload: bits u64, count u64, ids (16 bytes each), then the words (8 bytes each, LE).
+    pub(crate) fn from_snapshot(
+        embedder: Embedder,
+        bits: usize,
+        payload: &[u8],
+    ) -> Result<Self, String> {
+        let kind = Self::new(embedder, bits);
+        let mut r = Reader(payload);
+        let stored_bits = r.u64()? as usize;
+        if stored_bits != bits {
+            return Err(format!(
+                "snapshot codes have {stored_bits} bits, the schema {bits}"
+            ));
+        }
+        let n = r.u64()? as usize;
+        let need = n
+            .checked_mul(16 + kind.words * 8)
+            .ok_or("snapshot count overflows")?;
+        if need != r.0.len() {
+            return Err(format!(
+                "snapshot holds {} bytes of codes, {n} codes need {need}",
+                r.0.len()
+            ));
+        }
+        let mut codes = Codes::default();
+        for i in 0..n {
+            let id = Uuid::from_bytes(r.take::<16>()?);
+            if codes.slot_of.insert(id, i).is_some() {
+                return Err(format!("id {id} appears twice in the snapshot"));
+            }
+            codes.ids.push(id);
+        }
+        codes.words =
+            r.0.chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                .collect();
+        *kind.codes.write() = codes;
+        Ok(kind)
+    }
+
+    fn code<'a>(&self, out: &'a EmbedderOutput) -> StorageResult<&'a [u8]> {
+        match out {
+            EmbedderOutput::Binary(b) if b.len() == self.bits.div_ceil(8) => Ok(b),
+            _ => Err(StorageError::Index(format!(
+                "{}: not a binary code of {} bits",
+                self.embedder, self.bits
+            ))),
+        }
+    }
+}
+
+impl MemoryIndex {
+    /// A standalone binary index of `bits`-bit codes.
+    pub fn binary(embedder: Embedder, bits: usize) -> Self {
+        Self::standalone(Arc::new(BinaryKind::new(embedder, bits)))
+    }
+}
+
+impl Codes {
+    fn remove(&mut self, id: Uuid, words: usize) {
+        let Some(slot) = self.slot_of.remove(&id) else {
+            return;
+        };
+        let last = self.ids.len() - 1;
+        if slot != last {
+            let moved = self.ids[last];
+            self.ids[slot] = moved;
+            self.slot_of.insert(moved, slot);
+            self.words
+                .copy_within(last * words..(last + 1) * words, slot * words);
+        }
+        self.ids.pop();
+        self.words.truncate(last * words);
+    }
+}
+
+impl MemoryKind for BinaryKind {
+    fn embedder(&self) -> Embedder {
+        self.embedder
+    }
+
+    fn index_type(&self) -> IndexType {
+        IndexType::Binary
+    }
+
+    fn check(&self, out: &EmbedderOutput) -> StorageResult<()> {
+        check_query(
+            self.embedder,
+            out,
+            EmbedderDims::Binary { bits: self.bits },
+            DEFAULT_MAX_TOKENS,
+        )
+    }
+
+    fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
+        let mut codes = self.codes.write();
+        for change in changes {
+            match *change {
+                IndexChange::Upsert(id, out) => {
+                    let packed = pack_words(self.code(out)?, self.words);
+                    match codes.slot_of.get(&id) {
+                        Some(&slot) => codes.words[slot * self.words..(slot + 1) * self.words]
+                            .copy_from_slice(&packed),
+                        None => {
+                            let slot = codes.ids.len();
+                            codes.ids.push(id);
+                            codes.slot_of.insert(id, slot);
+                            codes.words.extend_from_slice(&packed);
+                        }
+                    }
+                }
+                IndexChange::Remove(id) => codes.remove(id, self.words),
+            }
+        }
+        Ok(())
+    }
+
+    fn search(
+        &self,
+        query: &EmbedderOutput,
+        limit: usize,
+        threshold: Option<f32>,
+    ) -> StorageResult<Vec<IndexSearchResult>> {
+        let q = pack_words(self.code(query)?, self.words);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let codes = self.codes.read();
+        let mut scored: Vec<(u32, usize)> = codes
+            .words
+            .chunks_exact(self.words)
+            .enumerate()
+            .map(|(slot, code)| (hamming(&q, code), slot))
+            .collect();
+        if scored.len() > limit {
+            scored.select_nth_unstable_by_key(limit - 1, |&(d, slot)| (d, codes.ids[slot]));
+            scored.truncate(limit);
+        }
+        let bits = self.bits as f32;
+        let hits = scored
+            .into_iter()
+            .map(|(d, slot)| IndexSearchResult {
+                id: codes.ids[slot],
+                score: 1.0 - d as f32 / bits,
+            })
+            .collect();
+        Ok(finish_results(hits, limit, threshold))
+    }
+
+    fn contains(&self, id: Uuid) -> bool {
+        self.codes.read().slot_of.contains_key(&id)
+    }
+
+    fn len(&self) -> usize {
+        self.codes.read().ids.len()
+    }
+
+    fn removed_in_graph(&self) -> usize {
+        0
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let c = self.codes.read();
+        c.words.capacity() * 8 + c.ids.capacity() * 16 + c.slot_of.capacity() * 32
+    }
+
+    fn optimize(&self) -> StorageResult<()> {
+        let mut c = self.codes.write();
+        c.words.shrink_to_fit();
+        c.ids.shrink_to_fit();
+        Ok(())
+    }
+
+    fn set_ef_search(&self, _ef: usize) {
+        // An exact scan has no search breadth to tune.
+    }
+
+    fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
+        let c = self.codes.read();
+        let mut out = Vec::with_capacity(16 + c.ids.len() * 16 + c.words.len() * 8);
+        out.extend_from_slice(&(self.bits as u64).to_le_bytes());
+        out.extend_from_slice(&(c.ids.len() as u64).to_le_bytes());
+        for id in &c.ids {
+            out.extend_from_slice(id.as_bytes());
+        }
+        for w in &c.words {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::teleological::index::EmbedderIndex;
+
+    #[tokio::test]
+    async fn exact_hamming_with_removals_and_snapshot() {
+        let idx = MemoryIndex::binary(Embedder::Hdc, 70);
+        let code = |i: u8| {
+            let mut b = vec![0u8; 9];
+            b[0] = i;
+            b[8] = i & 0x3f;
+            EmbedderOutput::Binary(b)
+        };
+        for i in 0..20u8 {
+            idx.add(Uuid::from_u128(i as u128), &code(i)).await.unwrap();
+        }
+        let hits = idx.search(&code(3), 3, None).await.unwrap();
+        assert_eq!(hits[0].id, Uuid::from_u128(3));
+        assert_eq!(hits[0].score, 1.0);
+        // 3 = 0b11: codes 1, 2, 7, 11, 19 differ from it in two bits (one per byte)
+        assert!(
+            (hits[1].score - (1.0 - 2.0 / 70.0)).abs() < 1e-6,
+            "{hits:?}"
+        );
+        idx.remove(Uuid::from_u128(3)).await.unwrap();
+        assert!(idx
+            .search(&code(3), 20, None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|h| h.id != Uuid::from_u128(3)));
+        assert_eq!(idx.size().await.unwrap(), 19);
+        assert!(matches!(
+            idx.search(&EmbedderOutput::Binary(vec![0xff; 9]), 1, None)
+                .await,
+            Err(StorageError::Validation { .. })
+        ));
+
+        let payload = idx.kind.snapshot_payload().unwrap();
+        let back = BinaryKind::from_snapshot(Embedder::Hdc, 70, &payload).unwrap();
+        assert_eq!(back.len(), 19);
+        assert_eq!(
+            back.search(&code(5), 1, None).unwrap()[0].id,
+            Uuid::from_u128(5)
+        );
+        assert!(
+            BinaryKind::from_snapshot(Embedder::Hdc, 70, &payload[..payload.len() - 1]).is_err()
+        );
+        assert!(BinaryKind::from_snapshot(Embedder::Hdc, 71, &payload).is_err());
+    }
+}

@@ -1,0 +1,520 @@
+//! Sparse vectors in inverted postings stored in RocksDB, written in the same commit as the
+//! data, scored by the exact dot product.
+//!
+//! Keys in the `sparse_postings` column family (see `docs/FORMAT.md`):
+//! - posting: `0x00, embedder, term (u32 BE), id (16)` → weight (f32 LE)
+//! - forward: `0x01, embedder, id (16)` → the indexed term ids (u32 LE each)
+//!
+//! The forward entry lets an overwrite or delete remove exactly the postings it wrote, without
+//! reading the old array.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use context_graph_core::teleology::{
+    Embedder, EmbedderDims, EmbedderOutput, SparseVector, DEFAULT_MAX_TOKENS,
+};
+use parking_lot::Mutex;
+use rocksdb::{ReadOptions, WriteBatch, DB};
+use uuid::Uuid;
+
+use super::query::check_query;
+use super::{
+    finish_results, owned_write_error, EmbedderIndex, IndexChange, IndexSearchResult, IndexType,
+    InvertedIndexConfig,
+};
+use crate::teleological::blocking::run_blocking;
+use crate::teleological::column_families::ColumnFamily;
+use crate::teleological::store::{StorageError, StorageResult};
+
+const TAG_POSTING: u8 = 0x00;
+const TAG_FORWARD: u8 = 0x01;
+
+fn posting_prefix(e: Embedder, term: u32) -> [u8; 6] {
+    let t = term.to_be_bytes();
+    [TAG_POSTING, e as u8, t[0], t[1], t[2], t[3]]
+}
+
+fn posting_key(e: Embedder, term: u32, id: Uuid) -> [u8; 22] {
+    let mut k = [0u8; 22];
+    k[..6].copy_from_slice(&posting_prefix(e, term));
+    k[6..].copy_from_slice(id.as_bytes());
+    k
+}
+
+fn forward_key(e: Embedder, id: Uuid) -> [u8; 18] {
+    let mut k = [0u8; 18];
+    k[0] = TAG_FORWARD;
+    k[1] = e as u8;
+    k[2..].copy_from_slice(id.as_bytes());
+    k
+}
+
+/// A cheap hasher for random 16-byte ids (SipHash costs more than the whole posting visit).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut buf = [0u8; 8];
+            buf[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_usize(&mut self, _: usize) {}
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+struct InvertedState {
+    db: Arc<DB>,
+    embedder: Embedder,
+    vocab_size: usize,
+    config: InvertedIndexConfig,
+    live: AtomicUsize,
+    /// Serializes standalone writes (a store serializes its own commits).
+    standalone_writes: Mutex<()>,
+}
+
+/// The inverted index of one sparse embedder.
+#[derive(Clone)]
+pub struct InvertedIndex {
+    state: Arc<InvertedState>,
+    owned: bool,
+}
+
+/// What staging a change did to the number of live entries, applied once the commit succeeds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LiveDelta(pub(crate) isize);
+
+impl InvertedIndex {
+    /// An inverted index over `db`, which must have the `sparse_postings` column family.
+    /// Counts the live entries already there.
+    pub fn open(
+        db: Arc<DB>,
+        embedder: Embedder,
+        vocab_size: usize,
+        config: InvertedIndexConfig,
+    ) -> StorageResult<Self> {
+        Self::open_inner(db, embedder, vocab_size, config, false)
+    }
+
+    pub(crate) fn open_owned(
+        db: Arc<DB>,
+        embedder: Embedder,
+        vocab_size: usize,
+        config: InvertedIndexConfig,
+    ) -> StorageResult<Self> {
+        Self::open_inner(db, embedder, vocab_size, config, true)
+    }
+
+    fn open_inner(
+        db: Arc<DB>,
+        embedder: Embedder,
+        vocab_size: usize,
+        config: InvertedIndexConfig,
+        owned: bool,
+    ) -> StorageResult<Self> {
+        if config.use_bm25 {
+            return Err(StorageError::Index(format!(
+                "{}: BM25 scoring (use_bm25) is not implemented; the index scores by exact dot product",
+                embedder.short_name()
+            )));
+        }
+        let live = {
+            let cf = ColumnFamily::SparsePostings.handle(&db)?;
+            let prefix = [TAG_FORWARD, embedder as u8];
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_upper_bound(vec![TAG_FORWARD, embedder as u8 + 1]);
+            let mut it = db.raw_iterator_cf_opt(&cf, opts);
+            it.seek(prefix);
+            let mut n = 0;
+            while it.valid() {
+                n += 1;
+                it.next();
+            }
+            it.status()?;
+            n
+        };
+        let state = InvertedState {
+            db,
+            embedder,
+            vocab_size,
+            config,
+            live: AtomicUsize::new(live),
+            standalone_writes: Mutex::new(()),
+        };
+        Ok(Self {
+            state: Arc::new(state),
+            owned,
+        })
+    }
+
+    fn dims(&self) -> EmbedderDims {
+        EmbedderDims::Sparse {
+            vocab_size: self.state.vocab_size,
+        }
+    }
+
+    /// The terms this index keeps of `v`: at least `min_weight`, the `max_terms` heaviest.
+    fn indexed_terms(&self, v: &SparseVector) -> Vec<(u32, f32)> {
+        let cfg = &self.state.config;
+        let mut terms: Vec<(u32, f32)> = v
+            .indices
+            .iter()
+            .copied()
+            .zip(v.values.iter().copied())
+            .filter(|&(_, w)| w >= cfg.min_weight)
+            .collect();
+        if terms.len() > cfg.max_terms {
+            terms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            terms.truncate(cfg.max_terms);
+            terms.sort_by_key(|&(t, _)| t);
+        }
+        terms
+    }
+
+    /// Add the writes of one change to `batch`. Reads the current forward entry, so the caller
+    /// must keep other writers of this index out until the batch is committed.
+    pub(crate) fn stage(
+        &self,
+        batch: &mut WriteBatch,
+        change: IndexChange<'_>,
+    ) -> StorageResult<LiveDelta> {
+        let s = &self.state;
+        let cf = ColumnFamily::SparsePostings.handle(&s.db)?;
+        let id = match change {
+            IndexChange::Upsert(id, _) | IndexChange::Remove(id) => id,
+        };
+        let fkey = forward_key(s.embedder, id);
+        let old = s.db.get_pinned_cf(&cf, fkey)?;
+        let existed = old.is_some();
+        if let Some(old) = old {
+            if old.len() % 4 != 0 {
+                return Err(StorageError::Corruption {
+                    what: format!(
+                        "forward term list of {id} in {} has {} bytes",
+                        s.embedder.short_name(),
+                        old.len()
+                    ),
+                });
+            }
+            for t in old.chunks_exact(4) {
+                let term = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+                batch.delete_cf(&cf, posting_key(s.embedder, term, id));
+            }
+        }
+        match change {
+            IndexChange::Upsert(_, out) => {
+                let EmbedderOutput::Sparse(v) = out else {
+                    return Err(StorageError::Index(format!(
+                        "{}: not a sparse vector",
+                        s.embedder
+                    )));
+                };
+                let terms = self.indexed_terms(v);
+                let mut forward = Vec::with_capacity(terms.len() * 4);
+                for (term, w) in terms {
+                    batch.put_cf(&cf, posting_key(s.embedder, term, id), w.to_le_bytes());
+                    forward.extend_from_slice(&term.to_le_bytes());
+                }
+                batch.put_cf(&cf, fkey, forward);
+                Ok(LiveDelta(if existed { 0 } else { 1 }))
+            }
+            IndexChange::Remove(_) => {
+                if existed {
+                    batch.delete_cf(&cf, fkey);
+                }
+                Ok(LiveDelta(if existed { -1 } else { 0 }))
+            }
+        }
+    }
+
+    /// Apply a committed change's delta to the live count.
+    pub(crate) fn committed(&self, delta: LiveDelta) {
+        if delta.0 >= 0 {
+            self.state
+                .live
+                .fetch_add(delta.0 as usize, Ordering::SeqCst);
+        } else {
+            self.state
+                .live
+                .fetch_sub(delta.0.unsigned_abs(), Ordering::SeqCst);
+        }
+    }
+
+    /// Number of live entries.
+    pub fn live(&self) -> usize {
+        self.state.live.load(Ordering::SeqCst)
+    }
+
+    /// Exact top-k by dot product over one consistent RocksDB snapshot.
+    pub(crate) fn search_sync(
+        &self,
+        query: &EmbedderOutput,
+        limit: usize,
+        threshold: Option<f32>,
+    ) -> StorageResult<Vec<IndexSearchResult>> {
+        let s = &self.state;
+        check_query(s.embedder, query, self.dims(), DEFAULT_MAX_TOKENS)?;
+        let EmbedderOutput::Sparse(q) = query else {
+            unreachable!("checked above")
+        };
+        if limit == 0 || q.is_empty() {
+            return Ok(Vec::new());
+        }
+        let cf = ColumnFamily::SparsePostings.handle(&s.db)?;
+        let snapshot = s.db.snapshot();
+        let mut acc: HashMap<Uuid, f32, BuildHasherDefault<IdHasher>> = HashMap::default();
+        for (&term, &qw) in q.indices.iter().zip(&q.values) {
+            let prefix = posting_prefix(s.embedder, term);
+            let mut opts = ReadOptions::default();
+            opts.set_snapshot(&snapshot);
+            // The next term's prefix bounds this term's postings.
+            let upper = match term.checked_add(1) {
+                Some(next) => posting_prefix(s.embedder, next).to_vec(),
+                None => vec![TAG_POSTING, s.embedder as u8 + 1],
+            };
+            opts.set_iterate_upper_bound(upper);
+            let mut it = s.db.raw_iterator_cf_opt(&cf, opts);
+            it.seek(prefix);
+            while let (Some(key), Some(value)) = (it.key(), it.value()) {
+                let (Ok(id), Ok(w)) = (<[u8; 16]>::try_from(&key[6..]), <[u8; 4]>::try_from(value))
+                else {
+                    return Err(StorageError::Corruption {
+                        what: format!(
+                            "posting of term {term} in {} has a malformed key or value",
+                            s.embedder.short_name()
+                        ),
+                    });
+                };
+                *acc.entry(Uuid::from_bytes(id)).or_insert(0.0) += qw * f32::from_le_bytes(w);
+                it.next();
+            }
+            it.status()?;
+        }
+        let mut hits: Vec<IndexSearchResult> = acc
+            .into_iter()
+            .map(|(id, score)| IndexSearchResult { id, score })
+            .collect();
+        if hits.len() > limit {
+            hits.select_nth_unstable_by(limit - 1, |a, b| {
+                b.score.total_cmp(&a.score).then(a.id.cmp(&b.id))
+            });
+            hits.truncate(limit);
+        }
+        Ok(finish_results(hits, limit, threshold))
+    }
+
+    fn write_standalone(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
+        if self.owned {
+            return Err(owned_write_error(self.state.embedder));
+        }
+        let _guard = self.state.standalone_writes.lock();
+        let mut batch = WriteBatch::default();
+        let mut total = 0isize;
+        for &change in changes {
+            total += self.stage(&mut batch, change)?.0;
+        }
+        self.state.db.write(batch)?;
+        self.committed(LiveDelta(total));
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl EmbedderIndex for InvertedIndex {
+    fn embedder(&self) -> Embedder {
+        self.state.embedder
+    }
+
+    fn index_type(&self) -> IndexType {
+        IndexType::Inverted
+    }
+
+    async fn add(&self, id: Uuid, embedding: &EmbedderOutput) -> StorageResult<()> {
+        self.add_batch(&[(id, embedding.clone())]).await
+    }
+
+    async fn add_batch(&self, items: &[(Uuid, EmbedderOutput)]) -> StorageResult<()> {
+        if self.owned {
+            return Err(owned_write_error(self.state.embedder));
+        }
+        for (_, out) in items {
+            check_query(self.state.embedder, out, self.dims(), DEFAULT_MAX_TOKENS)?;
+        }
+        let (this, items) = (self.clone(), items.to_vec());
+        run_blocking(move || {
+            let changes: Vec<_> = items
+                .iter()
+                .map(|(id, out)| IndexChange::Upsert(*id, out))
+                .collect();
+            this.write_standalone(&changes)
+        })
+        .await
+    }
+
+    async fn remove(&self, id: Uuid) -> StorageResult<()> {
+        let this = self.clone();
+        run_blocking(move || this.write_standalone(&[IndexChange::Remove(id)])).await
+    }
+
+    async fn search(
+        &self,
+        query: &EmbedderOutput,
+        limit: usize,
+        threshold: Option<f32>,
+    ) -> StorageResult<Vec<IndexSearchResult>> {
+        let (this, query) = (self.clone(), query.clone());
+        run_blocking(move || this.search_sync(&query, limit, threshold)).await
+    }
+
+    async fn size(&self) -> StorageResult<usize> {
+        Ok(self.live())
+    }
+
+    async fn optimize(&self) -> StorageResult<()> {
+        let this = self.clone();
+        run_blocking(move || {
+            let cf = ColumnFamily::SparsePostings.handle(&this.state.db)?;
+            let e = this.state.embedder as u8;
+            this.state
+                .db
+                .compact_range_cf(&cf, Some([TAG_POSTING, e]), Some([TAG_POSTING, e + 1]));
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rocksdb::{ColumnFamilyDescriptor, Options};
+
+    fn open_db(dir: &std::path::Path) -> Arc<DB> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = vec![ColumnFamilyDescriptor::new(
+            ColumnFamily::SparsePostings.name(),
+            Options::default(),
+        )];
+        Arc::new(DB::open_cf_descriptors(&opts, dir, cfs).unwrap())
+    }
+
+    fn sv(terms: &[(u32, f32)]) -> EmbedderOutput {
+        EmbedderOutput::Sparse(SparseVector::new(
+            terms.iter().map(|t| t.0).collect(),
+            terms.iter().map(|t| t.1).collect(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn exact_dot_product_overwrite_remove_and_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_db(dir.path());
+        let idx = InvertedIndex::open(
+            db.clone(),
+            Embedder::SpladeKeyword,
+            100,
+            InvertedIndexConfig::default(),
+        )
+        .unwrap();
+        let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        idx.add(a, &sv(&[(1, 1.0), (5, 2.0)])).await.unwrap();
+        idx.add(b, &sv(&[(5, 1.0), (9, 3.0)])).await.unwrap();
+        idx.add(c, &sv(&[])).await.unwrap();
+        assert_eq!(idx.size().await.unwrap(), 3);
+        let hits = idx
+            .search(&sv(&[(5, 1.0), (9, 1.0)]), 10, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            hits,
+            vec![
+                IndexSearchResult { id: b, score: 4.0 },
+                IndexSearchResult { id: a, score: 2.0 }
+            ]
+        );
+        // Overwrite: a's old term 5 must no longer match.
+        idx.add(a, &sv(&[(1, 1.0)])).await.unwrap();
+        let hits = idx.search(&sv(&[(5, 1.0)]), 10, None).await.unwrap();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![b]);
+        idx.remove(b).await.unwrap();
+        assert!(idx
+            .search(&sv(&[(5, 1.0), (9, 1.0)]), 10, None)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(idx.size().await.unwrap(), 2);
+        assert_eq!(
+            idx.search(&sv(&[(1, 2.0)]), 10, Some(2.5))
+                .await
+                .unwrap()
+                .len(),
+            0
+        );
+        // A reopened index counts what is there.
+        let again = InvertedIndex::open(
+            db.clone(),
+            Embedder::SpladeKeyword,
+            100,
+            InvertedIndexConfig::default(),
+        )
+        .unwrap();
+        assert_eq!(again.live(), 2);
+
+        let pruned = InvertedIndex::open(
+            db,
+            Embedder::SpladeExpansion,
+            100,
+            InvertedIndexConfig {
+                max_terms: 1,
+                min_weight: 0.5,
+                use_bm25: false,
+            },
+        )
+        .unwrap();
+        pruned
+            .add(a, &sv(&[(1, 0.1), (2, 0.9), (3, 0.7)]))
+            .await
+            .unwrap();
+        assert!(
+            pruned
+                .search(&sv(&[(1, 1.0)]), 10, None)
+                .await
+                .unwrap()
+                .is_empty(),
+            "below min_weight"
+        );
+        assert!(
+            pruned
+                .search(&sv(&[(3, 1.0)]), 10, None)
+                .await
+                .unwrap()
+                .is_empty(),
+            "beyond max_terms"
+        );
+        assert_eq!(
+            pruned
+                .search(&sv(&[(2, 1.0)]), 10, None)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(matches!(
+            pruned.search(&sv(&[(200, 1.0)]), 10, None).await,
+            Err(StorageError::Validation { .. })
+        ));
+    }
+}

@@ -1,0 +1,98 @@
+//! Per-embedder indices: four kinds, one instance per embedder.
+//!
+//! | kind | module | where it lives | search |
+//! |---|---|---|---|
+//! | Hnsw | [`hnsw`] | memory (usearch graph), snapshot file | approximate cosine |
+//! | Inverted | [`inverted`] | RocksDB postings, same commit as the data | exact dot product |
+//! | TokenLevel | [`token_level`] | memory (usearch multi-vector graph), snapshot file | per-token candidates, exact MaxSim rerank |
+//! | Binary | [`binary`] | memory (packed codes), snapshot file | exact Hamming scan |
+//!
+//! Each index built on its own accepts `add`/`remove`. An index owned by a store is written
+//! only by the store's commit path; its `add`/`add_batch`/`remove` return `StorageError::Index`.
+
+pub mod binary;
+mod config;
+pub mod hnsw;
+pub mod inverted;
+mod key_map;
+mod memory;
+mod query;
+pub(crate) mod snapshot;
+pub mod token_level;
+mod usearch_graph;
+
+use async_trait::async_trait;
+use context_graph_core::teleology::{Embedder, EmbedderOutput};
+use uuid::Uuid;
+
+pub use config::{
+    EmbedderIndexConfig, HnswConfig, IndexType, InvertedIndexConfig, TokenLevelConfig,
+};
+pub use inverted::InvertedIndex;
+pub use memory::MemoryIndex;
+pub(crate) use memory::MemoryKind;
+
+use super::store::{StorageError, StorageResult};
+
+/// One search hit. Higher `score` means more similar; results are sorted by descending score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSearchResult {
+    pub id: Uuid,
+    pub score: f32,
+}
+
+/// The index of one embedder's outputs.
+#[async_trait]
+pub trait EmbedderIndex: Send + Sync {
+    /// The embedder whose outputs this index holds.
+    fn embedder(&self) -> Embedder;
+    /// The kind of index.
+    fn index_type(&self) -> IndexType;
+    /// Add or replace the entry of `id`.
+    async fn add(&self, id: Uuid, embedding: &EmbedderOutput) -> StorageResult<()>;
+    /// Add or replace several entries; all of them are checked before any is added.
+    async fn add_batch(&self, items: &[(Uuid, EmbedderOutput)]) -> StorageResult<()>;
+    /// Remove the entry of `id` (no error if there is none).
+    async fn remove(&self, id: Uuid) -> StorageResult<()>;
+    /// The `limit` most similar entries with `score >= threshold` (when given), best first.
+    async fn search(
+        &self,
+        query: &EmbedderOutput,
+        limit: usize,
+        threshold: Option<f32>,
+    ) -> StorageResult<Vec<IndexSearchResult>>;
+    /// Number of live entries.
+    async fn size(&self) -> StorageResult<usize>;
+    /// Reclaim space and repair structure degraded by removals.
+    async fn optimize(&self) -> StorageResult<()>;
+}
+
+/// One change to an index, as the store's commit path hands it over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum IndexChange<'a> {
+    Upsert(Uuid, &'a EmbedderOutput),
+    Remove(Uuid),
+}
+
+/// The error a store-owned index returns for a direct write.
+pub(crate) fn owned_write_error(e: Embedder) -> StorageError {
+    StorageError::Index(format!(
+        "index {} belongs to a store: write through the store (store/store_batch/delete), \
+         so that the index never holds an id the store does not",
+        e.short_name()
+    ))
+}
+
+/// Sort hits best first (ties by id, for determinism), apply the threshold and the limit.
+pub(crate) fn finish_results(
+    mut hits: Vec<IndexSearchResult>,
+    limit: usize,
+    threshold: Option<f32>,
+) -> Vec<IndexSearchResult> {
+    if let Some(t) = threshold {
+        hits.retain(|h| h.score >= t);
+    }
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    hits.truncate(limit);
+    hits
+}

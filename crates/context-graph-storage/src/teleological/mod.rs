@@ -1,0 +1,27 @@
+//! The teleological array store: the storage trait, the per-embedder indices and the RocksDB
+//! implementation that ties them together.
+
+pub mod index;
+pub mod rocksdb_store;
+pub mod store;
+
+mod blocking;
+mod change_log;
+mod column_families;
+mod parallel;
+mod recovery;
+mod store_core;
+mod store_meta;
+mod write_path;
+
+pub use index::{
+    EmbedderIndex, EmbedderIndexConfig, HnswConfig, IndexSearchResult, IndexType,
+    InvertedIndexConfig, TokenLevelConfig,
+};
+pub use rocksdb_store::{
+    Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
+};
+pub use store::{
+    EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
+    TeleologicalArrayStore,
+};

@@ -1,0 +1,545 @@
+//! The recovery path: opening a store, the one entry point being [`open_core`].
+//!
+//! 1. Check the index configurations against the schema.
+//! 2. Open RocksDB with every column family (creating missing ones).
+//! 3. Check the persisted format and schema, or write them for a new store.
+//! 4. Bring up each index: sparse indices live in RocksDB and are current; each in-memory
+//!    index is loaded from its snapshot if the snapshot is intact and can be caught up,
+//!    otherwise it is marked for a rebuild (and the reason is logged).
+//! 5. Catch up the loaded indices by replaying the change log after each one's snapshot.
+//! 6. Rebuild the marked indices from `teleological_arrays`.
+//!
+//! Snapshots are written by [`StoreCore::persist_indices`] (on close, and on request), which
+//! then deletes the change-log entries every snapshot covers.
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Instant;
+
+use context_graph_core::encoding::{decode_array, decode_slot};
+use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput};
+use parking_lot::Mutex;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch,
+    WriteOptions, DB,
+};
+use uuid::Uuid;
+
+use super::change_log::{decode_entry, log_key, seq_of_key, LogOp};
+use super::column_families::ColumnFamily;
+use super::index::binary::BinaryKind;
+use super::index::hnsw::HnswKind;
+use super::index::snapshot::{read_snapshot, snapshot_path, write_snapshot};
+use super::index::token_level::{default_token_graph_config, TokenLevelKind};
+use super::index::{
+    EmbedderIndexConfig, IndexChange, IndexType, InvertedIndex, MemoryIndex, MemoryKind,
+};
+use super::parallel::for_each_parallel;
+use super::rocksdb_store::StoreConfig;
+use super::store::{IndexOpenMode, StorageError, StorageResult};
+use super::store_core::{DisabledIndex, IndexSlot, StoreCore, WriterState};
+use super::store_meta::{init_or_check, SchemaRecord, KEY_LOG_TRUNCATED_THROUGH};
+
+/// Subdirectory of the store holding RocksDB.
+pub(crate) const DATA_DIR: &str = "data";
+/// Subdirectory of the store holding the index snapshots.
+pub(crate) const SNAPSHOT_DIR: &str = "indices";
+/// Arrays applied to rebuilt indices per step.
+const REBUILD_CHUNK: usize = 256;
+
+/// Step 1: an index configuration must agree with the schema of its slot.
+fn check_configs(
+    config: &StoreConfig,
+    index_configs: &[EmbedderIndexConfig; Embedder::COUNT],
+) -> StorageResult<()> {
+    if let Some(e) = config.schema.invalid_slot() {
+        return Err(StorageError::Validation {
+            id: None,
+            embedder: Some(e),
+            reason: "schema gives this slot a size of zero".into(),
+        });
+    }
+    for e in Embedder::all() {
+        let c = &index_configs[e.index()];
+        let dims = config.schema.get(e);
+        let want = IndexType::for_kind(dims.kind());
+        let mismatch = |reason: String| Err(StorageError::SchemaMismatch { reason });
+        if c.embedder != e {
+            return mismatch(format!(
+                "index configuration {} is for {}, expected {}",
+                e.index(),
+                c.embedder.short_name(),
+                e.short_name()
+            ));
+        }
+        if c.index_type != want {
+            return mismatch(format!(
+                "{} is {dims} in the schema, which needs a {} index, not {}",
+                e.short_name(),
+                want.as_str(),
+                c.index_type.as_str()
+            ));
+        }
+        if let (EmbedderDims::TokenLevel { per_token }, Some(t)) = (dims, &c.token_level_config) {
+            if t.dims_per_token != per_token {
+                return mismatch(format!(
+                    "{}: token config has {} dims per token, the schema {per_token}",
+                    e.short_name(),
+                    t.dims_per_token
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The token limit the configurations ask for (the token-level slot's, else the default).
+fn max_tokens(index_configs: &[EmbedderIndexConfig; Embedder::COUNT]) -> usize {
+    index_configs
+        .iter()
+        .filter_map(|c| c.token_level_config.as_ref().map(|t| t.max_tokens))
+        .next()
+        .unwrap_or(context_graph_core::teleology::DEFAULT_MAX_TOKENS)
+}
+
+/// Step 2: RocksDB options from the store configuration.
+fn rocksdb_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
+    let cache = Cache::new_lru_cache(config.cache_size_mb.max(1) << 20);
+    let cf_options = |point_lookups: bool, blobs: bool| {
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        if point_lookups {
+            table.set_bloom_filter(10.0, false);
+        }
+        let mut o = Options::default();
+        o.set_block_based_table_factory(&table);
+        if config.enable_compression {
+            o.set_compression_type(DBCompressionType::Lz4);
+            o.set_bottommost_compression_type(DBCompressionType::Zstd);
+        } else {
+            o.set_compression_type(DBCompressionType::None);
+        }
+        if blobs {
+            // Array bodies are tens of KB: keeping them in blob files spares compaction from
+            // rewriting them at every level.
+            o.set_enable_blob_files(true);
+            o.set_min_blob_size(4096);
+            o.set_blob_compression_type(DBCompressionType::None);
+            o.set_enable_blob_gc(true);
+        }
+        o
+    };
+    let descriptors = ColumnFamily::ALL
+        .iter()
+        .map(|&cf| {
+            let opts = match cf {
+                ColumnFamily::Arrays => cf_options(true, true),
+                ColumnFamily::Metadata => cf_options(true, false),
+                _ => cf_options(false, false),
+            };
+            ColumnFamilyDescriptor::new(cf.name(), opts)
+        })
+        .collect();
+    let mut db_opts = Options::default();
+    db_opts.create_if_missing(config.create_if_missing);
+    db_opts.create_missing_column_families(true);
+    db_opts.set_max_open_files(config.max_open_files);
+    db_opts
+        .increase_parallelism(std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+    (db_opts, descriptors)
+}
+
+fn open_db(root: &Path, config: &StoreConfig) -> StorageResult<DB> {
+    let (opts, cfs) = rocksdb_options(config);
+    let data = root.join(DATA_DIR);
+    DB::open_cf_descriptors(&opts, &data, cfs).map_err(|e| {
+        let msg = e.clone().into_string();
+        if msg.contains("lock file") || msg.contains("LOCK") {
+            StorageError::InUse {
+                path: root.display().to_string(),
+                detail: msg,
+            }
+        } else if msg.contains("does not exist") {
+            StorageError::Backend(format!(
+                "no store at {} (create_if_missing is false): {msg}",
+                root.display()
+            ))
+        } else {
+            StorageError::from(e)
+        }
+    })
+}
+
+/// An in-memory index loaded from a snapshot that still needs the log after `seq`.
+struct Pending {
+    embedder: Embedder,
+    index: Arc<dyn MemoryKind>,
+    from_seq: u64,
+    mode: IndexOpenMode,
+}
+
+fn new_memory_index(
+    e: Embedder,
+    dims: EmbedderDims,
+    c: &EmbedderIndexConfig,
+) -> StorageResult<Arc<dyn MemoryKind>> {
+    Ok(match dims {
+        EmbedderDims::Dense(d) => {
+            let hnsw = c
+                .hnsw_config
+                .clone()
+                .unwrap_or_else(|| super::index::HnswConfig::default_for_dims(d));
+            Arc::new(HnswKind::new(e, d, &hnsw)?)
+        }
+        EmbedderDims::TokenLevel { .. } => {
+            let t = c.token_level_config.clone().unwrap_or_default();
+            let graph = c
+                .hnsw_config
+                .clone()
+                .unwrap_or_else(default_token_graph_config);
+            Arc::new(TokenLevelKind::new(e, &t, &graph)?)
+        }
+        EmbedderDims::Binary { bits } => Arc::new(BinaryKind::new(e, bits)),
+        EmbedderDims::Sparse { .. } => unreachable!("sparse slots are inverted indices"),
+    })
+}
+
+fn load_memory_index(
+    e: Embedder,
+    dims: EmbedderDims,
+    c: &EmbedderIndexConfig,
+    payload: &[u8],
+) -> Result<Arc<dyn MemoryKind>, String> {
+    Ok(match dims {
+        EmbedderDims::Dense(d) => {
+            let hnsw = c
+                .hnsw_config
+                .clone()
+                .unwrap_or_else(|| super::index::HnswConfig::default_for_dims(d));
+            Arc::new(HnswKind::from_snapshot(e, d, &hnsw, payload)?)
+        }
+        EmbedderDims::TokenLevel { .. } => {
+            let t = c.token_level_config.clone().unwrap_or_default();
+            let graph = c
+                .hnsw_config
+                .clone()
+                .unwrap_or_else(default_token_graph_config);
+            Arc::new(TokenLevelKind::from_snapshot(e, &t, &graph, payload)?)
+        }
+        EmbedderDims::Binary { bits } => Arc::new(BinaryKind::from_snapshot(e, bits, payload)?),
+        EmbedderDims::Sparse { .. } => return Err("sparse slots have no snapshot".into()),
+    })
+}
+
+/// Open (or create) the store at `path`: the recovery path, steps 1 to 6.
+pub(crate) fn open_core(
+    path: &Path,
+    config: StoreConfig,
+    index_configs: [EmbedderIndexConfig; Embedder::COUNT],
+) -> StorageResult<StoreCore> {
+    let started = Instant::now();
+    // Step 1.
+    check_configs(&config, &index_configs)?;
+    let max_tokens = max_tokens(&index_configs);
+    if !path.exists() {
+        if !config.create_if_missing {
+            return Err(StorageError::Backend(format!(
+                "no store at {} (create_if_missing is false)",
+                path.display()
+            )));
+        }
+        fs::create_dir_all(path)
+            .map_err(|e| StorageError::Backend(format!("cannot create {}: {e}", path.display())))?;
+    }
+    // Step 2.
+    let db = Arc::new(open_db(path, &config)?);
+    // Step 3.
+    let (counters, created) =
+        init_or_check(&db, &SchemaRecord::new(config.schema.clone(), max_tokens))?;
+    let snapshot_dir = path.join(SNAPSHOT_DIR);
+    fs::create_dir_all(&snapshot_dir).map_err(|e| {
+        StorageError::Backend(format!("cannot create {}: {e}", snapshot_dir.display()))
+    })?;
+
+    // Step 4.
+    let mut slots = Vec::with_capacity(Embedder::COUNT);
+    let mut modes = Vec::with_capacity(Embedder::COUNT);
+    let mut pending = Vec::new();
+    let mut rebuild = Vec::new();
+    for e in Embedder::all() {
+        let c = &index_configs[e.index()];
+        let dims = config.schema.get(e);
+        if !c.enabled {
+            slots.push(IndexSlot::Disabled(DisabledIndex {
+                embedder: e,
+                index_type: c.index_type,
+            }));
+            modes.push(IndexOpenMode::Disabled);
+            continue;
+        }
+        if let EmbedderDims::Sparse { vocab_size } = dims {
+            let inverted = InvertedIndex::open_owned(
+                db.clone(),
+                e,
+                vocab_size,
+                c.inverted_config.clone().unwrap_or_default(),
+            )?;
+            slots.push(IndexSlot::Inverted(inverted));
+            modes.push(IndexOpenMode::Persistent);
+            continue;
+        }
+        let index = if created {
+            modes.push(IndexOpenMode::Created);
+            new_memory_index(e, dims, c)?
+        } else {
+            let loaded =
+                read_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
+                    if snap.seq > counters.commit_seq {
+                        return Err(format!(
+                            "snapshot reflects commit {} but the data ends at {}",
+                            snap.seq, counters.commit_seq
+                        ));
+                    }
+                    if snap.seq < counters.log_truncated_through {
+                        return Err(format!(
+                            "snapshot reflects commit {}, older than the change log (from {})",
+                            snap.seq,
+                            counters.log_truncated_through + 1
+                        ));
+                    }
+                    load_memory_index(e, dims, c, &snap.payload).map(|index| (snap.seq, index))
+                });
+            match loaded {
+                Ok((seq, index)) => {
+                    modes.push(IndexOpenMode::Loaded);
+                    pending.push(Pending {
+                        embedder: e,
+                        index: index.clone(),
+                        from_seq: seq,
+                        mode: IndexOpenMode::Loaded,
+                    });
+                    index
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        "index {} will be rebuilt from teleological_arrays: {reason}",
+                        e.short_name()
+                    );
+                    modes.push(IndexOpenMode::Rebuilt {
+                        reason: reason.clone(),
+                    });
+                    let index = new_memory_index(e, dims, c)?;
+                    rebuild.push((e, index.clone()));
+                    index
+                }
+            }
+        };
+        slots.push(IndexSlot::Memory(MemoryIndex::owned(index)));
+    }
+
+    // Step 5.
+    catch_up(&db, &mut pending)?;
+    for p in &pending {
+        modes[p.embedder.index()] = p.mode.clone();
+    }
+    // Step 6.
+    rebuild_from_arrays(&db, &rebuild)?;
+
+    let core = StoreCore {
+        db,
+        root: path.to_path_buf(),
+        schema: config.schema.clone(),
+        max_tokens,
+        config,
+        slots,
+        open_modes: modes,
+        writer: Mutex::new(WriterState {
+            commit_seq: counters.commit_seq,
+            array_count: counters.array_count,
+            log_truncated_through: counters.log_truncated_through,
+        }),
+        count: AtomicUsize::new(counters.array_count as usize),
+        failure: Mutex::new(None),
+    };
+    tracing::info!(
+        "opened store at {} ({} arrays, commit {}) in {:.2?}",
+        path.display(),
+        counters.array_count,
+        counters.commit_seq,
+        started.elapsed()
+    );
+    Ok(core)
+}
+
+/// Step 5: replay the change log after each loaded snapshot. An upsert indexes the array's
+/// current value (if it still exists); replaying in commit order ends in exactly the current
+/// data, whatever happened to an id after the entry.
+fn catch_up(db: &DB, pending: &mut [Pending]) -> StorageResult<()> {
+    let Some(start) = pending.iter().map(|p| p.from_seq).min() else {
+        return Ok(());
+    };
+    let log_cf = ColumnFamily::ChangeLog.handle(db)?;
+    let arrays_cf = ColumnFamily::Arrays.handle(db)?;
+    let mut it = db.raw_iterator_cf(&log_cf);
+    it.seek(log_key(start + 1));
+    let mut replayed = 0u64;
+    while let (Some(key), Some(value)) = (it.key(), it.value()) {
+        let seq = seq_of_key(key).ok_or_else(|| StorageError::Corruption {
+            what: "change-log key is not 8 bytes".into(),
+        })?;
+        let ops = decode_entry(value).map_err(|what| StorageError::Corruption {
+            what: format!("change-log entry {seq}: {what}"),
+        })?;
+        let current = ops
+            .iter()
+            .map(|op| match op {
+                LogOp::Upsert(id) => db.get_cf(&arrays_cf, id.as_bytes()),
+                LogOp::Remove(_) => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for p in pending.iter_mut().filter(|p| p.from_seq < seq) {
+            for (op, bytes) in ops.iter().zip(&current) {
+                match (*op, bytes) {
+                    (LogOp::Upsert(id), Some(bytes)) => {
+                        let out = decode_slot(bytes, p.embedder)
+                            .map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))?;
+                        p.index.apply(&[IndexChange::Upsert(id, &out)])?;
+                    }
+                    // Stored, then deleted by a later commit, whose entry removes it.
+                    (LogOp::Upsert(_), None) => {}
+                    (LogOp::Remove(id), _) => p.index.apply(&[IndexChange::Remove(id)])?,
+                }
+            }
+            p.mode = match p.mode {
+                IndexOpenMode::CaughtUp { entries } => IndexOpenMode::CaughtUp {
+                    entries: entries + 1,
+                },
+                _ => IndexOpenMode::CaughtUp { entries: 1 },
+            };
+        }
+        replayed += 1;
+        it.next();
+    }
+    it.status()?;
+    if replayed > 0 {
+        tracing::info!("caught up in-memory indices with {replayed} change-log entries");
+    }
+    Ok(())
+}
+
+/// Step 6: fill empty indices from every stored array.
+fn rebuild_from_arrays(db: &DB, targets: &[(Embedder, Arc<dyn MemoryKind>)]) -> StorageResult<()> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let arrays_cf = ColumnFamily::Arrays.handle(db)?;
+    let mut it = db.raw_iterator_cf(&arrays_cf);
+    it.seek_to_first();
+    let mut chunk: Vec<(Uuid, Vec<EmbedderOutput>)> = Vec::with_capacity(REBUILD_CHUNK);
+    let mut done = 0usize;
+    while let (Some(key), Some(value)) = (it.key(), it.value()) {
+        let array = decode_array(value).map_err(|e| {
+            StorageError::corrupt(
+                format_args!("array {}", Uuid::from_slice(key).unwrap_or_default()),
+                e,
+            )
+        })?;
+        let outs = targets.iter().map(|(e, _)| array.get(*e).clone()).collect();
+        chunk.push((array.id, outs));
+        if chunk.len() == REBUILD_CHUNK {
+            apply_chunk(targets, &chunk)?;
+            done += chunk.len();
+            chunk.clear();
+            if done.is_multiple_of(REBUILD_CHUNK * 40) {
+                tracing::info!("rebuilding indices: {done} arrays");
+            }
+        }
+        it.next();
+    }
+    it.status()?;
+    apply_chunk(targets, &chunk)?;
+    done += chunk.len();
+    let names: Vec<_> = targets.iter().map(|(e, _)| e.short_name()).collect();
+    tracing::warn!(
+        "rebuilt indices {names:?} from {done} arrays in {:.2?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn apply_chunk(
+    targets: &[(Embedder, Arc<dyn MemoryKind>)],
+    chunk: &[(Uuid, Vec<EmbedderOutput>)],
+) -> StorageResult<()> {
+    let positions: Vec<usize> = (0..targets.len()).collect();
+    for_each_parallel(&positions, |&i| {
+        let changes: Vec<_> = chunk
+            .iter()
+            .map(|(id, outs)| IndexChange::Upsert(*id, &outs[i]))
+            .collect();
+        targets[i].1.apply(&changes)
+    })
+}
+
+impl StoreCore {
+    /// Write a snapshot of every in-memory index at the current commit, then delete the
+    /// change-log entries they all cover. Holds the writer lock, so no commit interleaves.
+    pub(crate) fn persist_indices(&self) -> StorageResult<()> {
+        let mut writer = self.writer.lock();
+        let seq = writer.commit_seq;
+        // The snapshots must never be ahead of durable data (Buffered writes are in the WAL
+        // but maybe not on disk yet).
+        self.db.flush_wal(true)?;
+        let dir = self.snapshot_dir();
+        let memory: Vec<&MemoryIndex> = self
+            .slots
+            .iter()
+            .filter_map(|s| match s {
+                IndexSlot::Memory(m) => Some(m),
+                _ => None,
+            })
+            .collect();
+        for_each_parallel(&memory, |m| {
+            let e = m.kind.embedder();
+            let payload = m.kind.snapshot_payload()?;
+            write_snapshot(
+                &snapshot_path(&dir, e),
+                e,
+                m.kind.index_type(),
+                seq,
+                &payload,
+            )
+            .map_err(|err| {
+                StorageError::Backend(format!("writing the snapshot of {}: {err}", e.short_name()))
+            })
+        })?;
+        if seq > writer.log_truncated_through {
+            let log_cf = ColumnFamily::ChangeLog.handle(&self.db)?;
+            let meta_cf = ColumnFamily::StoreMeta.handle(&self.db)?;
+            let mut batch = WriteBatch::default();
+            batch.delete_range_cf(&log_cf, log_key(0), log_key(seq + 1));
+            batch.put_cf(&meta_cf, KEY_LOG_TRUNCATED_THROUGH, seq.to_le_bytes());
+            let mut opts = WriteOptions::default();
+            opts.set_sync(true);
+            self.db.write_opt(batch, &opts)?;
+            writer.log_truncated_through = seq;
+        }
+        Ok(())
+    }
+}
+
+/// The schema persisted at `path`, read through a read-only RocksDB handle.
+pub(crate) fn read_persisted_schema(
+    path: &Path,
+) -> StorageResult<Option<context_graph_core::teleology::StoreSchema>> {
+    let data = path.join(DATA_DIR);
+    if !data.join("CURRENT").exists() {
+        return Ok(None);
+    }
+    let names: Vec<&str> = ColumnFamily::ALL.iter().map(|cf| cf.name()).collect();
+    let db = DB::open_cf_for_read_only(&Options::default(), &data, names, false)?;
+    Ok(super::store_meta::read_schema(&db)?.map(|r| r.schema))
+}

@@ -1,0 +1,270 @@
+//! [`RocksDbTeleologicalStore`]: teleological arrays in RocksDB with 13 per-embedder indices,
+//! updated together in one atomic commit per call.
+//!
+//! The async methods are thin adapters: each runs the synchronous core (`store_core.rs`,
+//! `write_path.rs`, `recovery.rs`) on a blocking thread.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use context_graph_core::teleology::{Embedder, StoreSchema, TeleologicalArray};
+use uuid::Uuid;
+
+use super::blocking::run_blocking;
+pub use super::column_families::{CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX};
+use super::index::{EmbedderIndex, EmbedderIndexConfig};
+use super::recovery::open_core;
+use super::store::{StorageError, StorageResult, StorageStats, TeleologicalArrayStore};
+use super::store_core::StoreCore;
+pub use super::store_meta::STORE_FORMAT_VERSION;
+use super::write_path::Mutation;
+
+#[cfg(test)]
+mod tests;
+
+/// When an acknowledged write is on stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is fsynced before the call returns: it survives power loss.
+    #[default]
+    Sync,
+    /// Commits are written to the WAL without fsync: they survive a process crash, not a
+    /// machine crash. For bulk loads.
+    Buffered,
+}
+
+/// How to open a store. `schema` and the token limit are fixed at creation; the rest is
+/// chosen per open.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Create the store if the path holds none (default true).
+    pub create_if_missing: bool,
+    /// RocksDB's limit on open files (default 1000).
+    pub max_open_files: i32,
+    /// Size of the one block cache shared by all column families, in MiB (default 256).
+    pub cache_size_mb: usize,
+    /// LZ4 compression, zstd at the bottommost level (default true).
+    pub enable_compression: bool,
+    /// Default `Sync`.
+    pub durability: Durability,
+    /// Most arrays in one `store_batch` (default 1000); longer batches get `BatchTooLarge`.
+    pub max_batch: usize,
+    /// The schema: used when the store is created, checked when it is opened.
+    pub schema: StoreSchema,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            create_if_missing: true,
+            max_open_files: 1000,
+            cache_size_mb: 256,
+            enable_compression: true,
+            durability: Durability::Sync,
+            max_batch: 1000,
+            schema: StoreSchema::default(),
+        }
+    }
+}
+
+/// Teleological arrays in RocksDB, with one index per embedder.
+///
+/// A store directory holds `data/` (RocksDB) and `indices/` (snapshots of the in-memory
+/// indices); `docs/FORMAT.md` describes both. One handle at a time may hold a directory.
+///
+/// ```no_run
+/// # async fn demo() -> context_graph_storage::StorageResult<()> {
+/// use context_graph_storage::{RocksDbTeleologicalStore, StoreConfig, TeleologicalArrayStore};
+/// let store = RocksDbTeleologicalStore::open("/tmp/memories", StoreConfig::default())?;
+/// println!("{} arrays", store.count().await?);
+/// store.close()?; // persists index snapshots so the next open needs no rebuild
+/// # Ok(()) }
+/// ```
+pub struct RocksDbTeleologicalStore {
+    /// `None` only while `close` or `drop` runs.
+    core: Option<Arc<StoreCore>>,
+}
+
+impl RocksDbTeleologicalStore {
+    /// Open or create the store at `path` with the default index configuration of its schema.
+    /// Synchronous and possibly long (index catch-up or rebuild): in async code, call it on a
+    /// blocking thread.
+    pub fn open(path: &str, config: StoreConfig) -> StorageResult<Self> {
+        let index_configs = EmbedderIndexConfig::all_for_schema(&config.schema);
+        Self::open_with_indices(path, config, index_configs)
+    }
+
+    /// Open or create the store with explicit index configurations, which must agree with the
+    /// schema (index kind, dims per token) or the open fails with `SchemaMismatch`.
+    pub fn open_with_indices(
+        path: &str,
+        config: StoreConfig,
+        index_configs: [EmbedderIndexConfig; Embedder::COUNT],
+    ) -> StorageResult<Self> {
+        let core = open_core(Path::new(path), config, index_configs)?;
+        Ok(Self {
+            core: Some(Arc::new(core)),
+        })
+    }
+
+    /// The schema persisted in the store at `path`, read without taking the store (works
+    /// while another process has it open). `Ok(None)` if the path holds no store.
+    pub fn persisted_schema(path: &str) -> StorageResult<Option<StoreSchema>> {
+        super::recovery::read_persisted_schema(Path::new(path))
+    }
+
+    fn core(&self) -> &Arc<StoreCore> {
+        // Only `close` and `drop` take the core, and both consume the handle.
+        self.core
+            .as_ref()
+            .expect("store core is present until close")
+    }
+
+    /// The underlying RocksDB handle (a `DB` with multi-threaded column families), for
+    /// inspection. Writing through it bypasses the indices and the counters.
+    pub fn db(&self) -> &rocksdb::DB {
+        &self.core().db
+    }
+
+    /// The index serving one embedder, for reading (search, size). Writes go through the
+    /// store: add/add_batch/remove on a store-owned index return `StorageError::Index`.
+    #[allow(clippy::should_implement_trait)] // the name is the public API's; it is no `Index` impl
+    pub fn index(&self, embedder: Embedder) -> &dyn EmbedderIndex {
+        self.core().slot(embedder).as_dyn()
+    }
+
+    /// The schema the store was created with.
+    pub fn schema(&self) -> &StoreSchema {
+        &self.core().schema
+    }
+
+    /// Set the search breadth (HNSW `ef_search`) of one embedder's graph for this open, e.g.
+    /// to trade latency for recall. No effect on exact indices (inverted, binary).
+    pub fn set_ef_search(&self, embedder: Embedder, ef: usize) {
+        if let super::store_core::IndexSlot::Memory(m) = self.core().slot(embedder) {
+            m.kind.set_ef_search(ef.max(1));
+        }
+    }
+
+    /// Ids stored under one namespace (exact match), in key order.
+    pub async fn list_namespace(&self, namespace: &str) -> StorageResult<Vec<Uuid>> {
+        let (core, ns) = (self.core().clone(), namespace.to_owned());
+        run_blocking(move || core.list_namespace(&ns)).await
+    }
+
+    /// Write snapshots of the in-memory indices now, so that a reopen after a crash replays
+    /// only what comes after. `close` does this too.
+    pub fn snapshot_indices(&self) -> StorageResult<()> {
+        self.core().persist_indices()
+    }
+
+    /// Persist index snapshots, flush, release the path. Errors are returned, not logged away.
+    pub fn close(mut self) -> StorageResult<()> {
+        let core = self.core.take().expect("store core is present until close");
+        shut_down(core)
+    }
+}
+
+/// Persist, flush and drop the core, waiting for in-flight calls that still hold it.
+fn shut_down(core: Arc<StoreCore>) -> StorageResult<()> {
+    let persisted = match core.check_writable() {
+        // After a failed commit the indices may be behind the data; a snapshot would hide
+        // that. The change log brings them up to date on the next open instead.
+        Err(_) => Ok(()),
+        Ok(()) => core.persist_indices(),
+    };
+    let flushed = super::column_families::ColumnFamily::ALL
+        .iter()
+        .try_for_each(|cf| {
+            let handle = cf.handle(&core.db)?;
+            core.db.flush_cf(&handle).map_err(StorageError::from)
+        });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut core = core;
+    loop {
+        match Arc::try_unwrap(core) {
+            Ok(inner) => {
+                drop(inner);
+                break;
+            }
+            Err(shared) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2));
+                core = shared;
+            }
+            Err(_) => {
+                return Err(StorageError::Backend(
+                    "store is still in use by running calls after 30 s; not closed".into(),
+                ))
+            }
+        }
+    }
+    persisted.and(flushed)
+}
+
+impl Drop for RocksDbTeleologicalStore {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.take() {
+            if let Err(e) = shut_down(core) {
+                tracing::error!("closing the store on drop failed: {e}");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TeleologicalArrayStore for RocksDbTeleologicalStore {
+    async fn store(&self, array: &TeleologicalArray) -> StorageResult<()> {
+        let (core, array) = (self.core().clone(), array.clone());
+        run_blocking(move || core.commit(&[Mutation::Put(&array)])).await
+    }
+
+    async fn store_batch(&self, arrays: &[TeleologicalArray]) -> StorageResult<()> {
+        if arrays.is_empty() {
+            return Ok(());
+        }
+        let core = self.core().clone();
+        if arrays.len() > core.config.max_batch {
+            return Err(StorageError::BatchTooLarge {
+                max: core.config.max_batch,
+                actual: arrays.len(),
+            });
+        }
+        let arrays = arrays.to_vec();
+        run_blocking(move || {
+            let mutations: Vec<_> = arrays.iter().map(Mutation::Put).collect();
+            core.commit(&mutations)
+        })
+        .await
+    }
+
+    async fn retrieve(&self, id: Uuid) -> StorageResult<TeleologicalArray> {
+        let core = self.core().clone();
+        run_blocking(move || core.retrieve(id)).await
+    }
+
+    async fn retrieve_batch(&self, ids: &[Uuid]) -> StorageResult<Vec<TeleologicalArray>> {
+        let (core, ids) = (self.core().clone(), ids.to_vec());
+        run_blocking(move || core.retrieve_batch(&ids)).await
+    }
+
+    async fn delete(&self, id: Uuid) -> StorageResult<()> {
+        let core = self.core().clone();
+        run_blocking(move || core.commit(&[Mutation::Delete(id)])).await
+    }
+
+    async fn exists(&self, id: Uuid) -> StorageResult<bool> {
+        let core = self.core().clone();
+        run_blocking(move || core.exists(id)).await
+    }
+
+    async fn count(&self) -> StorageResult<usize> {
+        Ok(self.core().count())
+    }
+
+    async fn stats(&self) -> StorageResult<StorageStats> {
+        let core = self.core().clone();
+        run_blocking(move || core.full_stats()).await
+    }
+}

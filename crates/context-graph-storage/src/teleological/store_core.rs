@@ -1,0 +1,263 @@
+//! The synchronous heart of the store: the database, the 13 index slots, the writer lock and
+//! the read paths. The write path is in `write_path.rs`, the recovery path in `recovery.rs`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use context_graph_core::encoding::{decode_array, decode_metadata};
+use context_graph_core::teleology::{Embedder, EmbedderOutput, StoreSchema, TeleologicalArray};
+use parking_lot::Mutex;
+use rocksdb::{ReadOptions, DB};
+use uuid::Uuid;
+
+use super::column_families::ColumnFamily;
+use super::index::{EmbedderIndex, IndexSearchResult, IndexType, InvertedIndex, MemoryIndex};
+use super::rocksdb_store::StoreConfig;
+use super::store::{EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats};
+
+/// The index serving one slot.
+pub(crate) enum IndexSlot {
+    Memory(MemoryIndex),
+    Inverted(InvertedIndex),
+    Disabled(DisabledIndex),
+}
+
+impl IndexSlot {
+    pub(crate) fn as_dyn(&self) -> &dyn EmbedderIndex {
+        match self {
+            IndexSlot::Memory(i) => i,
+            IndexSlot::Inverted(i) => i,
+            IndexSlot::Disabled(i) => i,
+        }
+    }
+
+    pub(crate) fn live(&self) -> usize {
+        match self {
+            IndexSlot::Memory(i) => i.kind.len(),
+            IndexSlot::Inverted(i) => i.live(),
+            IndexSlot::Disabled(_) => 0,
+        }
+    }
+}
+
+/// The mutable state only a committing writer touches.
+#[derive(Debug)]
+pub(crate) struct WriterState {
+    pub(crate) commit_seq: u64,
+    pub(crate) array_count: u64,
+    pub(crate) log_truncated_through: u64,
+}
+
+pub(crate) struct StoreCore {
+    pub(crate) db: Arc<DB>,
+    /// The store directory: `data/` holds RocksDB, `indices/` the index snapshots.
+    pub(crate) root: PathBuf,
+    pub(crate) schema: StoreSchema,
+    pub(crate) max_tokens: usize,
+    pub(crate) config: StoreConfig,
+    pub(crate) slots: Vec<IndexSlot>,
+    pub(crate) open_modes: Vec<IndexOpenMode>,
+    /// Held for the whole of a commit, so commits (and snapshots) happen one at a time.
+    pub(crate) writer: Mutex<WriterState>,
+    /// The committed array count, readable without the writer lock.
+    pub(crate) count: AtomicUsize,
+    /// Set when a write failed in a way that leaves the state unknown: writes are refused.
+    pub(crate) failure: Mutex<Option<String>>,
+}
+
+impl StoreCore {
+    pub(crate) fn snapshot_dir(&self) -> PathBuf {
+        self.root.join(super::recovery::SNAPSHOT_DIR)
+    }
+
+    pub(crate) fn slot(&self, e: Embedder) -> &IndexSlot {
+        &self.slots[e.index()]
+    }
+
+    pub(crate) fn retrieve(&self, id: Uuid) -> StorageResult<TeleologicalArray> {
+        let cf = ColumnFamily::Arrays.handle(&self.db)?;
+        let bytes = self
+            .db
+            .get_pinned_cf(&cf, id.as_bytes())?
+            .ok_or(StorageError::NotFound(id))?;
+        decode_array(&bytes).map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))
+    }
+
+    pub(crate) fn retrieve_batch(&self, ids: &[Uuid]) -> StorageResult<Vec<TeleologicalArray>> {
+        let cf = ColumnFamily::Arrays.handle(&self.db)?;
+        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+        let values = self.db.batched_multi_get_cf(&cf, &keys, false);
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, value) in ids.iter().zip(values) {
+            let bytes = value?.ok_or(StorageError::NotFound(*id))?;
+            out.push(
+                decode_array(&bytes)
+                    .map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))?,
+            );
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn exists(&self, id: Uuid) -> StorageResult<bool> {
+        let cf = ColumnFamily::Metadata.handle(&self.db)?;
+        Ok(self.db.get_pinned_cf(&cf, id.as_bytes())?.is_some())
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn list_namespace(&self, namespace: &str) -> StorageResult<Vec<Uuid>> {
+        let cf = ColumnFamily::NamespaceIndex.handle(&self.db)?;
+        let mut prefix = namespace.as_bytes().to_vec();
+        prefix.push(0);
+        let mut upper = namespace.as_bytes().to_vec();
+        upper.push(1);
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(upper);
+        let mut it = self.db.raw_iterator_cf_opt(&cf, opts);
+        it.seek(&prefix);
+        let mut ids = Vec::new();
+        while let Some(key) = it.key() {
+            let id = key
+                .strip_prefix(prefix.as_slice())
+                .and_then(|rest| Uuid::from_slice(rest).ok())
+                .ok_or_else(|| StorageError::Corruption {
+                    what: format!("namespace_index key of {namespace:?} is malformed"),
+                })?;
+            ids.push(id);
+            it.next();
+        }
+        it.status()?;
+        Ok(ids)
+    }
+
+    /// Store-wide statistics from `array_metadata` (no array body is decoded).
+    pub(crate) fn full_stats(&self) -> StorageResult<StorageStats> {
+        let cf = ColumnFamily::Metadata.handle(&self.db)?;
+        // A RocksDB snapshot makes the scan and the counters describe the same moment.
+        let (commit_seq, snapshot) = {
+            let w = self.writer.lock();
+            (w.commit_seq, self.db.snapshot())
+        };
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&snapshot);
+        let mut it = self.db.raw_iterator_cf_opt(&cf, opts);
+        it.seek_to_first();
+        let mut stats = StorageStats {
+            total_arrays: 0,
+            total_bytes: 0,
+            namespaces: Vec::new(),
+            oldest_array: None,
+            newest_array: None,
+            indices: self.index_stats(),
+            commit_seq,
+        };
+        let mut namespaces = BTreeSet::new();
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            let rec = decode_metadata(value).map_err(|e| {
+                StorageError::corrupt(
+                    format_args!("metadata of {}", Uuid::from_slice(key).unwrap_or_default()),
+                    e,
+                )
+            })?;
+            stats.total_arrays += 1;
+            stats.total_bytes += rec.encoded_size;
+            let t = rec.created_at();
+            if let Some(ns) = rec.namespace {
+                namespaces.insert(ns);
+            }
+            stats.oldest_array = stats.oldest_array.min(t).or(t);
+            stats.newest_array = stats.newest_array.max(t);
+            it.next();
+        }
+        it.status()?;
+        stats.namespaces = namespaces.into_iter().collect();
+        Ok(stats)
+    }
+
+    pub(crate) fn index_stats(&self) -> Vec<EmbedderIndexStats> {
+        Embedder::all()
+            .map(|e| {
+                let slot = self.slot(e);
+                let (removed, memory) = match slot {
+                    IndexSlot::Memory(i) => (i.kind.removed_in_graph(), i.kind.memory_bytes()),
+                    _ => (0, 0),
+                };
+                EmbedderIndexStats {
+                    embedder: e,
+                    index_type: slot.as_dyn().index_type(),
+                    live: slot.live(),
+                    removed_in_graph: removed,
+                    memory_bytes: memory,
+                    open_mode: self.open_modes[e.index()].clone(),
+                }
+            })
+            .collect()
+    }
+
+    /// Refuse writes if an earlier failure left the state unknown.
+    pub(crate) fn check_writable(&self) -> StorageResult<()> {
+        match &*self.failure.lock() {
+            Some(why) => Err(StorageError::ReadOnlyAfterFailure(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Record a failure that makes the store refuse writes until reopened.
+    pub(crate) fn fail(&self, why: String) {
+        tracing::error!("store refuses further writes: {why}");
+        self.failure.lock().get_or_insert(why);
+    }
+}
+
+/// The index of a slot configured with `enabled: false`.
+pub(crate) struct DisabledIndex {
+    pub(crate) embedder: Embedder,
+    pub(crate) index_type: IndexType,
+}
+
+impl DisabledIndex {
+    fn error(&self) -> StorageError {
+        StorageError::Index(format!(
+            "index of {} is disabled (enabled: false): the slot is stored but not searchable",
+            self.embedder.short_name()
+        ))
+    }
+}
+
+#[async_trait]
+impl EmbedderIndex for DisabledIndex {
+    fn embedder(&self) -> Embedder {
+        self.embedder
+    }
+    fn index_type(&self) -> IndexType {
+        self.index_type
+    }
+    async fn add(&self, _: Uuid, _: &EmbedderOutput) -> StorageResult<()> {
+        Err(self.error())
+    }
+    async fn add_batch(&self, _: &[(Uuid, EmbedderOutput)]) -> StorageResult<()> {
+        Err(self.error())
+    }
+    async fn remove(&self, _: Uuid) -> StorageResult<()> {
+        Err(self.error())
+    }
+    async fn search(
+        &self,
+        _: &EmbedderOutput,
+        _: usize,
+        _: Option<f32>,
+    ) -> StorageResult<Vec<IndexSearchResult>> {
+        Err(self.error())
+    }
+    async fn size(&self) -> StorageResult<usize> {
+        Ok(0)
+    }
+    async fn optimize(&self) -> StorageResult<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,233 @@
+//! The write path: the one place where a commit happens.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use context_graph_core::encoding::{
+    decode_metadata, encode_array, encode_metadata, MetadataRecord,
+};
+use context_graph_core::teleology::{validate_array, Embedder, TeleologicalArray};
+use rocksdb::{WriteBatch, WriteOptions};
+use uuid::Uuid;
+
+use super::change_log::{encode_entry, log_key, LogOp};
+use super::column_families::ColumnFamily;
+use super::index::IndexChange;
+use super::parallel::for_each_parallel;
+use super::rocksdb_store::Durability;
+use super::store::{StorageError, StorageResult};
+use super::store_core::{IndexSlot, StoreCore};
+use super::store_meta::{KEY_ARRAY_COUNT, KEY_COMMIT_SEQ};
+
+/// One change a write call asks for.
+pub(crate) enum Mutation<'a> {
+    Put(&'a TeleologicalArray),
+    Delete(Uuid),
+}
+
+impl Mutation<'_> {
+    fn id(&self) -> Uuid {
+        match self {
+            Mutation::Put(a) => a.id,
+            Mutation::Delete(id) => *id,
+        }
+    }
+}
+
+/// A put, checked and encoded before the writer lock is taken.
+struct EncodedPut {
+    array: Vec<u8>,
+    record: MetadataRecord,
+}
+
+/// `namespace_index` key: namespace bytes, 0x00, the id's 16 bytes.
+pub(crate) fn namespace_key(namespace: &str, id: Uuid) -> Vec<u8> {
+    let mut k = Vec::with_capacity(namespace.len() + 17);
+    k.extend_from_slice(namespace.as_bytes());
+    k.push(0);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+impl StoreCore {
+    /// Carry out one write call as one atomic commit. The order of steps is what makes the
+    /// promises of DECISIONS §4 hold:
+    ///
+    /// 1. Check everything about the input (batch size, duplicate ids, every validation rule)
+    ///    and encode the values, with no lock held. A failure here has written nothing.
+    /// 2. Take the writer lock (commits happen one at a time); refuse if an earlier failure
+    ///    left the state unknown.
+    /// 3. Read the current metadata records of the ids: existence (for `NotFound` and the
+    ///    count) and the old namespace to remove.
+    /// 4. Build one `WriteBatch`: array bodies, metadata records, namespace entries, sparse
+    ///    postings, the change-log entry for the in-memory indices, the commit sequence
+    ///    number and the array count.
+    /// 5. Write it, fsynced under `Durability::Sync`. If this fails, nothing is visible; the
+    ///    store refuses further writes until reopened, because the disk state is unknown.
+    /// 6. Apply the change to the in-memory indices, one embedder per worker. Validation in
+    ///    step 1 means this cannot fail on input; if the index library fails anyway, the data
+    ///    is committed but the indices are behind, so the store refuses writes and the next
+    ///    open replays the change log.
+    /// 7. Publish the new count and release the lock.
+    pub(crate) fn commit(&self, mutations: &[Mutation<'_>]) -> StorageResult<()> {
+        // Step 1.
+        if mutations.is_empty() {
+            return Ok(());
+        }
+        if mutations.len() > self.config.max_batch {
+            return Err(StorageError::BatchTooLarge {
+                max: self.config.max_batch,
+                actual: mutations.len(),
+            });
+        }
+        let mut seen = HashSet::with_capacity(mutations.len());
+        for m in mutations {
+            if !seen.insert(m.id()) {
+                return Err(StorageError::Validation {
+                    id: Some(m.id()),
+                    embedder: None,
+                    reason: "the same id appears twice in one batch".into(),
+                });
+            }
+        }
+        let mut encoded = Vec::with_capacity(mutations.len());
+        for m in mutations {
+            encoded.push(match m {
+                Mutation::Put(array) => Some(self.encode_put(array)?),
+                Mutation::Delete(_) => None,
+            });
+        }
+
+        // Step 2.
+        let mut writer = self.writer.lock();
+        self.check_writable()?;
+
+        // Step 3.
+        let meta_cf = ColumnFamily::Metadata.handle(&self.db)?;
+        let ids: Vec<Uuid> = mutations.iter().map(Mutation::id).collect();
+        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+        let mut old_records = Vec::with_capacity(mutations.len());
+        for (m, value) in mutations
+            .iter()
+            .zip(self.db.batched_multi_get_cf(&meta_cf, &keys, false))
+        {
+            let old = match value? {
+                Some(bytes) => Some(decode_metadata(&bytes).map_err(|e| {
+                    StorageError::corrupt(format_args!("metadata of {}", m.id()), e)
+                })?),
+                None => None,
+            };
+            if old.is_none() {
+                if let Mutation::Delete(id) = m {
+                    return Err(StorageError::NotFound(*id));
+                }
+            }
+            old_records.push(old);
+        }
+
+        // Step 4.
+        let arrays_cf = ColumnFamily::Arrays.handle(&self.db)?;
+        let ns_cf = ColumnFamily::NamespaceIndex.handle(&self.db)?;
+        let mut batch = WriteBatch::default();
+        let mut log = Vec::with_capacity(mutations.len());
+        let mut count = writer.array_count;
+        let mut inverted_deltas = Vec::new();
+        for ((m, enc), old) in mutations.iter().zip(&encoded).zip(&old_records) {
+            let id = m.id();
+            if let Some(old_ns) = old.as_ref().and_then(|r| r.namespace.as_deref()) {
+                batch.delete_cf(&ns_cf, namespace_key(old_ns, id));
+            }
+            match (m, enc) {
+                (Mutation::Put(array), Some(enc)) => {
+                    batch.put_cf(&arrays_cf, id.as_bytes(), &enc.array);
+                    batch.put_cf(&meta_cf, id.as_bytes(), encode_metadata(&enc.record));
+                    if let Some(ns) = array.namespace() {
+                        batch.put_cf(&ns_cf, namespace_key(ns, id), []);
+                    }
+                    count += u64::from(old.is_none());
+                    log.push(LogOp::Upsert(id));
+                }
+                _ => {
+                    batch.delete_cf(&arrays_cf, id.as_bytes());
+                    batch.delete_cf(&meta_cf, id.as_bytes());
+                    count -= 1;
+                    log.push(LogOp::Remove(id));
+                }
+            }
+            for e in Embedder::all() {
+                if let IndexSlot::Inverted(index) = self.slot(e) {
+                    let change = match m {
+                        Mutation::Put(array) => IndexChange::Upsert(id, array.get(e)),
+                        Mutation::Delete(_) => IndexChange::Remove(id),
+                    };
+                    inverted_deltas.push((index, index.stage(&mut batch, change)?));
+                }
+            }
+        }
+        let seq = writer.commit_seq + 1;
+        let meta = ColumnFamily::StoreMeta.handle(&self.db)?;
+        batch.put_cf(
+            &ColumnFamily::ChangeLog.handle(&self.db)?,
+            log_key(seq),
+            encode_entry(&log),
+        );
+        batch.put_cf(&meta, KEY_COMMIT_SEQ, seq.to_le_bytes());
+        batch.put_cf(&meta, KEY_ARRAY_COUNT, count.to_le_bytes());
+
+        // Step 5.
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.config.durability == Durability::Sync);
+        if let Err(e) = self.db.write_opt(batch, &opts) {
+            let err = StorageError::from(e);
+            self.fail(format!("commit {seq} failed: {err}"));
+            return Err(err);
+        }
+        writer.commit_seq = seq;
+        writer.array_count = count;
+        for (index, delta) in inverted_deltas {
+            index.committed(delta);
+        }
+
+        // Step 6.
+        let memory: Vec<(Embedder, &super::index::MemoryIndex)> = Embedder::all()
+            .filter_map(|e| match self.slot(e) {
+                IndexSlot::Memory(index) => Some((e, index)),
+                _ => None,
+            })
+            .collect();
+        let applied = for_each_parallel(&memory, |&(e, index)| {
+            let changes: Vec<IndexChange<'_>> = mutations
+                .iter()
+                .map(|m| match m {
+                    Mutation::Put(array) => IndexChange::Upsert(array.id, array.get(e)),
+                    Mutation::Delete(id) => IndexChange::Remove(*id),
+                })
+                .collect();
+            index.kind.apply(&changes)
+        });
+        if let Err(err) = applied {
+            self.fail(format!(
+                "commit {seq} is durable but an index failed to apply it ({err})"
+            ));
+            self.count.store(count as usize, Ordering::SeqCst);
+            return Err(err);
+        }
+
+        // Step 7.
+        self.count.store(count as usize, Ordering::SeqCst);
+        drop(writer);
+        Ok(())
+    }
+
+    fn encode_put(&self, array: &TeleologicalArray) -> StorageResult<EncodedPut> {
+        validate_array(array, &self.schema, self.max_tokens)?;
+        let bytes = encode_array(array).ok_or_else(|| {
+            StorageError::Serialization(format!("array {} cannot be encoded", array.id))
+        })?;
+        let record = MetadataRecord::of(array, bytes.len());
+        Ok(EncodedPut {
+            array: bytes,
+            record,
+        })
+    }
+}
