@@ -11,7 +11,7 @@ use context_graph_core::teleology::{
 use uuid::Uuid;
 
 use crate::meta::{DatasetMeta, DATASET_FORMAT_VERSION};
-use crate::truth::Column;
+use crate::truth::BruteForce;
 use crate::DatasetError;
 
 /// File extensions of one slot: the main file and, for CSR-like kinds, offsets and values.
@@ -207,8 +207,8 @@ impl Dataset {
     }
 
     /// All records' outputs of `e`, for brute-force scoring.
-    pub(crate) fn column(&self, e: Embedder) -> Result<Column, DatasetError> {
-        let mut column = Column::new(self.schema.get(e));
+    pub fn column(&self, e: Embedder) -> Result<BruteForce, DatasetError> {
+        let mut column = BruteForce::new(self.schema.get(e));
         for a in self.records()? {
             column.push(a?.get(e));
         }

@@ -31,8 +31,9 @@ pub fn exact_top_k(n: usize, k: usize, score: impl Fn(usize) -> f32) -> Vec<Scor
     all
 }
 
-/// One embedder's data for all rows, laid out for fast scoring.
-pub(crate) enum Column {
+/// One embedder's outputs for all rows, laid out for exact brute-force scoring: the reference
+/// every index's recall is measured against.
+pub enum BruteForce {
     Dense {
         dim: usize,
         data: Vec<f32>,
@@ -55,36 +56,38 @@ pub(crate) enum Column {
     },
 }
 
-impl Column {
-    pub(crate) fn rows(&self) -> usize {
+impl BruteForce {
+    /// Number of rows pushed.
+    pub fn rows(&self) -> usize {
         match self {
-            Column::Dense { dim, data } => data.len() / dim,
-            Column::Sparse { indptr, .. }
-            | Column::Tokens {
+            BruteForce::Dense { dim, data } => data.len() / dim,
+            BruteForce::Sparse { indptr, .. }
+            | BruteForce::Tokens {
                 offsets: indptr, ..
             } => indptr.len().saturating_sub(1),
-            Column::Binary { words, data, .. } => data.len() / words,
+            BruteForce::Binary { words, data, .. } => data.len() / words,
         }
     }
 
-    pub(crate) fn new(dims: EmbedderDims) -> Self {
+    /// An empty scorer for outputs of shape `dims`.
+    pub fn new(dims: EmbedderDims) -> Self {
         match dims {
-            EmbedderDims::Dense(dim) => Column::Dense {
+            EmbedderDims::Dense(dim) => BruteForce::Dense {
                 dim,
                 data: Vec::new(),
             },
-            EmbedderDims::Sparse { vocab_size } => Column::Sparse {
+            EmbedderDims::Sparse { vocab_size } => BruteForce::Sparse {
                 indptr: vec![0],
                 indices: Vec::new(),
                 values: Vec::new(),
                 vocab: vocab_size,
             },
-            EmbedderDims::TokenLevel { per_token } => Column::Tokens {
+            EmbedderDims::TokenLevel { per_token } => BruteForce::Tokens {
                 dim: per_token,
                 offsets: vec![0],
                 data: Vec::new(),
             },
-            EmbedderDims::Binary { bits } => Column::Binary {
+            EmbedderDims::Binary { bits } => BruteForce::Binary {
                 bits,
                 words: bits.div_ceil(64),
                 data: Vec::new(),
@@ -92,12 +95,12 @@ impl Column {
         }
     }
 
-    /// Append one row; the output must have the column's kind.
-    pub(crate) fn push(&mut self, out: &EmbedderOutput) {
+    /// Append one row; an output of another kind is ignored.
+    pub fn push(&mut self, out: &EmbedderOutput) {
         match (self, out) {
-            (Column::Dense { data, .. }, EmbedderOutput::Dense(v)) => data.extend_from_slice(v),
+            (BruteForce::Dense { data, .. }, EmbedderOutput::Dense(v)) => data.extend_from_slice(v),
             (
-                Column::Sparse {
+                BruteForce::Sparse {
                     indptr,
                     indices,
                     values,
@@ -109,28 +112,28 @@ impl Column {
                 values.extend_from_slice(&s.values);
                 indptr.push(indices.len() as u64);
             }
-            (Column::Tokens { offsets, data, dim }, EmbedderOutput::TokenLevel(t)) => {
+            (BruteForce::Tokens { offsets, data, dim }, EmbedderOutput::TokenLevel(t)) => {
                 for tok in &t.embeddings {
                     data.extend_from_slice(tok);
                 }
                 offsets.push((data.len() / *dim) as u64);
             }
-            (Column::Binary { words, data, .. }, EmbedderOutput::Binary(b)) => {
+            (BruteForce::Binary { words, data, .. }, EmbedderOutput::Binary(b)) => {
                 data.extend(pack_words(b, *words))
             }
             _ => {}
         }
     }
 
-    /// Exact top-k rows for one query.
-    pub(crate) fn top_k(&self, query: &EmbedderOutput, k: usize) -> Vec<Scored> {
+    /// Exact top-k rows for one query (empty if the query has another kind).
+    pub fn top_k(&self, query: &EmbedderOutput, k: usize) -> Vec<Scored> {
         let n = self.rows();
         match (self, query) {
-            (Column::Dense { dim, data }, EmbedderOutput::Dense(q)) => {
+            (BruteForce::Dense { dim, data }, EmbedderOutput::Dense(q)) => {
                 exact_top_k(n, k, |r| cosine(q, &data[r * dim..(r + 1) * dim]))
             }
             (
-                Column::Sparse {
+                BruteForce::Sparse {
                     indptr,
                     indices,
                     values,
@@ -153,7 +156,7 @@ impl Column {
                         .sum()
                 })
             }
-            (Column::Tokens { dim, offsets, data }, EmbedderOutput::TokenLevel(q)) => {
+            (BruteForce::Tokens { dim, offsets, data }, EmbedderOutput::TokenLevel(q)) => {
                 exact_top_k(n, k, |r| {
                     max_sim(
                         &q.embeddings,
@@ -162,7 +165,7 @@ impl Column {
                     )
                 })
             }
-            (Column::Binary { bits, words, data }, EmbedderOutput::Binary(q)) => {
+            (BruteForce::Binary { bits, words, data }, EmbedderOutput::Binary(q)) => {
                 let q = pack_words(q, *words);
                 exact_top_k(n, k, |r| {
                     hamming_score(&q, &data[r * words..(r + 1) * words], *bits)
@@ -172,8 +175,31 @@ impl Column {
         }
     }
 
+    /// Recall of `found` (ids of rows, via `id_of`) against the exact top-`k` of `query`, where
+    /// a row tied with the k-th best score counts as correct (ties are not errors).
+    pub fn recall_at<T: PartialEq>(
+        &self,
+        query: &EmbedderOutput,
+        k: usize,
+        found: &[T],
+        id_of: impl Fn(u32) -> T,
+    ) -> f64 {
+        let top = self.top_k(query, k + 64);
+        let Some(kth) = top.get(k.min(top.len()).saturating_sub(1)).map(|s| s.score) else {
+            return 1.0;
+        };
+        let tolerance = kth.abs() * 1e-6 + 1e-7;
+        let correct: Vec<T> = top
+            .iter()
+            .filter(|s| s.score >= kth - tolerance)
+            .map(|s| id_of(s.row))
+            .collect();
+        let hits = found.iter().take(k).filter(|f| correct.contains(f)).count();
+        hits as f64 / k.min(top.len()).max(1) as f64
+    }
+
     /// Exact top-k for every query, spread over the available cores.
-    pub(crate) fn ground_truth(&self, queries: &[EmbedderOutput], k: usize) -> Vec<Vec<Scored>> {
+    pub fn ground_truth(&self, queries: &[EmbedderOutput], k: usize) -> Vec<Vec<Scored>> {
         let workers = thread::available_parallelism()
             .map_or(1, |n| n.get())
             .max(1);

@@ -35,7 +35,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 /// MaxSim: for each query token, the best dot product with any document token, summed.
 /// `doc` holds the document's tokens back to back, `dims` floats each.
 pub fn max_sim(query: &[Vec<f32>], doc: &[f32], dims: usize) -> f32 {
-    if dims == 0 {
+    if dims == 0 || doc.len() < dims {
         return 0.0;
     }
     query
@@ -45,7 +45,6 @@ pub fn max_sim(query: &[Vec<f32>], doc: &[f32], dims: usize) -> f32 {
                 .map(|d| dot(q, d))
                 .fold(f32::NEG_INFINITY, f32::max)
         })
-        .filter(|best| best.is_finite())
         .sum()
 }
 
@@ -92,6 +91,20 @@ mod tests {
         let q = vec![vec![1.0, 0.0], vec![0.0, 1.0]];
         let doc = [0.5, 0.0, 0.0, 2.0, 1.0, 1.0];
         assert_eq!(max_sim(&q, &doc, 2), 1.0 + 2.0);
+        // Longer inputs agree with the plain definition.
+        let q9: Vec<Vec<f32>> = (0..3)
+            .map(|i| (0..9).map(|j| ((i * 9 + j) % 7) as f32 - 3.0).collect())
+            .collect();
+        let doc9: Vec<f32> = (0..9 * 11).map(|k| ((k * 5) % 13) as f32 - 6.0).collect();
+        let naive: f32 = q9
+            .iter()
+            .map(|q| {
+                doc9.chunks_exact(9)
+                    .map(|d| q.iter().zip(d).map(|(a, b)| a * b).sum::<f32>())
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .sum();
+        assert_eq!(max_sim(&q9, &doc9, 9), naive);
         assert_eq!(hamming(&[0b1011], &[0b0001]), 2);
         assert_eq!(pack_words(&[1, 0, 0, 0, 0, 0, 0, 0, 3], 2), vec![1, 3]);
         assert!((cosine(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-6);

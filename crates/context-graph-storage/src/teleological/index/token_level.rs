@@ -1,18 +1,25 @@
 //! Token-level multi-vectors (ColBERT style), scored by MaxSim.
 //!
-//! All tokens of all entries live in one usearch multi-vector graph (inner product). A search
-//! asks the graph for the nearest tokens of each query token, scores every entry that showed
-//! up with an estimate of MaxSim, and computes the exact MaxSim of the best estimates from the
+//! Candidate generation: each entry's mean token vector lives in a usearch HNSW graph
+//! (cosine). A search takes the `max(CANDIDATE_FACTOR × limit, MIN_CANDIDATES)` entries whose
+//! mean is nearest the query's mean, then scores every candidate by exact MaxSim from the
 //! stored token vectors. With `approximate: false` every entry is scored exactly.
+//!
+//! Why a mean-vector graph rather than one graph node per token: inserting every token of
+//! every entry (8–64 per entry) into HNSW cost ten times the ingest time of all dense indices
+//! together, and gave lower recall at equal latency (measured: 0.80 against 0.99 at 5,000
+//! entries). The token vectors are kept in memory for the exact rerank.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use context_graph_core::teleology::similarity::max_sim;
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, TokenEmbeddings};
 use parking_lot::RwLock;
 use usearch::MetricKind;
 use uuid::Uuid;
 
+use super::key_map::Reader;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
 use super::usearch_graph::{Graph, GraphShape};
@@ -20,36 +27,54 @@ use super::{
     finish_results, HnswConfig, IndexChange, IndexSearchResult, IndexType, TokenLevelConfig,
 };
 use crate::teleological::store::{StorageError, StorageResult};
-use context_graph_core::teleology::similarity::max_sim;
 
-/// Nearest tokens fetched per query token.
-const TOKENS_PER_QUERY_TOKEN: usize = 32;
-/// Entries reranked exactly, as a multiple of the requested limit (at least `MIN_RERANK`).
-const RERANK_FACTOR: usize = 10;
-const MIN_RERANK: usize = 100;
+/// Candidates reranked exactly, as a multiple of the requested limit...
+const CANDIDATE_FACTOR: usize = 60;
+/// ...and at least this many.
+const MIN_CANDIDATES: usize = 600;
 
-/// The token graph is a candidate generator, so it is built lighter than a dense index.
+/// The graph of mean vectors: one node per entry, so the dense default fits.
 pub(crate) fn default_token_graph_config() -> HnswConfig {
-    HnswConfig {
-        m: 16,
-        ef_construction: 100,
-        ef_search: 64,
-        max_level: 16,
-    }
+    HnswConfig::balanced()
+}
+
+struct Entries {
+    graph: Graph,
+    /// Each entry's token vectors, back to back.
+    tokens: HashMap<Uuid, Vec<f32>>,
 }
 
 pub(crate) struct TokenLevelKind {
     embedder: Embedder,
     config: TokenLevelConfig,
-    graph: RwLock<Graph>,
+    entries: RwLock<Entries>,
+}
+
+/// The mean of the tokens; if they cancel out, the first token (cosine needs a direction).
+fn mean_vector(t: &TokenEmbeddings) -> Vec<f32> {
+    let mut m = vec![0.0f32; t.dims_per_token];
+    for tok in &t.embeddings {
+        m.iter_mut().zip(tok).for_each(|(a, b)| *a += b);
+    }
+    if m.iter().all(|&x| x == 0.0) {
+        if let Some(first) = t
+            .embeddings
+            .iter()
+            .find(|tok| tok.iter().any(|&x| x != 0.0))
+        {
+            return first.clone();
+        }
+        m[0] = 1.0;
+    }
+    m
 }
 
 impl TokenLevelKind {
     fn shape(dims: usize) -> GraphShape {
         GraphShape {
             dims,
-            metric: MetricKind::IP,
-            multi: true,
+            metric: MetricKind::Cos,
+            multi: false,
         }
     }
 
@@ -59,24 +84,56 @@ impl TokenLevelKind {
         graph_config: &HnswConfig,
     ) -> StorageResult<Self> {
         let graph = Graph::new(Self::shape(config.dims_per_token), graph_config)?;
+        let entries = Entries {
+            graph,
+            tokens: HashMap::new(),
+        };
         Ok(Self {
             embedder,
             config: config.clone(),
-            graph: RwLock::new(graph),
+            entries: RwLock::new(entries),
         })
     }
 
+    /// Payload: token section (count, then per entry: id, float count u64, floats LE), then
+    /// the graph's payload.
     pub(crate) fn from_snapshot(
         embedder: Embedder,
         config: &TokenLevelConfig,
         graph_config: &HnswConfig,
         payload: &[u8],
     ) -> Result<Self, String> {
-        let graph = Graph::decode(payload, Self::shape(config.dims_per_token), graph_config)?;
+        let dims = config.dims_per_token;
+        let mut r = Reader(payload);
+        let n = r.u64()? as usize;
+        let mut tokens = HashMap::with_capacity(n.min(payload.len() / 24));
+        for _ in 0..n {
+            let id = Uuid::from_bytes(r.take::<16>()?);
+            let floats = r.u64()? as usize;
+            if dims == 0 || floats % dims != 0 {
+                return Err(format!(
+                    "entry {id} has {floats} floats, not whole tokens of {dims}"
+                ));
+            }
+            let bytes = r.bytes(floats.checked_mul(4).ok_or("float count overflows")?)?;
+            let v = bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            if tokens.insert(id, v).is_some() {
+                return Err(format!("entry {id} appears twice"));
+            }
+        }
+        let graph = Graph::decode(r.0, Self::shape(dims), graph_config)?;
+        if graph.keys.len() != tokens.len()
+            || graph.keys.iter().any(|(id, _)| !tokens.contains_key(&id))
+        {
+            return Err("the graph and the token vectors hold different entries".into());
+        }
         Ok(Self {
             embedder,
             config: config.clone(),
-            graph: RwLock::new(graph),
+            entries: RwLock::new(Entries { graph, tokens }),
         })
     }
 
@@ -90,41 +147,6 @@ impl TokenLevelKind {
                 self.embedder
             ))),
         }
-    }
-
-    /// Candidate entries with an estimated MaxSim: for each query token, the best similarity
-    /// among that entry's tokens the graph returned, or else the worst similarity the graph
-    /// returned for that query token (an upper bound on what was missed).
-    fn candidates(
-        &self,
-        graph: &Graph,
-        query: &TokenEmbeddings,
-    ) -> StorageResult<HashMap<Uuid, f32>> {
-        let nq = query.embeddings.len();
-        let mut best: HashMap<Uuid, Vec<f32>> = HashMap::new();
-        let mut floor = vec![0.0f32; nq];
-        for (qi, q) in query.embeddings.iter().enumerate() {
-            let hits = graph.search(q, TOKENS_PER_QUERY_TOKEN)?;
-            // Inner-product distance is 1 - dot.
-            floor[qi] = hits.last().map(|&(_, d)| 1.0 - d).unwrap_or(0.0);
-            for (id, d) in hits {
-                let slot = &mut best
-                    .entry(id)
-                    .or_insert_with(|| vec![f32::NEG_INFINITY; nq])[qi];
-                *slot = slot.max(1.0 - d);
-            }
-        }
-        Ok(best
-            .into_iter()
-            .map(|(id, sims)| {
-                let est = sims
-                    .iter()
-                    .zip(&floor)
-                    .map(|(&s, &f)| if s.is_finite() { s } else { f })
-                    .sum();
-                (id, est)
-            })
-            .collect())
     }
 }
 
@@ -156,16 +178,17 @@ impl MemoryKind for TokenLevelKind {
     }
 
     fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
-        let mut graph = self.graph.write();
+        let mut entries = self.entries.write();
         for change in changes {
             match *change {
                 IndexChange::Upsert(id, out) => {
                     let t = self.tokens(out)?;
-                    let vectors: Vec<&[f32]> = t.embeddings.iter().map(Vec::as_slice).collect();
-                    graph.upsert(id, &vectors)?;
+                    entries.graph.upsert(id, &[&mean_vector(t)])?;
+                    entries.tokens.insert(id, t.embeddings.concat());
                 }
                 IndexChange::Remove(id) => {
-                    graph.remove(id)?;
+                    entries.graph.remove(id)?;
+                    entries.tokens.remove(&id);
                 }
             }
         }
@@ -182,57 +205,75 @@ impl MemoryKind for TokenLevelKind {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let graph = self.graph.read();
+        let entries = self.entries.read();
         let dims = self.config.dims_per_token;
-        let to_rerank: Vec<Uuid> = if self.config.approximate {
-            let mut cands: Vec<(Uuid, f32)> = self.candidates(&graph, q)?.into_iter().collect();
-            cands.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            cands.truncate((limit * RERANK_FACTOR).max(MIN_RERANK));
-            cands.into_iter().map(|(id, _)| id).collect()
-        } else {
-            graph.keys.iter().map(|(id, _)| id).collect()
-        };
-        let mut hits = Vec::with_capacity(to_rerank.len());
-        for id in to_rerank {
-            let doc = graph.vectors(id, dims)?;
-            hits.push(IndexSearchResult {
+        let score = |id: Uuid| {
+            entries.tokens.get(&id).map(|doc| IndexSearchResult {
                 id,
-                score: max_sim(&q.embeddings, &doc, dims),
-            });
-        }
+                score: max_sim(&q.embeddings, doc, dims),
+            })
+        };
+        let hits: Vec<IndexSearchResult> = if self.config.approximate {
+            let wanted = (limit * CANDIDATE_FACTOR).max(MIN_CANDIDATES);
+            entries
+                .graph
+                .search(&mean_vector(q), wanted)?
+                .into_iter()
+                .filter_map(|(id, _)| score(id))
+                .collect()
+        } else {
+            entries.tokens.keys().filter_map(|&id| score(id)).collect()
+        };
         Ok(finish_results(hits, limit, threshold))
     }
 
     fn contains(&self, id: Uuid) -> bool {
-        self.graph.read().keys.contains(id)
+        self.entries.read().tokens.contains_key(&id)
     }
 
     fn len(&self) -> usize {
-        self.graph.read().keys.len()
+        self.entries.read().tokens.len()
     }
 
     fn removed_in_graph(&self) -> usize {
-        self.graph.read().removed_vectors
+        self.entries.read().graph.removed_vectors
     }
 
     fn memory_bytes(&self) -> usize {
-        self.graph.read().memory_bytes()
+        let e = self.entries.read();
+        e.graph.memory_bytes()
+            + e.tokens
+                .values()
+                .map(|v| v.capacity() * 4 + 48)
+                .sum::<usize>()
     }
 
     fn optimize(&self) -> StorageResult<()> {
-        let mut graph = self.graph.write();
-        if graph.needs_rebuild() {
-            *graph = graph.rebuilt()?;
+        let mut entries = self.entries.write();
+        if entries.graph.needs_rebuild() {
+            entries.graph = entries.graph.rebuilt()?;
         }
         Ok(())
     }
 
     fn set_ef_search(&self, ef: usize) {
-        self.graph.read().set_ef_search(ef);
+        self.entries.read().graph.set_ef_search(ef);
     }
 
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
-        self.graph.read().encode()
+        let entries = self.entries.read();
+        let floats: usize = entries.tokens.values().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(8 + entries.tokens.len() * 24 + floats * 4);
+        out.extend_from_slice(&(entries.tokens.len() as u64).to_le_bytes());
+        for (id, v) in &entries.tokens {
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
+            for x in v {
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+        out.extend_from_slice(&entries.graph.encode()?);
+        Ok(out)
     }
 }
 
@@ -253,7 +294,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn exact_and_approximate_agree_on_small_data() {
+    async fn exact_and_approximate_agree_on_small_data_and_snapshot_round_trips() {
         let config = TokenLevelConfig {
             max_tokens: 16,
             dims_per_token: 8,
@@ -264,7 +305,7 @@ mod tests {
             Embedder::LateInteraction,
             &TokenLevelConfig {
                 approximate: false,
-                ..config
+                ..config.clone()
             },
         )
         .unwrap();
@@ -278,7 +319,7 @@ mod tests {
         let e = exact.search(&q, 5, None).await.unwrap();
         assert_eq!(
             a, e,
-            "with fewer entries than the rerank size, both score everything exactly"
+            "with fewer entries than the candidate count, both score everything exactly"
         );
         let EmbedderOutput::TokenLevel(qt) = &q else {
             unreachable!()
@@ -288,8 +329,25 @@ mod tests {
         else {
             unreachable!()
         };
-        let flat: Vec<f32> = best.embeddings.concat();
-        assert!((e[0].score - max_sim(&qt.embeddings, &flat, 8)).abs() < 1e-5);
+        assert!((e[0].score - max_sim(&qt.embeddings, &best.embeddings.concat(), 8)).abs() < 1e-5);
+
+        let payload = approx.kind.snapshot_payload().unwrap();
+        let back = TokenLevelKind::from_snapshot(
+            Embedder::LateInteraction,
+            &config,
+            &default_token_graph_config(),
+            &payload,
+        )
+        .unwrap();
+        assert_eq!(back.search(&q, 5, None).unwrap(), a);
+        assert!(TokenLevelKind::from_snapshot(
+            Embedder::LateInteraction,
+            &config,
+            &default_token_graph_config(),
+            &payload[..payload.len() / 2]
+        )
+        .is_err());
+
         approx.remove(e[0].id).await.unwrap();
         assert!(approx
             .search(&q, 50, None)
@@ -297,5 +355,6 @@ mod tests {
             .unwrap()
             .iter()
             .all(|h| h.id != e[0].id));
+        assert_eq!(approx.size().await.unwrap(), 49);
     }
 }
