@@ -64,10 +64,7 @@ fn array() -> impl Strategy<Value = TeleologicalArray> {
 
 /// Equality that compares floats by their bits (NaN == NaN with the same payload).
 fn bits_of(a: &TeleologicalArray) -> String {
-    let mut s = format!(
-        "{:?}|{}|{}|{:?}|{:?}",
-        a.id, a.source_hash, a.created_at, a.metadata, a.content
-    );
+    let mut s = format!("{:?}|{}|{}|{:?}|{:?}", a.id, a.source_hash, a.created_at, a.metadata, a.content);
     for o in &a.embeddings {
         let fl = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         s += &match o {

@@ -5,8 +5,9 @@
 //! its own fixed random map:
 //! - dense: `normalize(A·z + 0.3·B·u + 0.1·ε)`, `u` a small private latent per record and
 //!   embedder, `ε` per-dimension noise;
-//! - sparse: 30–300 terms, about 40% from the record's cluster topics (weights driven by `z`),
-//!   the rest Zipf-distributed over the vocabulary with small weights;
+//! - sparse: 30–300 terms, about 40% from the record's cluster topics (weights driven by `z`,
+//!   terms outside the 1,000 most frequent), the rest Zipf-distributed over the vocabulary
+//!   with small weights;
 //! - token-level: 8–64 tokens (8–32 for queries), each `normalize(0.6·codebook[term] + 0.4·P·z
 //!   + noise)`, terms from the cluster topics or Zipf;
 //! - binary: bit j = sign(h_j · z + 0.5·noise).
@@ -15,8 +16,8 @@
 //! regenerated alone and generation parallelizes.
 
 use context_graph_core::teleology::{
-    ArrayMetadata, Embedder, EmbedderDims, EmbedderOutput, SparseVector, StoreSchema,
-    TeleologicalArray, TokenEmbeddings,
+    ArrayMetadata, Embedder, EmbedderDims, EmbedderOutput, SparseVector, StoreSchema, TeleologicalArray,
+    TokenEmbeddings,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -26,6 +27,8 @@ const LATENT_DIM: usize = 16;
 const PRIVATE_DIM: usize = 4;
 const CLUSTER_SPREAD: f32 = 0.35;
 const TOPIC_TERMS: usize = 48;
+/// Most frequent terms of a sparse vocabulary (Zipf ranks), never topic terms.
+const FREQUENT_TERMS: usize = 1000;
 const CODEBOOK: usize = 4096;
 const NAMESPACES: usize = 20;
 
@@ -41,11 +44,7 @@ pub struct GenConfig {
 impl GenConfig {
     /// Defaults for a dataset of `n` records.
     pub fn for_size(schema: StoreSchema, seed: u64, n: usize) -> Self {
-        Self {
-            schema,
-            seed,
-            clusters: (n / 50).clamp(20, 300),
-        }
+        Self { schema, seed, clusters: (n / 50).clamp(20, 300) }
     }
 }
 
@@ -66,35 +65,15 @@ fn normalize(v: &mut [f32]) {
 
 /// `m` (rows × LATENT or PRIVATE) times `z`.
 fn project<'a>(m: &'a [f32], z: &'a [f32]) -> impl Iterator<Item = f32> + 'a {
-    m.chunks_exact(z.len())
-        .map(move |row| row.iter().zip(z).map(|(a, b)| a * b).sum::<f32>())
+    m.chunks_exact(z.len()).map(move |row| row.iter().zip(z).map(|(a, b)| a * b).sum::<f32>())
 }
 
 /// The fixed random maps of one slot.
 enum SlotModel {
-    Dense {
-        dim: usize,
-        a: Vec<f32>,
-        b: Vec<f32>,
-    },
-    Sparse {
-        vocab: usize,
-        topics: Vec<Vec<u32>>,
-        term_dirs: Vec<f32>,
-        zipf_perm: Vec<u32>,
-        zipf: Zipf<f64>,
-    },
-    Tokens {
-        dim: usize,
-        codebook: Vec<f32>,
-        p: Vec<f32>,
-        topics: Vec<Vec<u32>>,
-        zipf: Zipf<f64>,
-    },
-    Binary {
-        bits: usize,
-        h: Vec<f32>,
-    },
+    Dense { dim: usize, a: Vec<f32>, b: Vec<f32> },
+    Sparse { vocab: usize, topics: Vec<Vec<u32>>, term_dirs: Vec<f32>, zipf_perm: Vec<u32>, zipf: Zipf<f64> },
+    Tokens { dim: usize, codebook: Vec<f32>, p: Vec<f32>, topics: Vec<Vec<u32>>, zipf: Zipf<f64> },
+    Binary { bits: usize, h: Vec<f32> },
 }
 
 /// A deterministic generator of records and queries for one schema.
@@ -142,17 +121,16 @@ impl Generator {
                 },
                 EmbedderDims::Sparse { vocab_size } => {
                     let vocab = vocab_size.max(1);
-                    let topics = (0..clusters)
-                        .map(|_| {
-                            (0..TOPIC_TERMS)
-                                .map(|_| rng.random_range(0..vocab as u32))
-                                .collect()
-                        })
-                        .collect();
                     let mut zipf_perm: Vec<u32> = (0..vocab as u32).collect();
                     for i in (1..zipf_perm.len()).rev() {
                         zipf_perm.swap(i, rng.random_range(0..=i));
                     }
+                    // Topic terms come from outside the frequent head of the vocabulary, as
+                    // in learned sparse models, where frequent terms get low weights.
+                    let head = if vocab > 2 * FREQUENT_TERMS { FREQUENT_TERMS } else { 0 };
+                    let topics = (0..clusters)
+                        .map(|_| (0..TOPIC_TERMS).map(|_| zipf_perm[rng.random_range(head..vocab)]).collect())
+                        .collect();
                     SlotModel::Sparse {
                         vocab,
                         topics,
@@ -169,29 +147,17 @@ impl Generator {
                         codebook,
                         p: gaussian_matrix(&mut rng, per_token, LATENT_DIM),
                         topics: (0..clusters)
-                            .map(|_| {
-                                (0..TOPIC_TERMS)
-                                    .map(|_| rng.random_range(0..CODEBOOK as u32))
-                                    .collect()
-                            })
+                            .map(|_| (0..TOPIC_TERMS).map(|_| rng.random_range(0..CODEBOOK as u32)).collect())
                             .collect(),
-                        zipf: Zipf::new(CODEBOOK as f64, 1.1)
-                            .expect("codebook >= 1 and exponent > 0"),
+                        zipf: Zipf::new(CODEBOOK as f64, 1.1).expect("codebook >= 1 and exponent > 0"),
                     }
                 }
-                EmbedderDims::Binary { bits } => SlotModel::Binary {
-                    bits,
-                    h: gaussian_matrix(&mut rng, bits, LATENT_DIM),
-                },
+                EmbedderDims::Binary { bits } => {
+                    SlotModel::Binary { bits, h: gaussian_matrix(&mut rng, bits, LATENT_DIM) }
+                }
             })
             .collect();
-        Self {
-            config,
-            centers,
-            cluster_cdf,
-            namespace_cdf,
-            slots,
-        }
+        Self { config, centers, cluster_cdf, namespace_cdf, slots }
     }
 
     pub fn schema(&self) -> &StoreSchema {
@@ -209,19 +175,14 @@ impl Generator {
     }
 
     fn draw(&self, stream: u64, i: u64, is_query: bool) -> TeleologicalArray {
-        let mut rng = StdRng::seed_from_u64(
-            self.config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (stream << 56) ^ i,
-        );
+        let mut rng =
+            StdRng::seed_from_u64(self.config.seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (stream << 56) ^ i);
         let cluster = pick(&self.cluster_cdf, rng.random());
         let center = &self.centers[cluster * LATENT_DIM..(cluster + 1) * LATENT_DIM];
-        let z: Vec<f32> = center
-            .iter()
-            .map(|c| c + CLUSTER_SPREAD * normal(&mut rng))
-            .collect();
+        let z: Vec<f32> = center.iter().map(|c| c + CLUSTER_SPREAD * normal(&mut rng)).collect();
         let mut id_bytes = [0u8; 16];
         rng.fill(&mut id_bytes);
-        let mut array =
-            TeleologicalArray::new(uuid::Builder::from_random_bytes(id_bytes).into_uuid());
+        let mut array = TeleologicalArray::new(uuid::Builder::from_random_bytes(id_bytes).into_uuid());
         for (e, model) in Embedder::all().zip(&self.slots) {
             array.set(e, Self::output(model, &z, cluster, is_query, &mut rng));
         }
@@ -232,14 +193,11 @@ impl Generator {
             tags: vec![format!("topic-{cluster}")],
             ..Default::default()
         });
-        array.content = Some(format!(
-            "{} {i} about topic {cluster}",
-            if is_query { "query" } else { "memory" }
-        ));
+        array.content =
+            Some(format!("{} {i} about topic {cluster}", if is_query { "query" } else { "memory" }));
         array.source_hash = rng.random();
         array.created_at =
-            chrono::DateTime::from_timestamp(1_700_000_000 + (i as i64 % 31_536_000), 0)
-                .unwrap_or_default();
+            chrono::DateTime::from_timestamp(1_700_000_000 + (i as i64 % 31_536_000), 0).unwrap_or_default();
         array
     }
 
@@ -265,54 +223,33 @@ impl Generator {
                 normalize(&mut v);
                 EmbedderOutput::Dense(v)
             }
-            SlotModel::Sparse {
-                vocab,
-                topics,
-                term_dirs,
-                zipf_perm,
-                zipf,
-            } => {
+            SlotModel::Sparse { vocab, topics, term_dirs, zipf_perm, zipf } => {
                 let nnz = rng.random_range(30..=300usize).min(*vocab);
-                let mut terms: std::collections::BTreeMap<u32, f32> =
-                    std::collections::BTreeMap::new();
+                let mut terms: std::collections::BTreeMap<u32, f32> = std::collections::BTreeMap::new();
                 let topic = &topics[cluster];
                 let mut attempts = 0;
                 while terms.len() < nnz && attempts < nnz * 4 {
                     attempts += 1;
                     if rng.random_bool(0.4) {
                         let t = topic[rng.random_range(0..topic.len())];
-                        let dir = &term_dirs
-                            [(t as usize % 64) * LATENT_DIM..(t as usize % 64 + 1) * LATENT_DIM];
-                        let affinity: f32 = dir.iter().zip(z).map(|(a, b)| a * b).sum::<f32>()
-                            / (LATENT_DIM as f32).sqrt();
+                        let dir =
+                            &term_dirs[(t as usize % 64) * LATENT_DIM..(t as usize % 64 + 1) * LATENT_DIM];
+                        let affinity: f32 =
+                            dir.iter().zip(z).map(|(a, b)| a * b).sum::<f32>() / (LATENT_DIM as f32).sqrt();
                         let w = (0.5 * affinity).exp() * rng.random_range(0.6..1.4f32);
                         terms.insert(t, w.clamp(0.05, 5.0));
                     } else {
                         let rank = zipf.sample(rng) as usize - 1;
-                        terms.insert(
-                            zipf_perm[rank.min(zipf_perm.len() - 1)],
-                            rng.random_range(0.02..0.4f32),
-                        );
+                        terms
+                            .insert(zipf_perm[rank.min(zipf_perm.len() - 1)], rng.random_range(0.02..0.4f32));
                     }
                 }
                 let (indices, values) = terms.into_iter().unzip();
                 EmbedderOutput::Sparse(SparseVector::new(indices, values))
             }
-            SlotModel::Tokens {
-                dim,
-                codebook,
-                p,
-                topics,
-                zipf,
-            } => {
-                let n = if is_query {
-                    rng.random_range(8..=32)
-                } else {
-                    rng.random_range(8..=64)
-                };
-                let shared: Vec<f32> = project(p, z)
-                    .map(|x| x / (LATENT_DIM as f32).sqrt())
-                    .collect();
+            SlotModel::Tokens { dim, codebook, p, topics, zipf } => {
+                let n = if is_query { rng.random_range(8..=32) } else { rng.random_range(8..=64) };
+                let shared: Vec<f32> = project(p, z).map(|x| x / (LATENT_DIM as f32).sqrt()).collect();
                 let topic = &topics[cluster];
                 let tokens = (0..n)
                     .map(|_| {
@@ -365,13 +302,9 @@ mod tests {
         let q = g.query(3);
         validate_array(&q, g.schema(), 512).unwrap();
         assert_ne!(q.id, r.id);
-        let EmbedderOutput::Sparse(s) = r.get(Embedder::SpladeExpansion) else {
-            panic!()
-        };
+        let EmbedderOutput::Sparse(s) = r.get(Embedder::SpladeExpansion) else { panic!() };
         assert!((25..=300).contains(&s.len()), "{}", s.len());
-        let EmbedderOutput::TokenLevel(t) = q.get(Embedder::LateInteraction) else {
-            panic!()
-        };
+        let EmbedderOutput::TokenLevel(t) = q.get(Embedder::LateInteraction) else { panic!() };
         assert!((8..=32).contains(&t.token_count));
     }
 
@@ -388,10 +321,7 @@ mod tests {
         let (mut same, mut ns, mut diff, mut nd) = (0.0, 0, 0.0, 0);
         for i in 0..recs.len() {
             for j in i + 1..recs.len() {
-                let c = context_graph_core::teleology::similarity::dot(
-                    &dense(&recs[i]),
-                    &dense(&recs[j]),
-                );
+                let c = context_graph_core::teleology::similarity::dot(&dense(&recs[i]), &dense(&recs[j]));
                 if topic(&recs[i]) == topic(&recs[j]) {
                     same += c;
                     ns += 1;

@@ -23,26 +23,17 @@ pub use writer::write_dataset;
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
 }
 
 impl DatasetError {
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
-        DatasetError::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        DatasetError::Io { path: path.display().to_string(), source }
     }
 
     pub(crate) fn invalid(path: &std::path::Path, reason: impl Into<String>) -> Self {
-        DatasetError::Invalid {
-            path: path.display().to_string(),
-            reason: reason.into(),
-        }
+        DatasetError::Invalid { path: path.display().to_string(), reason: reason.into() }
     }
 }

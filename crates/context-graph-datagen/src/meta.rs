@@ -43,38 +43,22 @@ impl DatasetEmbedder {
             EmbedderDims::TokenLevel { per_token } => ("token", Some(per_token), None, "maxsim"),
             EmbedderDims::Binary { bits } => ("binary", None, Some(bits), "hamming"),
         };
-        Self {
-            name: e.short_name().into(),
-            kind: kind.into(),
-            dim,
-            bits,
-            similarity: similarity.into(),
-        }
+        Self { name: e.short_name().into(), kind: kind.into(), dim, bits, similarity: similarity.into() }
     }
 
     /// The slot and shape this entry describes, or why it is invalid.
     pub fn slot(&self) -> Result<(Embedder, EmbedderDims), String> {
         let e: Embedder = self.name.parse().map_err(|e| format!("{e}"))?;
         let need = |v: Option<usize>, what: &str| {
-            v.filter(|&x| x > 0)
-                .ok_or_else(|| format!("{}: {what} is missing or zero", self.name))
+            v.filter(|&x| x > 0).ok_or_else(|| format!("{}: {what} is missing or zero", self.name))
         };
         let dims = match self.kind.as_str() {
             "dense" => EmbedderDims::Dense(need(self.dim, "dim")?),
-            "sparse" => EmbedderDims::Sparse {
-                vocab_size: need(self.dim, "dim")?,
-            },
-            "token" => EmbedderDims::TokenLevel {
-                per_token: need(self.dim, "dim")?,
-            },
-            "binary" => EmbedderDims::Binary {
-                bits: need(self.bits, "bits")?,
-            },
+            "sparse" => EmbedderDims::Sparse { vocab_size: need(self.dim, "dim")? },
+            "token" => EmbedderDims::TokenLevel { per_token: need(self.dim, "dim")? },
+            "binary" => EmbedderDims::Binary { bits: need(self.bits, "bits")? },
             other => {
-                return Err(format!(
-                    "{}: unknown kind {other:?} (dense, sparse, token, binary)",
-                    self.name
-                ))
+                return Err(format!("{}: unknown kind {other:?} (dense, sparse, token, binary)", self.name))
             }
         };
         Ok((e, dims))
@@ -84,18 +68,12 @@ impl DatasetEmbedder {
 impl DatasetMeta {
     /// The roster of `schema`, every slot present.
     pub fn roster(schema: &StoreSchema) -> Vec<DatasetEmbedder> {
-        Embedder::all()
-            .map(|e| DatasetEmbedder::of(e, schema.get(e)))
-            .collect()
+        Embedder::all().map(|e| DatasetEmbedder::of(e, schema.get(e))).collect()
     }
 
     /// The embedders present, in slot order, with their shapes.
     pub fn slots(&self) -> Result<Vec<(Embedder, EmbedderDims)>, String> {
-        let mut slots = self
-            .embedders
-            .iter()
-            .map(DatasetEmbedder::slot)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut slots = self.embedders.iter().map(DatasetEmbedder::slot).collect::<Result<Vec<_>, _>>()?;
         slots.sort_by_key(|(e, _)| *e);
         if slots.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err("an embedder appears twice in the roster".into());
@@ -136,21 +114,11 @@ mod tests {
         let meta: DatasetMeta = serde_json::from_str(json).unwrap();
         let (schema, absent) = meta.schema().unwrap();
         assert_eq!(schema.get(Embedder::Semantic), EmbedderDims::Dense(1024));
-        assert_eq!(
-            schema.get(Embedder::Hdc),
-            EmbedderDims::Binary { bits: 10000 }
-        );
+        assert_eq!(schema.get(Embedder::Hdc), EmbedderDims::Binary { bits: 10000 });
         assert_eq!(absent.len(), 9);
         assert!(!absent.contains(&Embedder::LateInteraction));
         let roster = DatasetMeta::roster(&StoreSchema::default());
-        let back = DatasetMeta {
-            format_version: 1,
-            n: 1,
-            queries: 1,
-            seed: 0,
-            gt_k: 1,
-            embedders: roster,
-        };
+        let back = DatasetMeta { format_version: 1, n: 1, queries: 1, seed: 0, gt_k: 1, embedders: roster };
         assert_eq!(back.schema().unwrap(), (StoreSchema::default(), vec![]));
     }
 }

@@ -5,8 +5,8 @@ use std::io::{BufRead, BufReader, Lines, Read};
 use std::path::{Path, PathBuf};
 
 use context_graph_core::teleology::{
-    ArrayMetadata, Embedder, EmbedderDims, EmbedderOutput, SparseVector, StoreSchema,
-    TeleologicalArray, TokenEmbeddings,
+    ArrayMetadata, Embedder, EmbedderDims, EmbedderOutput, SparseVector, StoreSchema, TeleologicalArray,
+    TokenEmbeddings,
 };
 use uuid::Uuid;
 
@@ -23,52 +23,30 @@ pub(crate) struct SlotFiles {
 
 pub(crate) fn slot_file(dims: EmbedderDims) -> SlotFiles {
     match dims {
-        EmbedderDims::Dense(_) => SlotFiles {
-            main: "f32",
-            offsets: None,
-            values: None,
-        },
-        EmbedderDims::Sparse { .. } => SlotFiles {
-            main: "indices",
-            offsets: Some("indptr"),
-            values: Some("values"),
-        },
-        EmbedderDims::TokenLevel { .. } => SlotFiles {
-            main: "f32",
-            offsets: Some("offsets"),
-            values: None,
-        },
-        EmbedderDims::Binary { .. } => SlotFiles {
-            main: "bits",
-            offsets: None,
-            values: None,
-        },
+        EmbedderDims::Dense(_) => SlotFiles { main: "f32", offsets: None, values: None },
+        EmbedderDims::Sparse { .. } => {
+            SlotFiles { main: "indices", offsets: Some("indptr"), values: Some("values") }
+        }
+        EmbedderDims::TokenLevel { .. } => SlotFiles { main: "f32", offsets: Some("offsets"), values: None },
+        EmbedderDims::Binary { .. } => SlotFiles { main: "bits", offsets: None, values: None },
     }
 }
 
 fn file_len(path: &Path) -> Result<u64, DatasetError> {
-    fs::metadata(path)
-        .map(|m| m.len())
-        .map_err(|e| DatasetError::io(path, e))
+    fs::metadata(path).map(|m| m.len()).map_err(|e| DatasetError::io(path, e))
 }
 
 fn expect_len(path: &Path, want: u64) -> Result<(), DatasetError> {
     let got = file_len(path)?;
     if got != want {
-        return Err(DatasetError::invalid(
-            path,
-            format!("is {got} bytes, the layout needs {want}"),
-        ));
+        return Err(DatasetError::invalid(path, format!("is {got} bytes, the layout needs {want}")));
     }
     Ok(())
 }
 
 fn read_u64s(path: &Path) -> Result<Vec<u64>, DatasetError> {
     let bytes = fs::read(path).map_err(|e| DatasetError::io(path, e))?;
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-        .collect())
+    Ok(bytes.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect())
 }
 
 /// A dataset directory, checked on open: `meta.json` parses and every file has the size
@@ -85,30 +63,17 @@ impl Dataset {
     pub fn open(dir: &Path) -> Result<Self, DatasetError> {
         let meta_path = dir.join("meta.json");
         let bytes = fs::read(&meta_path).map_err(|e| DatasetError::io(&meta_path, e))?;
-        let meta: DatasetMeta = serde_json::from_slice(&bytes)
-            .map_err(|e| DatasetError::invalid(&meta_path, e.to_string()))?;
+        let meta: DatasetMeta =
+            serde_json::from_slice(&bytes).map_err(|e| DatasetError::invalid(&meta_path, e.to_string()))?;
         if meta.format_version != DATASET_FORMAT_VERSION {
             return Err(DatasetError::invalid(
                 &meta_path,
-                format!(
-                    "format_version {} is not {DATASET_FORMAT_VERSION}",
-                    meta.format_version
-                ),
+                format!("format_version {} is not {DATASET_FORMAT_VERSION}", meta.format_version),
             ));
         }
-        let slots = meta
-            .slots()
-            .map_err(|r| DatasetError::invalid(&meta_path, r))?;
-        let (schema, absent) = meta
-            .schema()
-            .map_err(|r| DatasetError::invalid(&meta_path, r))?;
-        let ds = Self {
-            dir: dir.to_path_buf(),
-            meta,
-            slots,
-            schema,
-            absent,
-        };
+        let slots = meta.slots().map_err(|r| DatasetError::invalid(&meta_path, r))?;
+        let (schema, absent) = meta.schema().map_err(|r| DatasetError::invalid(&meta_path, r))?;
+        let ds = Self { dir: dir.to_path_buf(), meta, slots, schema, absent };
         expect_len(&dir.join("ids.bin"), ds.meta.n as u64 * 16)?;
         ds.check_part(dir, ds.meta.n)?;
         ds.check_part(&dir.join("q"), ds.meta.queries)?;
@@ -173,36 +138,22 @@ impl Dataset {
 
     /// All queries (ids are `1..=queries`, as queries have none).
     pub fn queries(&self) -> Result<Vec<TeleologicalArray>, DatasetError> {
-        RecordReader::new(
-            &self.dir.join("q"),
-            self.meta.queries,
-            false,
-            &self.slots,
-            &self.absent,
-        )?
-        .collect()
+        RecordReader::new(&self.dir.join("q"), self.meta.queries, false, &self.slots, &self.absent)?.collect()
     }
 
     /// Ground-truth rows of `e` (`queries` rows of `gt_k`), or `None` if the dataset has none.
     pub fn ground_truth(&self, e: Embedder) -> Result<Option<Vec<Vec<u32>>>, DatasetError> {
-        let path = self
-            .dir
-            .join("gt")
-            .join(format!("{}.top100", e.short_name()));
+        let path = self.dir.join("gt").join(format!("{}.top100", e.short_name()));
         if !path.exists() {
             return Ok(None);
         }
         let k = self.meta.gt_k;
         expect_len(&path, (self.meta.queries * k * 4) as u64)?;
         let bytes = fs::read(&path).map_err(|err| DatasetError::io(&path, err))?;
-        let rows: Vec<u32> = bytes
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let rows: Vec<u32> =
+            bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         Ok(Some(
-            rows.chunks(k.max(1))
-                .map(|r| r.iter().copied().filter(|&x| x != u32::MAX).collect())
-                .collect(),
+            rows.chunks(k.max(1)).map(|r| r.iter().copied().filter(|&x| x != u32::MAX).collect()).collect(),
         ))
     }
 
@@ -238,19 +189,13 @@ pub struct RecordReader {
 }
 
 fn open(path: &Path) -> Result<BufReader<File>, DatasetError> {
-    File::open(path)
-        .map(|f| BufReader::with_capacity(1 << 20, f))
-        .map_err(|e| DatasetError::io(path, e))
+    File::open(path).map(|f| BufReader::with_capacity(1 << 20, f)).map_err(|e| DatasetError::io(path, e))
 }
 
 fn read_f32s(r: &mut impl Read, n: usize, path: &Path) -> Result<Vec<f32>, DatasetError> {
     let mut buf = vec![0u8; n * 4];
-    r.read_exact(&mut buf)
-        .map_err(|e| DatasetError::io(path, e))?;
-    Ok(buf
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    r.read_exact(&mut buf).map_err(|e| DatasetError::io(path, e))?;
+    Ok(buf.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 impl RecordReader {
@@ -281,11 +226,7 @@ impl RecordReader {
             dir: dir.to_path_buf(),
             row: 0,
             count,
-            ids: if with_ids {
-                Some(open(&dir.join("ids.bin"))?)
-            } else {
-                None
-            },
+            ids: if with_ids { Some(open(&dir.join("ids.bin"))?) } else { None },
             namespaces: open(&dir.join("namespaces.txt"))?.lines(),
             content: open(&dir.join("content.txt"))?.lines(),
             slots: readers,
@@ -298,48 +239,36 @@ impl RecordReader {
         let id = match &mut self.ids {
             Some(r) => {
                 let mut b = [0u8; 16];
-                r.read_exact(&mut b)
-                    .map_err(|e| DatasetError::io(&self.dir.join("ids.bin"), e))?;
+                r.read_exact(&mut b).map_err(|e| DatasetError::io(&self.dir.join("ids.bin"), e))?;
                 Uuid::from_bytes(b)
             }
             None => Uuid::from_u128(row as u128 + 1),
         };
         let mut a = TeleologicalArray::new(id);
-        let line =
-            |lines: &mut Lines<BufReader<File>>, name: &str| -> Result<String, DatasetError> {
-                match lines.next() {
-                    Some(Ok(l)) => Ok(l),
-                    Some(Err(e)) => Err(DatasetError::io(&self.dir.join(name), e)),
-                    None => Err(DatasetError::invalid(
-                        &self.dir.join(name),
-                        format!("has no line for row {row}"),
-                    )),
+        let line = |lines: &mut Lines<BufReader<File>>, name: &str| -> Result<String, DatasetError> {
+            match lines.next() {
+                Some(Ok(l)) => Ok(l),
+                Some(Err(e)) => Err(DatasetError::io(&self.dir.join(name), e)),
+                None => {
+                    Err(DatasetError::invalid(&self.dir.join(name), format!("has no line for row {row}")))
                 }
-            };
+            }
+        };
         let ns = line(&mut self.namespaces, "namespaces.txt")?;
         let content = line(&mut self.content, "content.txt")?;
         if !ns.is_empty() {
-            a.metadata = Some(ArrayMetadata {
-                namespace: Some(ns),
-                ..Default::default()
-            });
+            a.metadata = Some(ArrayMetadata { namespace: Some(ns), ..Default::default() });
         }
         a.content = (!content.is_empty()).then_some(content);
         for s in &mut self.slots {
             let out = match s.dims {
-                EmbedderDims::Dense(d) => {
-                    EmbedderOutput::Dense(read_f32s(&mut s.main, d, &s.path)?)
-                }
+                EmbedderDims::Dense(d) => EmbedderOutput::Dense(read_f32s(&mut s.main, d, &s.path)?),
                 EmbedderDims::Sparse { .. } => {
                     let n = (s.offsets[row + 1] - s.offsets[row]) as usize;
                     let mut buf = vec![0u8; n * 4];
-                    s.main
-                        .read_exact(&mut buf)
-                        .map_err(|e| DatasetError::io(&s.path, e))?;
-                    let indices = buf
-                        .chunks_exact(4)
-                        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect();
+                    s.main.read_exact(&mut buf).map_err(|e| DatasetError::io(&s.path, e))?;
+                    let indices =
+                        buf.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
                     let values = match &mut s.values {
                         Some(v) => read_f32s(v, n, &s.path)?,
                         None => Vec::new(),
@@ -354,9 +283,7 @@ impl RecordReader {
                 }
                 EmbedderDims::Binary { bits } => {
                     let mut buf = vec![0u8; bits.div_ceil(8)];
-                    s.main
-                        .read_exact(&mut buf)
-                        .map_err(|e| DatasetError::io(&s.path, e))?;
+                    s.main.read_exact(&mut buf).map_err(|e| DatasetError::io(&s.path, e))?;
                     EmbedderOutput::Binary(buf)
                 }
             };
@@ -408,14 +335,8 @@ mod tests {
         assert_eq!(ds.meta().n, 300);
         let records: Vec<_> = ds.records().unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(records.len(), 300);
-        assert_eq!(
-            records[17].get(Embedder::Hdc),
-            g.record(17).get(Embedder::Hdc)
-        );
-        assert_eq!(
-            records[17].get(Embedder::SpladeKeyword),
-            g.record(17).get(Embedder::SpladeKeyword)
-        );
+        assert_eq!(records[17].get(Embedder::Hdc), g.record(17).get(Embedder::Hdc));
+        assert_eq!(records[17].get(Embedder::SpladeKeyword), g.record(17).get(Embedder::SpladeKeyword));
         assert_eq!(records[17].id, g.record(17).id);
         let queries = ds.queries().unwrap();
         assert_eq!(queries.len(), 7);

@@ -15,12 +15,7 @@ pub struct Scored {
 
 /// The `k` best rows of `0..n` by `score` (higher is better), ties broken by the lower row.
 pub fn exact_top_k(n: usize, k: usize, score: impl Fn(usize) -> f32) -> Vec<Scored> {
-    let mut all: Vec<Scored> = (0..n)
-        .map(|row| Scored {
-            row: row as u32,
-            score: score(row),
-        })
-        .collect();
+    let mut all: Vec<Scored> = (0..n).map(|row| Scored { row: row as u32, score: score(row) }).collect();
     let order = |a: &Scored, b: &Scored| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row));
     if all.len() > k && k > 0 {
         all.select_nth_unstable_by(k - 1, order);
@@ -34,26 +29,10 @@ pub fn exact_top_k(n: usize, k: usize, score: impl Fn(usize) -> f32) -> Vec<Scor
 /// One embedder's outputs for all rows, laid out for exact brute-force scoring: the reference
 /// every index's recall is measured against.
 pub enum BruteForce {
-    Dense {
-        dim: usize,
-        data: Vec<f32>,
-    },
-    Sparse {
-        indptr: Vec<u64>,
-        indices: Vec<u32>,
-        values: Vec<f32>,
-        vocab: usize,
-    },
-    Tokens {
-        dim: usize,
-        offsets: Vec<u64>,
-        data: Vec<f32>,
-    },
-    Binary {
-        bits: usize,
-        words: usize,
-        data: Vec<u64>,
-    },
+    Dense { dim: usize, data: Vec<f32> },
+    Sparse { indptr: Vec<u64>, indices: Vec<u32>, values: Vec<f32>, vocab: usize },
+    Tokens { dim: usize, offsets: Vec<u64>, data: Vec<f32> },
+    Binary { bits: usize, words: usize, data: Vec<u64> },
 }
 
 impl BruteForce {
@@ -61,10 +40,9 @@ impl BruteForce {
     pub fn rows(&self) -> usize {
         match self {
             BruteForce::Dense { dim, data } => data.len() / dim,
-            BruteForce::Sparse { indptr, .. }
-            | BruteForce::Tokens {
-                offsets: indptr, ..
-            } => indptr.len().saturating_sub(1),
+            BruteForce::Sparse { indptr, .. } | BruteForce::Tokens { offsets: indptr, .. } => {
+                indptr.len().saturating_sub(1)
+            }
             BruteForce::Binary { words, data, .. } => data.len() / words,
         }
     }
@@ -72,26 +50,19 @@ impl BruteForce {
     /// An empty scorer for outputs of shape `dims`.
     pub fn new(dims: EmbedderDims) -> Self {
         match dims {
-            EmbedderDims::Dense(dim) => BruteForce::Dense {
-                dim,
-                data: Vec::new(),
-            },
+            EmbedderDims::Dense(dim) => BruteForce::Dense { dim, data: Vec::new() },
             EmbedderDims::Sparse { vocab_size } => BruteForce::Sparse {
                 indptr: vec![0],
                 indices: Vec::new(),
                 values: Vec::new(),
                 vocab: vocab_size,
             },
-            EmbedderDims::TokenLevel { per_token } => BruteForce::Tokens {
-                dim: per_token,
-                offsets: vec![0],
-                data: Vec::new(),
-            },
-            EmbedderDims::Binary { bits } => BruteForce::Binary {
-                bits,
-                words: bits.div_ceil(64),
-                data: Vec::new(),
-            },
+            EmbedderDims::TokenLevel { per_token } => {
+                BruteForce::Tokens { dim: per_token, offsets: vec![0], data: Vec::new() }
+            }
+            EmbedderDims::Binary { bits } => {
+                BruteForce::Binary { bits, words: bits.div_ceil(64), data: Vec::new() }
+            }
         }
     }
 
@@ -99,15 +70,7 @@ impl BruteForce {
     pub fn push(&mut self, out: &EmbedderOutput) {
         match (self, out) {
             (BruteForce::Dense { data, .. }, EmbedderOutput::Dense(v)) => data.extend_from_slice(v),
-            (
-                BruteForce::Sparse {
-                    indptr,
-                    indices,
-                    values,
-                    ..
-                },
-                EmbedderOutput::Sparse(s),
-            ) => {
+            (BruteForce::Sparse { indptr, indices, values, .. }, EmbedderOutput::Sparse(s)) => {
                 indices.extend_from_slice(&s.indices);
                 values.extend_from_slice(&s.values);
                 indptr.push(indices.len() as u64);
@@ -132,15 +95,7 @@ impl BruteForce {
             (BruteForce::Dense { dim, data }, EmbedderOutput::Dense(q)) => {
                 exact_top_k(n, k, |r| cosine(q, &data[r * dim..(r + 1) * dim]))
             }
-            (
-                BruteForce::Sparse {
-                    indptr,
-                    indices,
-                    values,
-                    vocab,
-                },
-                EmbedderOutput::Sparse(q),
-            ) => {
+            (BruteForce::Sparse { indptr, indices, values, vocab }, EmbedderOutput::Sparse(q)) => {
                 let mut dense_q = vec![0.0f32; *vocab];
                 for (&i, &w) in q.indices.iter().zip(&q.values) {
                     if let Some(slot) = dense_q.get_mut(i as usize) {
@@ -167,9 +122,7 @@ impl BruteForce {
             }
             (BruteForce::Binary { bits, words, data }, EmbedderOutput::Binary(q)) => {
                 let q = pack_words(q, *words);
-                exact_top_k(n, k, |r| {
-                    hamming_score(&q, &data[r * words..(r + 1) * words], *bits)
-                })
+                exact_top_k(n, k, |r| hamming_score(&q, &data[r * words..(r + 1) * words], *bits))
             }
             _ => Vec::new(),
         }
@@ -189,30 +142,22 @@ impl BruteForce {
             return 1.0;
         };
         let tolerance = kth.abs() * 1e-6 + 1e-7;
-        let correct: Vec<T> = top
-            .iter()
-            .filter(|s| s.score >= kth - tolerance)
-            .map(|s| id_of(s.row))
-            .collect();
+        let correct: Vec<T> =
+            top.iter().filter(|s| s.score >= kth - tolerance).map(|s| id_of(s.row)).collect();
         let hits = found.iter().take(k).filter(|f| correct.contains(f)).count();
         hits as f64 / k.min(top.len()).max(1) as f64
     }
 
     /// Exact top-k for every query, spread over the available cores.
     pub fn ground_truth(&self, queries: &[EmbedderOutput], k: usize) -> Vec<Vec<Scored>> {
-        let workers = thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .max(1);
+        let workers = thread::available_parallelism().map_or(1, |n| n.get()).max(1);
         let chunk = queries.len().div_ceil(workers).max(1);
         thread::scope(|s| {
             let handles: Vec<_> = queries
                 .chunks(chunk)
                 .map(|qs| s.spawn(move || qs.iter().map(|q| self.top_k(q, k)).collect::<Vec<_>>()))
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
         })
     }
 }

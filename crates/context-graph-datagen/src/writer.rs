@@ -30,9 +30,7 @@ struct PartWriter {
 }
 
 fn create(path: &Path) -> Result<BufWriter<File>, DatasetError> {
-    File::create(path)
-        .map(|f| BufWriter::with_capacity(1 << 20, f))
-        .map_err(|e| DatasetError::io(path, e))
+    File::create(path).map(|f| BufWriter::with_capacity(1 << 20, f)).map_err(|e| DatasetError::io(path, e))
 }
 
 impl PartWriter {
@@ -58,11 +56,7 @@ impl PartWriter {
             slots.push((e, w));
         }
         Ok(Self {
-            ids: if with_ids {
-                Some(create(&dir.join("ids.bin"))?)
-            } else {
-                None
-            },
+            ids: if with_ids { Some(create(&dir.join("ids.bin"))?) } else { None },
             namespaces: create(&dir.join("namespaces.txt"))?,
             content: create(&dir.join("content.txt"))?,
             slots,
@@ -74,10 +68,8 @@ impl PartWriter {
             write_all(ids, a.id.as_bytes(), dir)?;
         }
         let line = |s: Option<&str>| s.unwrap_or("").replace(['\t', '\n', '\r'], " ");
-        writeln!(self.namespaces, "{}", line(a.namespace()))
-            .map_err(|e| DatasetError::io(dir, e))?;
-        writeln!(self.content, "{}", line(a.content.as_deref()))
-            .map_err(|e| DatasetError::io(dir, e))?;
+        writeln!(self.namespaces, "{}", line(a.namespace())).map_err(|e| DatasetError::io(dir, e))?;
+        writeln!(self.content, "{}", line(a.content.as_deref())).map_err(|e| DatasetError::io(dir, e))?;
         for (e, w) in &mut self.slots {
             match a.get(*e) {
                 EmbedderOutput::Dense(v) => write_f32s(&mut w.main, v, dir)?,
@@ -160,17 +152,10 @@ fn generate(
                 .step_by(per)
                 .map(|a| {
                     let draw = &draw;
-                    s.spawn(move || {
-                        (a..(a + per).min(end))
-                            .map(|i| draw(i as u64))
-                            .collect::<Vec<_>>()
-                    })
+                    s.spawn(move || (a..(a + per).min(end)).map(|i| draw(i as u64)).collect::<Vec<_>>())
                 })
                 .collect();
-            handles
-                .into_iter()
-                .flat_map(|h| h.join().unwrap_or_default())
-                .collect()
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
         });
         for a in &chunk {
             sink(a)?;
@@ -220,8 +205,8 @@ pub fn write_dataset(
         embedders: DatasetMeta::roster(generator.schema()),
     };
     let meta_path = dir.join("meta.json");
-    let json = serde_json::to_vec_pretty(&meta)
-        .map_err(|e| DatasetError::invalid(&meta_path, e.to_string()))?;
+    let json =
+        serde_json::to_vec_pretty(&meta).map_err(|e| DatasetError::invalid(&meta_path, e.to_string()))?;
     fs::write(&meta_path, json).map_err(|e| DatasetError::io(&meta_path, e))?;
 
     // Ground truth, one embedder at a time so that only one column is in memory.
@@ -233,17 +218,12 @@ pub fn write_dataset(
         let qs: Vec<EmbedderOutput> = query_arrays.iter().map(|q| q.get(e).clone()).collect();
         let truth = column.ground_truth(&qs, gt_k.min(n));
         let mut rows = create(&dir.join("gt").join(format!("{}.top100", e.short_name())))?;
-        let mut scores = create(
-            &dir.join("gt")
-                .join(format!("{}.top100.scores", e.short_name())),
-        )?;
+        let mut scores = create(&dir.join("gt").join(format!("{}.top100.scores", e.short_name())))?;
         for top in truth {
             for j in 0..gt_k {
                 // Fewer records than gt_k: pad with u32::MAX rows (never a real row).
-                let s = top.get(j).copied().unwrap_or(crate::Scored {
-                    row: u32::MAX,
-                    score: f32::NEG_INFINITY,
-                });
+                let s =
+                    top.get(j).copied().unwrap_or(crate::Scored { row: u32::MAX, score: f32::NEG_INFINITY });
                 write_all(&mut rows, &s.row.to_le_bytes(), dir)?;
                 write_all(&mut scores, &s.score.to_le_bytes(), dir)?;
             }

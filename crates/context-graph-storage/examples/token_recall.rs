@@ -10,10 +10,7 @@ use context_graph_storage::{EmbedderIndex, TokenLevelConfig};
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let n = args.first().copied().unwrap_or(5000);
     let queries = args.get(1).copied().unwrap_or(100);
     let e = Embedder::LateInteraction;
@@ -36,22 +33,13 @@ async fn main() {
         }
         index.add_batch(&items).await.unwrap();
     }
-    println!(
-        "generated and inserted {n} entries in {:.1?}",
-        started.elapsed()
-    );
+    println!("generated and inserted {n} entries in {:.1?}", started.elapsed());
     let mut total = 0.0;
     let mut latencies = Vec::with_capacity(queries);
     for i in 0..queries {
         let q = generator.query(i as u64);
         let t = Instant::now();
-        let got: Vec<_> = index
-            .search(q.get(e), 10, None)
-            .await
-            .unwrap()
-            .iter()
-            .map(|h| h.id)
-            .collect();
+        let got: Vec<_> = index.search(q.get(e), 10, None).await.unwrap().iter().map(|h| h.id).collect();
         latencies.push(t.elapsed());
         total += exact.recall_at(q.get(e), 10, &got, |r| ids[r as usize]);
     }

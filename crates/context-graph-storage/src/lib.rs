@@ -9,13 +9,12 @@ pub mod teleological;
 
 pub use context_graph_core::teleology::StoreSchema;
 pub use teleological::index::{
-    EmbedderIndex, EmbedderIndexConfig, HnswConfig, IndexSearchResult, IndexType,
-    InvertedIndexConfig, TokenLevelConfig,
+    EmbedderIndex, EmbedderIndexConfig, HnswConfig, IndexSearchResult, IndexType, InvertedIndexConfig,
+    TokenLevelConfig,
 };
 pub use teleological::rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
 };
 pub use teleological::store::{
-    EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
-    TeleologicalArrayStore,
+    EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats, TeleologicalArrayStore,
 };

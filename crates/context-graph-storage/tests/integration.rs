@@ -4,9 +4,7 @@
 mod integration {
     use context_graph_core::teleology::{Embedder, StoreSchema};
     use context_graph_datagen::{BruteForce, GenConfig, Generator};
-    use context_graph_storage::{
-        Durability, RocksDbTeleologicalStore, StoreConfig, TeleologicalArrayStore,
-    };
+    use context_graph_storage::{Durability, RocksDbTeleologicalStore, StoreConfig, TeleologicalArrayStore};
 
     const N: usize = 5_000;
     const QUERIES: usize = 100;
@@ -25,14 +23,10 @@ mod integration {
             ..StoreConfig::default()
         };
         let store = RocksDbTeleologicalStore::open(dir.path().to_str().unwrap(), config).unwrap();
-        let mut exact: Vec<BruteForce> = Embedder::all()
-            .map(|e| BruteForce::new(schema.get(e)))
-            .collect();
+        let mut exact: Vec<BruteForce> = Embedder::all().map(|e| BruteForce::new(schema.get(e))).collect();
         let mut ids = Vec::with_capacity(N);
         for start in (0..N).step_by(250) {
-            let batch: Vec<_> = (start..start + 250)
-                .map(|i| generator.record(i as u64))
-                .collect();
+            let batch: Vec<_> = (start..start + 250).map(|i| generator.record(i as u64)).collect();
             for a in &batch {
                 ids.push(a.id);
                 for e in Embedder::all() {
@@ -47,30 +41,17 @@ mod integration {
         for e in Embedder::all() {
             let mut total = 0.0;
             for q in &queries {
-                let got: Vec<_> = store
-                    .index(e)
-                    .search(q.get(e), 10, None)
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|h| h.id)
-                    .collect();
+                let got: Vec<_> =
+                    store.index(e).search(q.get(e), 10, None).await.unwrap().iter().map(|h| h.id).collect();
                 total += exact[e.index()].recall_at(q.get(e), 10, &got, |row| ids[row as usize]);
             }
             let recall = total / QUERIES as f64;
-            println!(
-                "{:<22} {:<12} recall@10 = {recall:.4}",
-                e.name(),
-                store.index(e).index_type().as_str()
-            );
+            println!("{:<22} {:<12} recall@10 = {recall:.4}", e.name(), store.index(e).index_type().as_str());
             if recall < 0.95 {
                 failures.push(format!("{e}: {recall:.4}"));
             }
         }
-        assert!(
-            failures.is_empty(),
-            "recall@10 below 0.95 (seed {SEED}): {failures:?}"
-        );
+        assert!(failures.is_empty(), "recall@10 below 0.95 (seed {SEED}): {failures:?}");
         store.close().unwrap();
     }
 }

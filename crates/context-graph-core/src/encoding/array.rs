@@ -24,11 +24,7 @@ const KIND_BINARY: u8 = 4;
 /// One slot: (kind, aux, payload). `aux` is the term count for sparse (payload = ids then
 /// weights), the floats per token for token-level (payload = tokens back to back), else 0.
 #[derive(Serialize, Deserialize)]
-struct StoredSlot<'a>(
-    u8,
-    u32,
-    #[serde(borrow, with = "serde_bytes")] Cow<'a, [u8]>,
-);
+struct StoredSlot<'a>(u8, u32, #[serde(borrow, with = "serde_bytes")] Cow<'a, [u8]>);
 
 #[derive(Serialize, Deserialize)]
 struct StoredMetadata {
@@ -55,11 +51,7 @@ struct StoredArray<'a> {
 /// Encode a complete array. Returns `None` if a slot is `Pending` or `Failed` (a store
 /// validates arrays first, so it never sees `None`).
 pub fn encode_array(array: &TeleologicalArray) -> Option<Vec<u8>> {
-    let slots = array
-        .embeddings
-        .iter()
-        .map(encode_slot)
-        .collect::<Option<Vec<_>>>()?;
+    let slots = array.embeddings.iter().map(encode_slot).collect::<Option<Vec<_>>>()?;
     let stored = StoredArray {
         id: Cow::Borrowed(array.id.as_bytes()),
         created_secs: array.created_at.timestamp(),
@@ -101,11 +93,7 @@ fn encode_slot(out: &EmbedderOutput) -> Option<StoredSlot<'static>> {
             for tok in &t.embeddings {
                 append_f32s(&mut b, tok);
             }
-            StoredSlot(
-                KIND_TOKENS,
-                u32::try_from(t.dims_per_token).ok()?,
-                Cow::Owned(b),
-            )
+            StoredSlot(KIND_TOKENS, u32::try_from(t.dims_per_token).ok()?, Cow::Owned(b))
         }
         EmbedderOutput::Binary(bits) => StoredSlot(KIND_BINARY, 0, Cow::Owned(bits.clone())),
         EmbedderOutput::Pending | EmbedderOutput::Failed(_) => return None,
@@ -116,17 +104,10 @@ fn parse(bytes: &[u8]) -> Result<StoredArray<'_>, DecodeError> {
     let body = split_version(bytes, ARRAY_FORMAT_VERSION)?;
     let stored: StoredArray<'_> = rmp_serde::from_slice(body).map_err(malformed)?;
     if stored.slots.len() != Embedder::COUNT {
-        return Err(malformed(format!(
-            "{} slots, expected {}",
-            stored.slots.len(),
-            Embedder::COUNT
-        )));
+        return Err(malformed(format!("{} slots, expected {}", stored.slots.len(), Embedder::COUNT)));
     }
     if stored.id.len() != 16 {
-        return Err(malformed(format!(
-            "id is {} bytes, expected 16",
-            stored.id.len()
-        )));
+        return Err(malformed(format!("id is {} bytes, expected 16", stored.id.len())));
     }
     Ok(stored)
 }
@@ -134,8 +115,7 @@ fn parse(bytes: &[u8]) -> Result<StoredArray<'_>, DecodeError> {
 /// Decode an array value.
 pub fn decode_array(bytes: &[u8]) -> Result<TeleologicalArray, DecodeError> {
     let stored = parse(bytes)?;
-    let mut embeddings: [EmbedderOutput; Embedder::COUNT] =
-        std::array::from_fn(|_| EmbedderOutput::Pending);
+    let mut embeddings: [EmbedderOutput; Embedder::COUNT] = std::array::from_fn(|_| EmbedderOutput::Pending);
     for (e, slot) in Embedder::all().zip(&stored.slots) {
         embeddings[e.index()] = decode_stored_slot(e, slot)?;
     }
@@ -178,27 +158,17 @@ fn decode_stored_slot(e: Embedder, slot: &StoredSlot<'_>) -> Result<EmbedderOutp
             }
             let (ids, weights) = payload.split_at(n * 4);
             let values = f32s_from_le_bytes(weights).ok_or_else(|| bad("sparse weights"))?;
-            Ok(EmbedderOutput::Sparse(SparseVector::new(
-                u32s_from_le_bytes(ids),
-                values,
-            )))
+            Ok(EmbedderOutput::Sparse(SparseVector::new(u32s_from_le_bytes(ids), values)))
         }
         KIND_TOKENS => {
             let dims = *aux as usize;
-            let width = dims
-                .checked_mul(4)
-                .filter(|&w| w > 0)
-                .ok_or_else(|| bad("zero token width"))?;
+            let width = dims.checked_mul(4).filter(|&w| w > 0).ok_or_else(|| bad("zero token width"))?;
             if payload.len() % width != 0 {
                 return Err(bad("token payload is not a whole number of tokens"));
             }
-            let tokens = payload
-                .chunks_exact(width)
-                .map(|c| f32s_from_le_bytes(c).unwrap_or_default())
-                .collect();
-            Ok(EmbedderOutput::TokenLevel(TokenEmbeddings::new(
-                tokens, dims,
-            )))
+            let tokens =
+                payload.chunks_exact(width).map(|c| f32s_from_le_bytes(c).unwrap_or_default()).collect();
+            Ok(EmbedderOutput::TokenLevel(TokenEmbeddings::new(tokens, dims)))
         }
         KIND_BINARY => Ok(EmbedderOutput::Binary(payload.to_vec())),
         other => Err(bad(&format!("unknown slot kind {other}"))),
@@ -214,16 +184,10 @@ mod tests {
         for e in Embedder::all() {
             a.set(e, EmbedderOutput::Dense(vec![1.0, -0.0, 3.5]));
         }
-        a.set(
-            Embedder::SpladeKeyword,
-            EmbedderOutput::Sparse(SparseVector::new(vec![1, 7], vec![0.5, 2.0])),
-        );
+        a.set(Embedder::SpladeKeyword, EmbedderOutput::Sparse(SparseVector::new(vec![1, 7], vec![0.5, 2.0])));
         a.set(
             Embedder::LateInteraction,
-            EmbedderOutput::TokenLevel(TokenEmbeddings::new(
-                vec![vec![1.0, 2.0], vec![3.0, 4.0]],
-                2,
-            )),
+            EmbedderOutput::TokenLevel(TokenEmbeddings::new(vec![vec![1.0, 2.0], vec![3.0, 4.0]], 2)),
         );
         a.set(Embedder::Hdc, EmbedderOutput::Binary(vec![0xAB, 0x01]));
         a.metadata = Some(ArrayMetadata {
@@ -258,10 +222,7 @@ mod tests {
         assert_eq!(decode_array(&[]), Err(DecodeError::Empty));
         let mut v2 = bytes.clone();
         v2[0] = 9;
-        assert!(matches!(
-            decode_array(&v2),
-            Err(DecodeError::UnknownVersion { found: 9, .. })
-        ));
+        assert!(matches!(decode_array(&v2), Err(DecodeError::UnknownVersion { found: 9, .. })));
         for cut in [1, 2, bytes.len() / 2, bytes.len() - 1] {
             assert!(decode_array(&bytes[..cut]).is_err(), "truncated at {cut}");
         }

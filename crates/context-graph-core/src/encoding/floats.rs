@@ -19,19 +19,11 @@ pub fn f32s_from_le_bytes(bytes: &[u8]) -> Option<Vec<f32>> {
     if !bytes.len().is_multiple_of(4) {
         return None;
     }
-    Some(
-        bytes
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-    )
+    Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
 pub(crate) fn u32s_from_le_bytes(bytes: &[u8]) -> Vec<u32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 #[cfg(test)]
@@ -40,14 +32,7 @@ mod tests {
 
     #[test]
     fn round_trip_is_bit_exact() {
-        let v = [
-            0.0,
-            -0.0,
-            1.5,
-            f32::MIN_POSITIVE / 2.0,
-            f32::MAX,
-            f32::from_bits(0x7fc0_1234),
-        ];
+        let v = [0.0, -0.0, 1.5, f32::MIN_POSITIVE / 2.0, f32::MAX, f32::from_bits(0x7fc0_1234)];
         let back = f32s_from_le_bytes(&f32s_to_le_bytes(&v)).unwrap();
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&back), bits(&v));

@@ -27,10 +27,7 @@ pub enum DecodeError {
 fn split_version(bytes: &[u8], supported: u8) -> Result<&[u8], DecodeError> {
     let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
     if version != supported {
-        return Err(DecodeError::UnknownVersion {
-            found: version,
-            supported,
-        });
+        return Err(DecodeError::UnknownVersion { found: version, supported });
     }
     Ok(body)
 }

@@ -107,11 +107,7 @@ impl TokenEmbeddings {
     /// Token embeddings with `token_count` taken from the data.
     pub fn new(embeddings: Vec<Vec<f32>>, dims_per_token: usize) -> Self {
         let token_count = embeddings.len();
-        Self {
-            embeddings,
-            token_count,
-            dims_per_token,
-        }
+        Self { embeddings, token_count, dims_per_token }
     }
 
     /// Number of tokens.
@@ -156,14 +152,7 @@ impl TeleologicalArray {
 
     /// An array with the given outputs, created now.
     pub fn with_embeddings(id: Uuid, embeddings: [EmbedderOutput; Embedder::COUNT]) -> Self {
-        Self {
-            id,
-            embeddings,
-            source_hash: 0,
-            created_at: Utc::now(),
-            metadata: None,
-            content: None,
-        }
+        Self { id, embeddings, source_hash: 0, created_at: Utc::now(), metadata: None, content: None }
     }
 
     /// The output in one slot.
@@ -222,10 +211,7 @@ mod tests {
         let mut a = TeleologicalArray::new(Uuid::nil());
         a.set(Embedder::Semantic, EmbedderOutput::Dense(vec![0.5, 1.0]));
         let json = serde_json::to_value(&a).unwrap();
-        assert_eq!(
-            json["embeddings"][0]["Dense"],
-            serde_json::json!([0.5, 1.0])
-        );
+        assert_eq!(json["embeddings"][0]["Dense"], serde_json::json!([0.5, 1.0]));
         assert_eq!(json["embeddings"][1], serde_json::json!("Pending"));
         let back: TeleologicalArray = serde_json::from_value(json).unwrap();
         assert_eq!(back, a);

@@ -104,9 +104,8 @@ impl Embedder {
 
     /// The short name, `"E1"` .. `"E13"`.
     pub fn short_name(self) -> &'static str {
-        const SHORT: [&str; Embedder::COUNT] = [
-            "E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "E10", "E11", "E12", "E13",
-        ];
+        const SHORT: [&str; Embedder::COUNT] =
+            ["E1", "E2", "E3", "E4", "E5", "E6", "E7", "E8", "E9", "E10", "E11", "E12", "E13"];
         SHORT[self.index()]
     }
 }
@@ -189,9 +188,7 @@ impl EmbedderDims {
     pub fn is_valid(self) -> bool {
         match self {
             EmbedderDims::Dense(d) => d > 0,
-            EmbedderDims::Sparse { vocab_size } => {
-                vocab_size > 0 && vocab_size <= u32::MAX as usize
-            }
+            EmbedderDims::Sparse { vocab_size } => vocab_size > 0 && vocab_size <= u32::MAX as usize,
             EmbedderDims::TokenLevel { per_token } => per_token > 0,
             EmbedderDims::Binary { bits } => bits > 0,
         }
@@ -229,32 +226,17 @@ mod tests {
     fn parses_short_and_full_names_ignoring_case() {
         assert_eq!("E7".parse::<Embedder>().unwrap(), Embedder::Code);
         assert_eq!("e13".parse::<Embedder>().unwrap(), Embedder::SpladeKeyword);
-        assert_eq!(
-            "E1_semantic".parse::<Embedder>().unwrap(),
-            Embedder::Semantic
-        );
+        assert_eq!("E1_semantic".parse::<Embedder>().unwrap(), Embedder::Semantic);
         assert!("E14".parse::<Embedder>().is_err());
         assert!("".parse::<Embedder>().is_err());
     }
 
     #[test]
     fn default_roster_matches_the_decisions() {
-        assert_eq!(
-            Embedder::Semantic.expected_dims(),
-            EmbedderDims::Dense(1024)
-        );
-        assert_eq!(
-            Embedder::Hdc.expected_dims(),
-            EmbedderDims::Binary { bits: 10000 }
-        );
-        assert_eq!(
-            Embedder::LateInteraction.expected_dims(),
-            EmbedderDims::TokenLevel { per_token: 128 }
-        );
+        assert_eq!(Embedder::Semantic.expected_dims(), EmbedderDims::Dense(1024));
+        assert_eq!(Embedder::Hdc.expected_dims(), EmbedderDims::Binary { bits: 10000 });
+        assert_eq!(Embedder::LateInteraction.expected_dims(), EmbedderDims::TokenLevel { per_token: 128 });
         let sparse = Embedder::all().filter(|e| e.expected_dims().kind() == EmbedderKind::Sparse);
-        assert_eq!(
-            sparse.collect::<Vec<_>>(),
-            vec![Embedder::SpladeExpansion, Embedder::SpladeKeyword]
-        );
+        assert_eq!(sparse.collect::<Vec<_>>(), vec![Embedder::SpladeExpansion, Embedder::SpladeKeyword]);
     }
 }

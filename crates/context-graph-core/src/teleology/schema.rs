@@ -19,9 +19,7 @@ pub struct StoreSchema {
 impl Default for StoreSchema {
     /// The default roster: [`Embedder::expected_dims`] of every slot.
     fn default() -> Self {
-        Self {
-            slots: Embedder::ALL.map(Embedder::expected_dims),
-        }
+        Self { slots: Embedder::ALL.map(Embedder::expected_dims) }
     }
 }
 

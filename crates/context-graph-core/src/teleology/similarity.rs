@@ -38,14 +38,7 @@ pub fn max_sim(query: &[Vec<f32>], doc: &[f32], dims: usize) -> f32 {
     if dims == 0 || doc.len() < dims {
         return 0.0;
     }
-    query
-        .iter()
-        .map(|q| {
-            doc.chunks_exact(dims)
-                .map(|d| dot(q, d))
-                .fold(f32::NEG_INFINITY, f32::max)
-        })
-        .sum()
+    query.iter().map(|q| doc.chunks_exact(dims).map(|d| dot(q, d)).fold(f32::NEG_INFINITY, f32::max)).sum()
 }
 
 /// Hamming distance between two packed codes of equal length.
@@ -79,10 +72,7 @@ mod tests {
             let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
             let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32).collect();
             let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-            assert!(
-                (dot(&a, &b) - naive).abs() <= 1e-3 * naive.abs().max(1.0),
-                "n={n}"
-            );
+            assert!((dot(&a, &b) - naive).abs() <= 1e-3 * naive.abs().max(1.0), "n={n}");
         }
     }
 
@@ -92,9 +82,8 @@ mod tests {
         let doc = [0.5, 0.0, 0.0, 2.0, 1.0, 1.0];
         assert_eq!(max_sim(&q, &doc, 2), 1.0 + 2.0);
         // Longer inputs agree with the plain definition.
-        let q9: Vec<Vec<f32>> = (0..3)
-            .map(|i| (0..9).map(|j| ((i * 9 + j) % 7) as f32 - 3.0).collect())
-            .collect();
+        let q9: Vec<Vec<f32>> =
+            (0..3).map(|i| (0..9).map(|j| ((i * 9 + j) % 7) as f32 - 3.0).collect()).collect();
         let doc9: Vec<f32> = (0..9 * 11).map(|k| ((k * 5) % 13) as f32 - 6.0).collect();
         let naive: f32 = q9
             .iter()

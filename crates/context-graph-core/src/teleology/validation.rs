@@ -25,20 +25,12 @@ pub struct ValidationError {
 impl ValidationError {
     /// An error about one slot of one array.
     pub fn slot(id: Option<Uuid>, embedder: Embedder, reason: impl Into<String>) -> Self {
-        Self {
-            id,
-            embedder: Some(embedder),
-            reason: reason.into(),
-        }
+        Self { id, embedder: Some(embedder), reason: reason.into() }
     }
 
     /// An error about an array as a whole (or about no array in particular).
     pub fn array(id: Option<Uuid>, reason: impl Into<String>) -> Self {
-        Self {
-            id,
-            embedder: None,
-            reason: reason.into(),
-        }
+        Self { id, embedder: None, reason: reason.into() }
     }
 }
 
@@ -80,10 +72,7 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
         return Err("namespace is empty".into());
     }
     if ns.len() > MAX_NAMESPACE_BYTES {
-        return Err(format!(
-            "namespace is {} bytes long, the limit is {MAX_NAMESPACE_BYTES}",
-            ns.len()
-        ));
+        return Err(format!("namespace is {} bytes long, the limit is {MAX_NAMESPACE_BYTES}", ns.len()));
     }
     if ns.as_bytes().contains(&0) {
         return Err("namespace contains a NUL byte".into());
@@ -92,19 +81,12 @@ pub fn validate_namespace(ns: &str) -> Result<(), String> {
 }
 
 /// Check one slot's output against its shape. Returns the reason on failure.
-pub fn validate_output(
-    out: &EmbedderOutput,
-    dims: EmbedderDims,
-    max_tokens: usize,
-) -> Result<(), String> {
+pub fn validate_output(out: &EmbedderOutput, dims: EmbedderDims, max_tokens: usize) -> Result<(), String> {
     match (out, dims) {
-        (EmbedderOutput::Pending, _) => {
-            Err("slot is Pending: all 13 embeddings are required".into())
+        (EmbedderOutput::Pending, _) => Err("slot is Pending: all 13 embeddings are required".into()),
+        (EmbedderOutput::Failed(msg), _) => {
+            Err(format!("slot is Failed ({}): all 13 embeddings are required", truncate(msg)))
         }
-        (EmbedderOutput::Failed(msg), _) => Err(format!(
-            "slot is Failed ({}): all 13 embeddings are required",
-            truncate(msg)
-        )),
         (EmbedderOutput::Dense(v), EmbedderDims::Dense(dim)) => check_dense(v, dim),
         (EmbedderOutput::Sparse(s), EmbedderDims::Sparse { vocab_size }) => {
             if s.indices.len() != s.values.len() {
@@ -144,28 +126,17 @@ pub fn validate_output(
                 return Err("token-level output has no tokens".into());
             }
             if n > max_tokens {
-                return Err(format!(
-                    "token-level output has {n} tokens, the limit is {max_tokens}"
-                ));
+                return Err(format!("token-level output has {n} tokens, the limit is {max_tokens}"));
             }
             if t.token_count != n {
-                return Err(format!(
-                    "token_count is {} but there are {n} tokens",
-                    t.token_count
-                ));
+                return Err(format!("token_count is {} but there are {n} tokens", t.token_count));
             }
             if t.dims_per_token != per_token {
-                return Err(format!(
-                    "dims_per_token is {} but the schema has {per_token}",
-                    t.dims_per_token
-                ));
+                return Err(format!("dims_per_token is {} but the schema has {per_token}", t.dims_per_token));
             }
             for (i, tok) in t.embeddings.iter().enumerate() {
                 if tok.len() != per_token {
-                    return Err(format!(
-                        "token {i} has {} values, expected {per_token}",
-                        tok.len()
-                    ));
+                    return Err(format!("token {i} has {} values, expected {per_token}", tok.len()));
                 }
                 if let Some(j) = tok.iter().position(|x| !x.is_finite()) {
                     return Err(format!("token {i} has a non-finite value at {j}"));
@@ -176,10 +147,7 @@ pub fn validate_output(
         (EmbedderOutput::Binary(b), EmbedderDims::Binary { bits }) => {
             let want = bits.div_ceil(8);
             if b.len() != want {
-                return Err(format!(
-                    "binary code is {} bytes, expected {want} for {bits} bits",
-                    b.len()
-                ));
+                return Err(format!("binary code is {} bytes, expected {want} for {bits} bits", b.len()));
             }
             let used = bits % 8;
             if used != 0 && b[want - 1] >> used != 0 {
@@ -196,16 +164,10 @@ pub fn validate_output(
 
 fn check_dense(v: &[f32], dim: usize) -> Result<(), String> {
     if v.len() != dim {
-        return Err(format!(
-            "dense vector has {} values, expected {dim}",
-            v.len()
-        ));
+        return Err(format!("dense vector has {} values, expected {dim}", v.len()));
     }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(format!(
-            "dense vector has a non-finite value ({}) at {i}",
-            v[i]
-        ));
+        return Err(format!("dense vector has a non-finite value ({}) at {i}", v[i]));
     }
     let norm_sq: f32 = v.iter().map(|x| x * x).sum();
     if norm_sq == 0.0 {
@@ -244,8 +206,7 @@ mod tests {
             (vec![1e30, 1e30], "overflows"),
         ];
         for (v, want) in bad {
-            let err =
-                validate_output(&EmbedderOutput::Dense(v.clone()), dense(2), 512).unwrap_err();
+            let err = validate_output(&EmbedderOutput::Dense(v.clone()), dense(2), 512).unwrap_err();
             assert!(err.contains(want), "{v:?}: {err}");
         }
     }
@@ -258,36 +219,23 @@ mod tests {
         };
         assert!(ok(vec![], vec![]).is_ok());
         assert!(ok(vec![0, 9], vec![0.1, 2.0]).is_ok());
-        assert!(ok(vec![0], vec![])
-            .unwrap_err()
-            .contains("1 indices but 0 values"));
-        assert!(ok(vec![3, 3], vec![1.0, 1.0])
-            .unwrap_err()
-            .contains("strictly increasing"));
-        assert!(ok(vec![4, 3], vec![1.0, 1.0])
-            .unwrap_err()
-            .contains("strictly increasing"));
-        assert!(ok(vec![10], vec![1.0])
-            .unwrap_err()
-            .contains(">= vocabulary"));
+        assert!(ok(vec![0], vec![]).unwrap_err().contains("1 indices but 0 values"));
+        assert!(ok(vec![3, 3], vec![1.0, 1.0]).unwrap_err().contains("strictly increasing"));
+        assert!(ok(vec![4, 3], vec![1.0, 1.0]).unwrap_err().contains("strictly increasing"));
+        assert!(ok(vec![10], vec![1.0]).unwrap_err().contains(">= vocabulary"));
         assert!(ok(vec![1], vec![0.0]).unwrap_err().contains("> 0"));
         assert!(ok(vec![1], vec![-1.0]).unwrap_err().contains("> 0"));
         assert!(ok(vec![1], vec![f32::NAN]).unwrap_err().contains("finite"));
         let many: Vec<u32> = (0..11).collect();
-        assert!(ok(many, vec![1.0; 11])
-            .unwrap_err()
-            .contains("more than the vocabulary"));
+        assert!(ok(many, vec![1.0; 11]).unwrap_err().contains("more than the vocabulary"));
     }
 
     #[test]
     fn token_rules() {
         let shape = EmbedderDims::TokenLevel { per_token: 2 };
-        let check =
-            |t: TokenEmbeddings, max| validate_output(&EmbedderOutput::TokenLevel(t), shape, max);
+        let check = |t: TokenEmbeddings, max| validate_output(&EmbedderOutput::TokenLevel(t), shape, max);
         assert!(check(TokenEmbeddings::new(vec![vec![1.0, 0.0]], 2), 4).is_ok());
-        assert!(check(TokenEmbeddings::new(vec![], 2), 4)
-            .unwrap_err()
-            .contains("no tokens"));
+        assert!(check(TokenEmbeddings::new(vec![], 2), 4).unwrap_err().contains("no tokens"));
         assert!(check(TokenEmbeddings::new(vec![vec![1.0, 0.0]; 5], 2), 4)
             .unwrap_err()
             .contains("limit is 4"));
@@ -318,14 +266,10 @@ mod tests {
     fn kind_and_completeness_rules() {
         let e = validate_output(&EmbedderOutput::Binary(vec![1]), dense(2), 512).unwrap_err();
         assert!(e.contains("schema says dense(2)"), "{e}");
-        assert!(validate_output(&EmbedderOutput::Pending, dense(2), 512)
+        assert!(validate_output(&EmbedderOutput::Pending, dense(2), 512).unwrap_err().contains("Pending"));
+        assert!(validate_output(&EmbedderOutput::Failed("x".into()), dense(2), 512)
             .unwrap_err()
-            .contains("Pending"));
-        assert!(
-            validate_output(&EmbedderOutput::Failed("x".into()), dense(2), 512)
-                .unwrap_err()
-                .contains("Failed")
-        );
+            .contains("Failed"));
     }
 
     #[test]
@@ -345,10 +289,8 @@ mod tests {
         assert_eq!(err.id, Some(a.id));
         assert_eq!(err.embedder, Some(Embedder::Semantic));
         assert!(err.to_string().contains("E1"), "{err}");
-        a.metadata = Some(crate::teleology::ArrayMetadata {
-            namespace: Some(String::new()),
-            ..Default::default()
-        });
+        a.metadata =
+            Some(crate::teleology::ArrayMetadata { namespace: Some(String::new()), ..Default::default() });
         let err = validate_array(&a, &schema, 512).unwrap_err();
         assert_eq!(err.embedder, None);
         assert!(err.reason.contains("namespace"));

@@ -49,10 +49,7 @@ pub(crate) fn decode_entry(bytes: &[u8]) -> Result<Vec<LogOp>, String> {
         return Err(format!("change-log entry has format version {version}"));
     }
     if body.len() % 17 != 0 {
-        return Err(format!(
-            "change-log entry body is {} bytes, not a multiple of 17",
-            body.len()
-        ));
+        return Err(format!("change-log entry body is {} bytes, not a multiple of 17", body.len()));
     }
     body.chunks_exact(17)
         .map(|rec| {
@@ -72,10 +69,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_damage() {
-        let ops = vec![
-            LogOp::Upsert(Uuid::from_u128(1)),
-            LogOp::Remove(Uuid::from_u128(2)),
-        ];
+        let ops = vec![LogOp::Upsert(Uuid::from_u128(1)), LogOp::Remove(Uuid::from_u128(2))];
         let b = encode_entry(&ops);
         assert_eq!(decode_entry(&b).unwrap(), ops);
         assert!(decode_entry(&b[..5]).is_err());

@@ -54,8 +54,7 @@ impl ColumnFamily {
 
     /// The handle of this column family; a missing one is an error, never a panic.
     pub(crate) fn handle(self, db: &DB) -> StorageResult<Arc<BoundColumnFamily<'_>>> {
-        db.cf_handle(self.name()).ok_or_else(|| {
-            StorageError::Backend(format!("column family {} is missing", self.name()))
-        })
+        db.cf_handle(self.name())
+            .ok_or_else(|| StorageError::Backend(format!("column family {} is missing", self.name())))
     }
 }

@@ -15,13 +15,12 @@ mod store_meta;
 mod write_path;
 
 pub use index::{
-    EmbedderIndex, EmbedderIndexConfig, HnswConfig, IndexSearchResult, IndexType,
-    InvertedIndexConfig, TokenLevelConfig,
+    EmbedderIndex, EmbedderIndexConfig, HnswConfig, IndexSearchResult, IndexType, InvertedIndexConfig,
+    TokenLevelConfig,
 };
 pub use rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
 };
 pub use store::{
-    EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
-    TeleologicalArrayStore,
+    EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats, TeleologicalArrayStore,
 };

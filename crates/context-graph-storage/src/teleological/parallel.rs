@@ -11,9 +11,7 @@ pub(crate) fn for_each_parallel<T: Sync>(
     items: &[T],
     f: impl Fn(&T) -> StorageResult<()> + Sync,
 ) -> StorageResult<()> {
-    let workers = thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(items.len());
+    let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
     if workers <= 1 {
         let results: Vec<_> = items.iter().map(&f).collect();
         return results.into_iter().collect();
@@ -37,9 +35,7 @@ pub(crate) fn for_each_parallel<T: Sync>(
             .into_iter()
             .map(|h| {
                 h.join().unwrap_or_else(|_| {
-                    Err(super::store::StorageError::Index(
-                        "an index worker panicked".into(),
-                    ))
+                    Err(super::store::StorageError::Index("an index worker panicked".into()))
                 })
             })
             .collect()

@@ -22,8 +22,8 @@ use context_graph_core::encoding::{decode_array, decode_slot};
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput};
 use parking_lot::Mutex;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch,
-    WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions,
+    DB,
 };
 use uuid::Uuid;
 
@@ -31,11 +31,10 @@ use super::change_log::{decode_entry, log_key, seq_of_key, LogOp};
 use super::column_families::ColumnFamily;
 use super::index::binary::BinaryKind;
 use super::index::hnsw::HnswKind;
+use super::index::inverted::postings_cf_options;
 use super::index::snapshot::{read_snapshot, snapshot_path, write_snapshot};
 use super::index::token_level::{default_token_graph_config, TokenLevelKind};
-use super::index::{
-    EmbedderIndexConfig, IndexChange, IndexType, InvertedIndex, MemoryIndex, MemoryKind,
-};
+use super::index::{EmbedderIndexConfig, IndexChange, IndexType, InvertedIndex, MemoryIndex, MemoryKind};
 use super::parallel::for_each_parallel;
 use super::rocksdb_store::StoreConfig;
 use super::store::{IndexOpenMode, StorageError, StorageResult};
@@ -137,6 +136,7 @@ fn rocksdb_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor
             let opts = match cf {
                 ColumnFamily::Arrays => cf_options(true, true),
                 ColumnFamily::Metadata => cf_options(true, false),
+                ColumnFamily::SparsePostings => postings_cf_options(cf_options(false, false)),
                 _ => cf_options(false, false),
             };
             ColumnFamilyDescriptor::new(cf.name(), opts)
@@ -146,8 +146,7 @@ fn rocksdb_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor
     db_opts.create_if_missing(config.create_if_missing);
     db_opts.create_missing_column_families(true);
     db_opts.set_max_open_files(config.max_open_files);
-    db_opts
-        .increase_parallelism(std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
+    db_opts.increase_parallelism(std::thread::available_parallelism().map_or(2, |n| n.get() as i32));
     (db_opts, descriptors)
 }
 
@@ -157,10 +156,7 @@ fn open_db(root: &Path, config: &StoreConfig) -> StorageResult<DB> {
     DB::open_cf_descriptors(&opts, &data, cfs).map_err(|e| {
         let msg = e.clone().into_string();
         if msg.contains("lock file") || msg.contains("LOCK") {
-            StorageError::InUse {
-                path: root.display().to_string(),
-                detail: msg,
-            }
+            StorageError::InUse { path: root.display().to_string(), detail: msg }
         } else if msg.contains("does not exist") {
             StorageError::Backend(format!(
                 "no store at {} (create_if_missing is false): {msg}",
@@ -187,18 +183,12 @@ fn new_memory_index(
 ) -> StorageResult<Arc<dyn MemoryKind>> {
     Ok(match dims {
         EmbedderDims::Dense(d) => {
-            let hnsw = c
-                .hnsw_config
-                .clone()
-                .unwrap_or_else(|| super::index::HnswConfig::default_for_dims(d));
+            let hnsw = c.hnsw_config.clone().unwrap_or_else(|| super::index::HnswConfig::default_for_dims(d));
             Arc::new(HnswKind::new(e, d, &hnsw)?)
         }
         EmbedderDims::TokenLevel { .. } => {
             let t = c.token_level_config.clone().unwrap_or_default();
-            let graph = c
-                .hnsw_config
-                .clone()
-                .unwrap_or_else(default_token_graph_config);
+            let graph = c.hnsw_config.clone().unwrap_or_else(default_token_graph_config);
             Arc::new(TokenLevelKind::new(e, &t, &graph)?)
         }
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::new(e, bits)),
@@ -214,18 +204,12 @@ fn load_memory_index(
 ) -> Result<Arc<dyn MemoryKind>, String> {
     Ok(match dims {
         EmbedderDims::Dense(d) => {
-            let hnsw = c
-                .hnsw_config
-                .clone()
-                .unwrap_or_else(|| super::index::HnswConfig::default_for_dims(d));
+            let hnsw = c.hnsw_config.clone().unwrap_or_else(|| super::index::HnswConfig::default_for_dims(d));
             Arc::new(HnswKind::from_snapshot(e, d, &hnsw, payload)?)
         }
         EmbedderDims::TokenLevel { .. } => {
             let t = c.token_level_config.clone().unwrap_or_default();
-            let graph = c
-                .hnsw_config
-                .clone()
-                .unwrap_or_else(default_token_graph_config);
+            let graph = c.hnsw_config.clone().unwrap_or_else(default_token_graph_config);
             Arc::new(TokenLevelKind::from_snapshot(e, &t, &graph, payload)?)
         }
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::from_snapshot(e, bits, payload)?),
@@ -256,12 +240,10 @@ pub(crate) fn open_core(
     // Step 2.
     let db = Arc::new(open_db(path, &config)?);
     // Step 3.
-    let (counters, created) =
-        init_or_check(&db, &SchemaRecord::new(config.schema.clone(), max_tokens))?;
+    let (counters, created) = init_or_check(&db, &SchemaRecord::new(config.schema.clone(), max_tokens))?;
     let snapshot_dir = path.join(SNAPSHOT_DIR);
-    fs::create_dir_all(&snapshot_dir).map_err(|e| {
-        StorageError::Backend(format!("cannot create {}: {e}", snapshot_dir.display()))
-    })?;
+    fs::create_dir_all(&snapshot_dir)
+        .map_err(|e| StorageError::Backend(format!("cannot create {}: {e}", snapshot_dir.display())))?;
 
     // Step 4.
     let mut slots = Vec::with_capacity(Embedder::COUNT);
@@ -272,10 +254,7 @@ pub(crate) fn open_core(
         let c = &index_configs[e.index()];
         let dims = config.schema.get(e);
         if !c.enabled {
-            slots.push(IndexSlot::Disabled(DisabledIndex {
-                embedder: e,
-                index_type: c.index_type,
-            }));
+            slots.push(IndexSlot::Disabled(DisabledIndex { embedder: e, index_type: c.index_type }));
             modes.push(IndexOpenMode::Disabled);
             continue;
         }
@@ -294,23 +273,22 @@ pub(crate) fn open_core(
             modes.push(IndexOpenMode::Created);
             new_memory_index(e, dims, c)?
         } else {
-            let loaded =
-                read_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
-                    if snap.seq > counters.commit_seq {
-                        return Err(format!(
-                            "snapshot reflects commit {} but the data ends at {}",
-                            snap.seq, counters.commit_seq
-                        ));
-                    }
-                    if snap.seq < counters.log_truncated_through {
-                        return Err(format!(
-                            "snapshot reflects commit {}, older than the change log (from {})",
-                            snap.seq,
-                            counters.log_truncated_through + 1
-                        ));
-                    }
-                    load_memory_index(e, dims, c, &snap.payload).map(|index| (snap.seq, index))
-                });
+            let loaded = read_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
+                if snap.seq > counters.commit_seq {
+                    return Err(format!(
+                        "snapshot reflects commit {} but the data ends at {}",
+                        snap.seq, counters.commit_seq
+                    ));
+                }
+                if snap.seq < counters.log_truncated_through {
+                    return Err(format!(
+                        "snapshot reflects commit {}, older than the change log (from {})",
+                        snap.seq,
+                        counters.log_truncated_through + 1
+                    ));
+                }
+                load_memory_index(e, dims, c, &snap.payload).map(|index| (snap.seq, index))
+            });
             match loaded {
                 Ok((seq, index)) => {
                     modes.push(IndexOpenMode::Loaded);
@@ -327,9 +305,7 @@ pub(crate) fn open_core(
                         "index {} will be rebuilt from teleological_arrays: {reason}",
                         e.short_name()
                     );
-                    modes.push(IndexOpenMode::Rebuilt {
-                        reason: reason.clone(),
-                    });
+                    modes.push(IndexOpenMode::Rebuilt { reason: reason.clone() });
                     let index = new_memory_index(e, dims, c)?;
                     rebuild.push((e, index.clone()));
                     index
@@ -386,12 +362,10 @@ fn catch_up(db: &DB, pending: &mut [Pending]) -> StorageResult<()> {
     it.seek(log_key(start + 1));
     let mut replayed = 0u64;
     while let (Some(key), Some(value)) = (it.key(), it.value()) {
-        let seq = seq_of_key(key).ok_or_else(|| StorageError::Corruption {
-            what: "change-log key is not 8 bytes".into(),
-        })?;
-        let ops = decode_entry(value).map_err(|what| StorageError::Corruption {
-            what: format!("change-log entry {seq}: {what}"),
-        })?;
+        let seq = seq_of_key(key)
+            .ok_or_else(|| StorageError::Corruption { what: "change-log key is not 8 bytes".into() })?;
+        let ops = decode_entry(value)
+            .map_err(|what| StorageError::Corruption { what: format!("change-log entry {seq}: {what}") })?;
         let current = ops
             .iter()
             .map(|op| match op {
@@ -413,9 +387,7 @@ fn catch_up(db: &DB, pending: &mut [Pending]) -> StorageResult<()> {
                 }
             }
             p.mode = match p.mode {
-                IndexOpenMode::CaughtUp { entries } => IndexOpenMode::CaughtUp {
-                    entries: entries + 1,
-                },
+                IndexOpenMode::CaughtUp { entries } => IndexOpenMode::CaughtUp { entries: entries + 1 },
                 _ => IndexOpenMode::CaughtUp { entries: 1 },
             };
         }
@@ -442,10 +414,7 @@ fn rebuild_from_arrays(db: &DB, targets: &[(Embedder, Arc<dyn MemoryKind>)]) -> 
     let mut done = 0usize;
     while let (Some(key), Some(value)) = (it.key(), it.value()) {
         let array = decode_array(value).map_err(|e| {
-            StorageError::corrupt(
-                format_args!("array {}", Uuid::from_slice(key).unwrap_or_default()),
-                e,
-            )
+            StorageError::corrupt(format_args!("array {}", Uuid::from_slice(key).unwrap_or_default()), e)
         })?;
         let outs = targets.iter().map(|(e, _)| array.get(*e).clone()).collect();
         chunk.push((array.id, outs));
@@ -463,10 +432,7 @@ fn rebuild_from_arrays(db: &DB, targets: &[(Embedder, Arc<dyn MemoryKind>)]) -> 
     apply_chunk(targets, &chunk)?;
     done += chunk.len();
     let names: Vec<_> = targets.iter().map(|(e, _)| e.short_name()).collect();
-    tracing::warn!(
-        "rebuilt indices {names:?} from {done} arrays in {:.2?}",
-        started.elapsed()
-    );
+    tracing::warn!("rebuilt indices {names:?} from {done} arrays in {:.2?}", started.elapsed());
     Ok(())
 }
 
@@ -476,10 +442,7 @@ fn apply_chunk(
 ) -> StorageResult<()> {
     let positions: Vec<usize> = (0..targets.len()).collect();
     for_each_parallel(&positions, |&i| {
-        let changes: Vec<_> = chunk
-            .iter()
-            .map(|(id, outs)| IndexChange::Upsert(*id, &outs[i]))
-            .collect();
+        let changes: Vec<_> = chunk.iter().map(|(id, outs)| IndexChange::Upsert(*id, &outs[i])).collect();
         targets[i].1.apply(&changes)
     })
 }
@@ -505,14 +468,7 @@ impl StoreCore {
         for_each_parallel(&memory, |m| {
             let e = m.kind.embedder();
             let payload = m.kind.snapshot_payload()?;
-            write_snapshot(
-                &snapshot_path(&dir, e),
-                e,
-                m.kind.index_type(),
-                seq,
-                &payload,
-            )
-            .map_err(|err| {
+            write_snapshot(&snapshot_path(&dir, e), e, m.kind.index_type(), seq, &payload).map_err(|err| {
                 StorageError::Backend(format!("writing the snapshot of {}: {err}", e.short_name()))
             })
         })?;

@@ -34,11 +34,7 @@ pub enum StorageError {
     Transaction(String),
     /// Bad input: which array, which slot, what is wrong. Nothing was written.
     #[error("{}", ValidationError { id: *id, embedder: *embedder, reason: reason.clone() })]
-    Validation {
-        id: Option<Uuid>,
-        embedder: Option<Embedder>,
-        reason: String,
-    },
+    Validation { id: Option<Uuid>, embedder: Option<Embedder>, reason: String },
     /// A batch longer than the store's `max_batch`. Nothing was written.
     #[error("batch of {actual} arrays is larger than the maximum of {max}")]
     BatchTooLarge { max: usize, actual: usize },
@@ -49,9 +45,7 @@ pub enum StorageError {
     #[error("schema mismatch: {reason}")]
     SchemaMismatch { reason: String },
     /// The store was written by a format this build does not read.
-    #[error(
-        "store format version {found} is not supported (this build reads version {supported})"
-    )]
+    #[error("store format version {found} is not supported (this build reads version {supported})")]
     UnsupportedFormat { found: u32, supported: u32 },
     /// Another process (or another open handle) holds the store.
     #[error("store at {path} is in use by another process or handle: {detail}")]
@@ -64,37 +58,26 @@ pub enum StorageError {
 
 impl From<ValidationError> for StorageError {
     fn from(e: ValidationError) -> Self {
-        StorageError::Validation {
-            id: e.id,
-            embedder: e.embedder,
-            reason: e.reason,
-        }
+        StorageError::Validation { id: e.id, embedder: e.embedder, reason: e.reason }
     }
 }
 
 impl StorageError {
     /// A `Corruption` error for a value that failed to decode, naming what it was.
     pub(crate) fn corrupt(what: impl std::fmt::Display, e: DecodeError) -> Self {
-        StorageError::Corruption {
-            what: format!("{what}: {e}"),
-        }
+        StorageError::Corruption { what: format!("{what}: {e}") }
     }
 
     /// Whether this error means bad input (nothing was written).
     pub fn is_validation(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Validation { .. } | StorageError::BatchTooLarge { .. }
-        )
+        matches!(self, StorageError::Validation { .. } | StorageError::BatchTooLarge { .. })
     }
 }
 
 impl From<rocksdb::Error> for StorageError {
     fn from(e: rocksdb::Error) -> Self {
         match e.kind() {
-            rocksdb::ErrorKind::Corruption => StorageError::Corruption {
-                what: e.into_string(),
-            },
+            rocksdb::ErrorKind::Corruption => StorageError::Corruption { what: e.into_string() },
             _ => StorageError::Backend(e.into_string()),
         }
     }

@@ -79,10 +79,7 @@ impl StoreCore {
 
     pub(crate) fn retrieve(&self, id: Uuid) -> StorageResult<TeleologicalArray> {
         let cf = ColumnFamily::Arrays.handle(&self.db)?;
-        let bytes = self
-            .db
-            .get_pinned_cf(&cf, id.as_bytes())?
-            .ok_or(StorageError::NotFound(id))?;
+        let bytes = self.db.get_pinned_cf(&cf, id.as_bytes())?.ok_or(StorageError::NotFound(id))?;
         decode_array(&bytes).map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))
     }
 
@@ -93,10 +90,7 @@ impl StoreCore {
         let mut out = Vec::with_capacity(ids.len());
         for (id, value) in ids.iter().zip(values) {
             let bytes = value?.ok_or(StorageError::NotFound(*id))?;
-            out.push(
-                decode_array(&bytes)
-                    .map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))?,
-            );
+            out.push(decode_array(&bytes).map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))?);
         }
         Ok(out)
     }

@@ -28,11 +28,7 @@ pub(crate) struct SchemaRecord {
 impl SchemaRecord {
     pub(crate) fn new(schema: StoreSchema, max_tokens: usize) -> Self {
         let index_types = Embedder::ALL.map(|e| IndexType::for_kind(schema.get(e).kind()));
-        Self {
-            schema,
-            index_types,
-            max_tokens,
-        }
+        Self { schema, index_types, max_tokens }
     }
 
     /// Why `self` (the persisted record) differs from `asked`, if it does.
@@ -71,18 +67,9 @@ fn read_u64(db: &DB, key: &[u8]) -> StorageResult<u64> {
     let cf = ColumnFamily::StoreMeta.handle(db)?;
     match db.get_pinned_cf(&cf, key)? {
         None => Ok(0),
-        Some(v) => {
-            v.as_ref()
-                .try_into()
-                .map(u64::from_le_bytes)
-                .map_err(|_| StorageError::Corruption {
-                    what: format!(
-                        "store_meta/{} is {} bytes, expected 8",
-                        String::from_utf8_lossy(key),
-                        v.len()
-                    ),
-                })
-        }
+        Some(v) => v.as_ref().try_into().map(u64::from_le_bytes).map_err(|_| StorageError::Corruption {
+            what: format!("store_meta/{} is {} bytes, expected 8", String::from_utf8_lossy(key), v.len()),
+        }),
     }
 }
 
@@ -93,8 +80,7 @@ pub(crate) fn init_or_check(db: &DB, asked: &SchemaRecord) -> StorageResult<(Cou
     let Some(version) = db.get_pinned_cf(&cf, KEY_FORMAT_VERSION)? else {
         let mut batch = WriteBatch::default();
         batch.put_cf(&cf, KEY_FORMAT_VERSION, STORE_FORMAT_VERSION.to_le_bytes());
-        let schema =
-            serde_json::to_vec(asked).map_err(|e| StorageError::Serialization(e.to_string()))?;
+        let schema = serde_json::to_vec(asked).map_err(|e| StorageError::Serialization(e.to_string()))?;
         batch.put_cf(&cf, KEY_SCHEMA, schema);
         for key in [KEY_COMMIT_SEQ, KEY_ARRAY_COUNT, KEY_LOG_TRUNCATED_THROUGH] {
             batch.put_cf(&cf, key, 0u64.to_le_bytes());
@@ -107,26 +93,17 @@ pub(crate) fn init_or_check(db: &DB, asked: &SchemaRecord) -> StorageResult<(Cou
     let found = match <[u8; 4]>::try_from(version.as_ref()) {
         Ok(b) => u32::from_le_bytes(b),
         Err(_) => {
-            return Err(StorageError::Corruption {
-                what: "store_meta/format_version is malformed".into(),
-            })
+            return Err(StorageError::Corruption { what: "store_meta/format_version is malformed".into() })
         }
     };
     if found != STORE_FORMAT_VERSION {
-        return Err(StorageError::UnsupportedFormat {
-            found,
-            supported: STORE_FORMAT_VERSION,
-        });
+        return Err(StorageError::UnsupportedFormat { found, supported: STORE_FORMAT_VERSION });
     }
     let stored = db
         .get_pinned_cf(&cf, KEY_SCHEMA)?
-        .ok_or_else(|| StorageError::Corruption {
-            what: "store_meta/schema is missing".into(),
-        })?;
-    let stored: SchemaRecord =
-        serde_json::from_slice(&stored).map_err(|e| StorageError::Corruption {
-            what: format!("store_meta/schema does not parse: {e}"),
-        })?;
+        .ok_or_else(|| StorageError::Corruption { what: "store_meta/schema is missing".into() })?;
+    let stored: SchemaRecord = serde_json::from_slice(&stored)
+        .map_err(|e| StorageError::Corruption { what: format!("store_meta/schema does not parse: {e}") })?;
     if let Some(reason) = stored.mismatch(asked) {
         return Err(StorageError::SchemaMismatch { reason });
     }
@@ -145,8 +122,6 @@ pub(crate) fn read_schema(db: &DB) -> StorageResult<Option<SchemaRecord>> {
         None => Ok(None),
         Some(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| StorageError::Corruption {
-                what: format!("store_meta/schema does not parse: {e}"),
-            }),
+            .map_err(|e| StorageError::Corruption { what: format!("store_meta/schema does not parse: {e}") }),
     }
 }

@@ -3,9 +3,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use context_graph_core::encoding::{
-    decode_metadata, encode_array, encode_metadata, MetadataRecord,
-};
+use context_graph_core::encoding::{decode_metadata, encode_array, encode_metadata, MetadataRecord};
 use context_graph_core::teleology::{validate_array, Embedder, TeleologicalArray};
 use rocksdb::{WriteBatch, WriteOptions};
 use uuid::Uuid;
@@ -75,10 +73,7 @@ impl StoreCore {
             return Ok(());
         }
         if mutations.len() > self.config.max_batch {
-            return Err(StorageError::BatchTooLarge {
-                max: self.config.max_batch,
-                actual: mutations.len(),
-            });
+            return Err(StorageError::BatchTooLarge { max: self.config.max_batch, actual: mutations.len() });
         }
         let mut seen = HashSet::with_capacity(mutations.len());
         for m in mutations {
@@ -107,14 +102,12 @@ impl StoreCore {
         let ids: Vec<Uuid> = mutations.iter().map(Mutation::id).collect();
         let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
         let mut old_records = Vec::with_capacity(mutations.len());
-        for (m, value) in mutations
-            .iter()
-            .zip(self.db.batched_multi_get_cf(&meta_cf, &keys, false))
-        {
+        for (m, value) in mutations.iter().zip(self.db.batched_multi_get_cf(&meta_cf, &keys, false)) {
             let old = match value? {
-                Some(bytes) => Some(decode_metadata(&bytes).map_err(|e| {
-                    StorageError::corrupt(format_args!("metadata of {}", m.id()), e)
-                })?),
+                Some(bytes) => Some(
+                    decode_metadata(&bytes)
+                        .map_err(|e| StorageError::corrupt(format_args!("metadata of {}", m.id()), e))?,
+                ),
                 None => None,
             };
             if old.is_none() {
@@ -166,11 +159,7 @@ impl StoreCore {
         }
         let seq = writer.commit_seq + 1;
         let meta = ColumnFamily::StoreMeta.handle(&self.db)?;
-        batch.put_cf(
-            &ColumnFamily::ChangeLog.handle(&self.db)?,
-            log_key(seq),
-            encode_entry(&log),
-        );
+        batch.put_cf(&ColumnFamily::ChangeLog.handle(&self.db)?, log_key(seq), encode_entry(&log));
         batch.put_cf(&meta, KEY_COMMIT_SEQ, seq.to_le_bytes());
         batch.put_cf(&meta, KEY_ARRAY_COUNT, count.to_le_bytes());
 
@@ -206,9 +195,7 @@ impl StoreCore {
             index.kind.apply(&changes)
         });
         if let Err(err) = applied {
-            self.fail(format!(
-                "commit {seq} is durable but an index failed to apply it ({err})"
-            ));
+            self.fail(format!("commit {seq} is durable but an index failed to apply it ({err})"));
             self.count.store(count as usize, Ordering::SeqCst);
             return Err(err);
         }
@@ -221,13 +208,9 @@ impl StoreCore {
 
     fn encode_put(&self, array: &TeleologicalArray) -> StorageResult<EncodedPut> {
         validate_array(array, &self.schema, self.max_tokens)?;
-        let bytes = encode_array(array).ok_or_else(|| {
-            StorageError::Serialization(format!("array {} cannot be encoded", array.id))
-        })?;
+        let bytes = encode_array(array)
+            .ok_or_else(|| StorageError::Serialization(format!("array {} cannot be encoded", array.id)))?;
         let record = MetadataRecord::of(array, bytes.len());
-        Ok(EncodedPut {
-            array: bytes,
-            record,
-        })
+        Ok(EncodedPut { array: bytes, record })
     }
 }

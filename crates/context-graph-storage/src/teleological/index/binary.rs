@@ -32,37 +32,21 @@ pub(crate) struct BinaryKind {
 
 impl BinaryKind {
     pub(crate) fn new(embedder: Embedder, bits: usize) -> Self {
-        Self {
-            embedder,
-            bits,
-            words: bits.div_ceil(64),
-            codes: RwLock::new(Codes::default()),
-        }
+        Self { embedder, bits, words: bits.div_ceil(64), codes: RwLock::new(Codes::default()) }
     }
 
     /// Payload: bits u64, count u64, ids (16 bytes each), then the words (8 bytes each, LE).
-    pub(crate) fn from_snapshot(
-        embedder: Embedder,
-        bits: usize,
-        payload: &[u8],
-    ) -> Result<Self, String> {
+    pub(crate) fn from_snapshot(embedder: Embedder, bits: usize, payload: &[u8]) -> Result<Self, String> {
         let kind = Self::new(embedder, bits);
         let mut r = Reader(payload);
         let stored_bits = r.u64()? as usize;
         if stored_bits != bits {
-            return Err(format!(
-                "snapshot codes have {stored_bits} bits, the schema {bits}"
-            ));
+            return Err(format!("snapshot codes have {stored_bits} bits, the schema {bits}"));
         }
         let n = r.u64()? as usize;
-        let need = n
-            .checked_mul(16 + kind.words * 8)
-            .ok_or("snapshot count overflows")?;
+        let need = n.checked_mul(16 + kind.words * 8).ok_or("snapshot count overflows")?;
         if need != r.0.len() {
-            return Err(format!(
-                "snapshot holds {} bytes of codes, {n} codes need {need}",
-                r.0.len()
-            ));
+            return Err(format!("snapshot holds {} bytes of codes, {n} codes need {need}", r.0.len()));
         }
         let mut codes = Codes::default();
         for i in 0..n {
@@ -73,9 +57,7 @@ impl BinaryKind {
             codes.ids.push(id);
         }
         codes.words =
-            r.0.chunks_exact(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
-                .collect();
+            r.0.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
         *kind.codes.write() = codes;
         Ok(kind)
     }
@@ -108,8 +90,7 @@ impl Codes {
             let moved = self.ids[last];
             self.ids[slot] = moved;
             self.slot_of.insert(moved, slot);
-            self.words
-                .copy_within(last * words..(last + 1) * words, slot * words);
+            self.words.copy_within(last * words..(last + 1) * words, slot * words);
         }
         self.ids.pop();
         self.words.truncate(last * words);
@@ -126,12 +107,7 @@ impl MemoryKind for BinaryKind {
     }
 
     fn check(&self, out: &EmbedderOutput) -> StorageResult<()> {
-        check_query(
-            self.embedder,
-            out,
-            EmbedderDims::Binary { bits: self.bits },
-            DEFAULT_MAX_TOKENS,
-        )
+        check_query(self.embedder, out, EmbedderDims::Binary { bits: self.bits }, DEFAULT_MAX_TOKENS)
     }
 
     fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
@@ -141,8 +117,9 @@ impl MemoryKind for BinaryKind {
                 IndexChange::Upsert(id, out) => {
                     let packed = pack_words(self.code(out)?, self.words);
                     match codes.slot_of.get(&id) {
-                        Some(&slot) => codes.words[slot * self.words..(slot + 1) * self.words]
-                            .copy_from_slice(&packed),
+                        Some(&slot) => {
+                            codes.words[slot * self.words..(slot + 1) * self.words].copy_from_slice(&packed)
+                        }
                         None => {
                             let slot = codes.ids.len();
                             codes.ids.push(id);
@@ -181,10 +158,7 @@ impl MemoryKind for BinaryKind {
         let bits = self.bits as f32;
         let hits = scored
             .into_iter()
-            .map(|(d, slot)| IndexSearchResult {
-                id: codes.ids[slot],
-                score: 1.0 - d as f32 / bits,
-            })
+            .map(|(d, slot)| IndexSearchResult { id: codes.ids[slot], score: 1.0 - d as f32 / bits })
             .collect();
         Ok(finish_results(hits, limit, threshold))
     }
@@ -253,34 +227,20 @@ mod tests {
         assert_eq!(hits[0].id, Uuid::from_u128(3));
         assert_eq!(hits[0].score, 1.0);
         // 3 = 0b11: codes 1, 2, 7, 11, 19 differ from it in two bits (one per byte)
-        assert!(
-            (hits[1].score - (1.0 - 2.0 / 70.0)).abs() < 1e-6,
-            "{hits:?}"
-        );
+        assert!((hits[1].score - (1.0 - 2.0 / 70.0)).abs() < 1e-6, "{hits:?}");
         idx.remove(Uuid::from_u128(3)).await.unwrap();
-        assert!(idx
-            .search(&code(3), 20, None)
-            .await
-            .unwrap()
-            .iter()
-            .all(|h| h.id != Uuid::from_u128(3)));
+        assert!(idx.search(&code(3), 20, None).await.unwrap().iter().all(|h| h.id != Uuid::from_u128(3)));
         assert_eq!(idx.size().await.unwrap(), 19);
         assert!(matches!(
-            idx.search(&EmbedderOutput::Binary(vec![0xff; 9]), 1, None)
-                .await,
+            idx.search(&EmbedderOutput::Binary(vec![0xff; 9]), 1, None).await,
             Err(StorageError::Validation { .. })
         ));
 
         let payload = idx.kind.snapshot_payload().unwrap();
         let back = BinaryKind::from_snapshot(Embedder::Hdc, 70, &payload).unwrap();
         assert_eq!(back.len(), 19);
-        assert_eq!(
-            back.search(&code(5), 1, None).unwrap()[0].id,
-            Uuid::from_u128(5)
-        );
-        assert!(
-            BinaryKind::from_snapshot(Embedder::Hdc, 70, &payload[..payload.len() - 1]).is_err()
-        );
+        assert_eq!(back.search(&code(5), 1, None).unwrap()[0].id, Uuid::from_u128(5));
+        assert!(BinaryKind::from_snapshot(Embedder::Hdc, 70, &payload[..payload.len() - 1]).is_err());
         assert!(BinaryKind::from_snapshot(Embedder::Hdc, 71, &payload).is_err());
     }
 }

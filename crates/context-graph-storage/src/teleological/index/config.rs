@@ -18,12 +18,8 @@ pub enum IndexType {
 
 impl IndexType {
     /// Every index kind.
-    pub const ALL: [IndexType; 4] = [
-        IndexType::Hnsw,
-        IndexType::Inverted,
-        IndexType::TokenLevel,
-        IndexType::Binary,
-    ];
+    pub const ALL: [IndexType; 4] =
+        [IndexType::Hnsw, IndexType::Inverted, IndexType::TokenLevel, IndexType::Binary];
 
     /// The index kind that serves outputs of `kind`.
     pub fn for_kind(kind: EmbedderKind) -> Self {
@@ -63,32 +59,17 @@ pub struct HnswConfig {
 impl HnswConfig {
     /// m 16, ef_construction 200, ef_search 100: the default.
     pub fn balanced() -> Self {
-        Self {
-            m: 16,
-            ef_construction: 200,
-            ef_search: 100,
-            max_level: 16,
-        }
+        Self { m: 16, ef_construction: 200, ef_search: 100, max_level: 16 }
     }
 
     /// m 32, ef_construction 400, ef_search 200: more memory and time for recall.
     pub fn high_recall() -> Self {
-        Self {
-            m: 32,
-            ef_construction: 400,
-            ef_search: 200,
-            max_level: 20,
-        }
+        Self { m: 32, ef_construction: 400, ef_search: 200, max_level: 20 }
     }
 
     /// m 12, ef_construction 100, ef_search 50: faster, lower recall.
     pub fn fast_search() -> Self {
-        Self {
-            m: 12,
-            ef_construction: 100,
-            ef_search: 50,
-            max_level: 16,
-        }
+        Self { m: 12, ef_construction: 100, ef_search: 50, max_level: 16 }
     }
 
     /// A default for vectors of `dims` floats: balanced up to 2048 dimensions, high recall
@@ -122,11 +103,7 @@ pub struct InvertedIndexConfig {
 impl Default for InvertedIndexConfig {
     /// `{ max_terms: 1000, min_weight: 0.0, use_bm25: false }`: exact dot product.
     fn default() -> Self {
-        Self {
-            max_terms: 1000,
-            min_weight: 0.0,
-            use_bm25: false,
-        }
+        Self { max_terms: 1000, min_weight: 0.0, use_bm25: false }
     }
 }
 
@@ -144,11 +121,7 @@ pub struct TokenLevelConfig {
 
 impl Default for TokenLevelConfig {
     fn default() -> Self {
-        Self {
-            max_tokens: DEFAULT_MAX_TOKENS,
-            dims_per_token: 128,
-            approximate: true,
-        }
+        Self { max_tokens: DEFAULT_MAX_TOKENS, dims_per_token: 128, approximate: true }
     }
 }
 
@@ -184,14 +157,10 @@ impl EmbedderIndexConfig {
         };
         match dims {
             EmbedderDims::Dense(d) => config.hnsw_config = Some(HnswConfig::default_for_dims(d)),
-            EmbedderDims::Sparse { .. } => {
-                config.inverted_config = Some(InvertedIndexConfig::default())
-            }
+            EmbedderDims::Sparse { .. } => config.inverted_config = Some(InvertedIndexConfig::default()),
             EmbedderDims::TokenLevel { per_token } => {
-                config.token_level_config = Some(TokenLevelConfig {
-                    dims_per_token: per_token,
-                    ..TokenLevelConfig::default()
-                })
+                config.token_level_config =
+                    Some(TokenLevelConfig { dims_per_token: per_token, ..TokenLevelConfig::default() })
             }
             EmbedderDims::Binary { .. } => {}
         }
@@ -212,18 +181,9 @@ mod tests {
 
     #[test]
     fn defaults_follow_the_roster() {
-        assert_eq!(
-            EmbedderIndexConfig::default_for(Embedder::Semantic).index_type,
-            IndexType::Hnsw
-        );
-        assert_eq!(
-            EmbedderIndexConfig::default_for(Embedder::SpladeKeyword).index_type,
-            IndexType::Inverted
-        );
-        assert_eq!(
-            EmbedderIndexConfig::default_for(Embedder::Hdc).index_type,
-            IndexType::Binary
-        );
+        assert_eq!(EmbedderIndexConfig::default_for(Embedder::Semantic).index_type, IndexType::Hnsw);
+        assert_eq!(EmbedderIndexConfig::default_for(Embedder::SpladeKeyword).index_type, IndexType::Inverted);
+        assert_eq!(EmbedderIndexConfig::default_for(Embedder::Hdc).index_type, IndexType::Binary);
         let t = EmbedderIndexConfig::default_for(Embedder::LateInteraction);
         assert_eq!(t.index_type, IndexType::TokenLevel);
         assert_eq!(t.token_level_config.unwrap().dims_per_token, 128);

@@ -21,20 +21,12 @@ pub(crate) struct HnswKind {
 
 impl HnswKind {
     fn shape(dims: usize) -> GraphShape {
-        GraphShape {
-            dims,
-            metric: MetricKind::Cos,
-            multi: false,
-        }
+        GraphShape { dims, metric: MetricKind::Cos, multi: false }
     }
 
     pub(crate) fn new(embedder: Embedder, dims: usize, config: &HnswConfig) -> StorageResult<Self> {
         let graph = Graph::new(Self::shape(dims), config)?;
-        Ok(Self {
-            embedder,
-            dims,
-            graph: RwLock::new(graph),
-        })
+        Ok(Self { embedder, dims, graph: RwLock::new(graph) })
     }
 
     pub(crate) fn from_snapshot(
@@ -44,11 +36,7 @@ impl HnswKind {
         payload: &[u8],
     ) -> Result<Self, String> {
         let graph = Graph::decode(payload, Self::shape(dims), config)?;
-        Ok(Self {
-            embedder,
-            dims,
-            graph: RwLock::new(graph),
-        })
+        Ok(Self { embedder, dims, graph: RwLock::new(graph) })
     }
 
     fn dense<'a>(&self, out: &'a EmbedderOutput) -> StorageResult<&'a [f32]> {
@@ -65,9 +53,7 @@ impl HnswKind {
 impl MemoryIndex {
     /// A standalone HNSW index of `dims`-float vectors (cosine).
     pub fn hnsw(embedder: Embedder, dims: usize, config: &HnswConfig) -> StorageResult<Self> {
-        Ok(Self::standalone(Arc::new(HnswKind::new(
-            embedder, dims, config,
-        )?)))
+        Ok(Self::standalone(Arc::new(HnswKind::new(embedder, dims, config)?)))
     }
 }
 
@@ -81,12 +67,7 @@ impl MemoryKind for HnswKind {
     }
 
     fn check(&self, out: &EmbedderOutput) -> StorageResult<()> {
-        check_query(
-            self.embedder,
-            out,
-            EmbedderDims::Dense(self.dims),
-            DEFAULT_MAX_TOKENS,
-        )
+        check_query(self.embedder, out, EmbedderDims::Dense(self.dims), DEFAULT_MAX_TOKENS)
     }
 
     fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
@@ -99,7 +80,7 @@ impl MemoryKind for HnswKind {
                 }
             }
         }
-        Ok(())
+        graph.rebuild_if_mostly_removed()
     }
 
     fn search(
@@ -111,10 +92,7 @@ impl MemoryKind for HnswKind {
         let q = self.dense(query)?;
         let hits = self.graph.read().search(q, limit)?;
         // usearch's cosine distance is 1 - cosine similarity.
-        let hits = hits
-            .into_iter()
-            .map(|(id, d)| IndexSearchResult { id, score: 1.0 - d })
-            .collect();
+        let hits = hits.into_iter().map(|(id, d)| IndexSearchResult { id, score: 1.0 - d }).collect();
         Ok(finish_results(hits, limit, threshold))
     }
 
@@ -157,9 +135,7 @@ mod tests {
     use crate::teleological::index::EmbedderIndex;
 
     fn unit(i: usize, dims: usize) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..dims)
-            .map(|j| ((i * 31 + j * 7) % 13) as f32 - 6.0)
-            .collect();
+        let mut v: Vec<f32> = (0..dims).map(|j| ((i * 31 + j * 7) % 13) as f32 - 6.0).collect();
         v[i % dims] += 10.0;
         v
     }
@@ -168,11 +144,8 @@ mod tests {
     async fn finds_itself_and_forgets_removed() {
         let idx = MemoryIndex::hnsw(Embedder::Semantic, 16, &HnswConfig::balanced()).unwrap();
         let ids: Vec<Uuid> = (0..200u128).map(Uuid::from_u128).collect();
-        let items: Vec<_> = ids
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| (id, EmbedderOutput::Dense(unit(i, 16))))
-            .collect();
+        let items: Vec<_> =
+            ids.iter().enumerate().map(|(i, &id)| (id, EmbedderOutput::Dense(unit(i, 16)))).collect();
         idx.add_batch(&items).await.unwrap();
         assert_eq!(idx.size().await.unwrap(), 200);
         let hits = idx.search(&items[5].1, 3, None).await.unwrap();
@@ -197,33 +170,17 @@ mod tests {
             EmbedderOutput::Binary(vec![1]),
             EmbedderOutput::Pending,
         ] {
-            assert!(
-                matches!(
-                    idx.search(&q, 5, None).await,
-                    Err(StorageError::Validation { .. })
-                ),
-                "{q:?}"
-            );
+            assert!(matches!(idx.search(&q, 5, None).await, Err(StorageError::Validation { .. })), "{q:?}");
             assert!(idx.add(Uuid::nil(), &q).await.is_err());
         }
-        assert!(idx
-            .search(&EmbedderOutput::Dense(vec![1.0; 4]), 5, None)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(idx.search(&EmbedderOutput::Dense(vec![1.0; 4]), 5, None).await.unwrap().is_empty());
     }
 
     #[tokio::test]
     async fn optimize_rebuilds_after_many_removals() {
         let idx = MemoryIndex::hnsw(Embedder::Semantic, 8, &HnswConfig::balanced()).unwrap();
-        let items: Vec<_> = (0..100)
-            .map(|i| {
-                (
-                    Uuid::from_u128(i as u128),
-                    EmbedderOutput::Dense(unit(i, 8)),
-                )
-            })
-            .collect();
+        let items: Vec<_> =
+            (0..100).map(|i| (Uuid::from_u128(i as u128), EmbedderOutput::Dense(unit(i, 8)))).collect();
         idx.add_batch(&items).await.unwrap();
         for (id, _) in &items[..50] {
             idx.remove(*id).await.unwrap();

@@ -3,10 +3,19 @@
 //!
 //! Keys in the `sparse_postings` column family (see `docs/FORMAT.md`):
 //! - posting: `0x00, embedder, term (u32 BE), id (16)` → weight (f32 LE)
-//! - forward: `0x01, embedder, id (16)` → the indexed term ids (u32 LE each)
+//! - forward: `0x01, embedder, id (16)` → the indexed (term u32 LE, weight f32 LE) pairs
+//! - term bound: `0x02, embedder, term (u32 BE)` → the largest weight ever indexed for the term
+//!   (f32 LE), kept by a `max` merge operator so that writes never read it
 //!
 //! The forward entry lets an overwrite or delete remove exactly the postings it wrote, without
-//! reading the old array.
+//! reading the old array, and gives any entry's exact score in one read.
+//!
+//! Search is exact top-k with MaxScore pruning: query terms are visited in decreasing order of
+//! their largest possible contribution (query weight × term bound). Once the contributions
+//! still possible from the unvisited terms cannot lift an unseen entry above the k-th best
+//! partial score, the remaining posting lists are skipped, and the entries that can still
+//! make the top k are scored exactly from their forward entries. Frequent terms, which carry
+//! small weights, are the ones skipped.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -32,6 +41,8 @@ use crate::teleological::store::{StorageError, StorageResult};
 
 const TAG_POSTING: u8 = 0x00;
 const TAG_FORWARD: u8 = 0x01;
+const TAG_BOUND: u8 = 0x02;
+const MAX_MERGE: &str = "teleo_max_f32";
 
 fn posting_prefix(e: Embedder, term: u32) -> [u8; 6] {
     let t = term.to_be_bytes();
@@ -43,6 +54,37 @@ fn posting_key(e: Embedder, term: u32, id: Uuid) -> [u8; 22] {
     k[..6].copy_from_slice(&posting_prefix(e, term));
     k[6..].copy_from_slice(id.as_bytes());
     k
+}
+
+fn bound_key(e: Embedder, term: u32) -> [u8; 6] {
+    let t = term.to_be_bytes();
+    [TAG_BOUND, e as u8, t[0], t[1], t[2], t[3]]
+}
+
+/// The `max` merge of term bounds: the largest valid f32 among the value and the operands.
+fn merge_max(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let max = existing
+        .into_iter()
+        .chain(operands.iter())
+        .filter_map(|b| <[u8; 4]>::try_from(b).ok().map(f32::from_le_bytes))
+        .fold(0.0f32, f32::max);
+    Some(max.to_le_bytes().to_vec())
+}
+
+/// Options the `sparse_postings` column family must be opened with (the term-bound merge
+/// operator). A store does this itself; a standalone index's database must too.
+pub fn postings_cf_options(mut opts: rocksdb::Options) -> rocksdb::Options {
+    opts.set_merge_operator_associative(MAX_MERGE, merge_max);
+    opts
+}
+
+fn decode_pairs(bytes: &[u8]) -> Option<impl Iterator<Item = (u32, f32)> + '_> {
+    if !bytes.len().is_multiple_of(8) {
+        return None;
+    }
+    Some(bytes.chunks_exact(8).map(|c| {
+        (u32::from_le_bytes([c[0], c[1], c[2], c[3]]), f32::from_le_bytes([c[4], c[5], c[6], c[7]]))
+    }))
 }
 
 fn forward_key(e: Embedder, id: Uuid) -> [u8; 18] {
@@ -57,13 +99,23 @@ fn forward_key(e: Embedder, id: Uuid) -> [u8; 18] {
 #[derive(Default)]
 struct IdHasher(u64);
 
+/// The `k`-th largest partial score (a lower bound of the k-th best final score).
+fn kth_best(acc: &HashMap<Uuid, f32, BuildHasherDefault<IdHasher>>, k: usize) -> f32 {
+    let mut scores: Vec<f32> = acc.values().copied().collect();
+    if scores.len() < k || k == 0 {
+        return f32::NEG_INFINITY;
+    }
+    let (_, kth, _) = scores.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+    *kth
+}
+
 impl Hasher for IdHasher {
     fn write(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(8) {
             let mut buf = [0u8; 8];
             buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(buf))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.0 =
+                (self.0.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
 
@@ -152,16 +204,11 @@ impl InvertedIndex {
             live: AtomicUsize::new(live),
             standalone_writes: Mutex::new(()),
         };
-        Ok(Self {
-            state: Arc::new(state),
-            owned,
-        })
+        Ok(Self { state: Arc::new(state), owned })
     }
 
     fn dims(&self) -> EmbedderDims {
-        EmbedderDims::Sparse {
-            vocab_size: self.state.vocab_size,
-        }
+        EmbedderDims::Sparse { vocab_size: self.state.vocab_size }
     }
 
     /// The terms this index keeps of `v`: at least `min_weight`, the `max_terms` heaviest.
@@ -184,11 +231,7 @@ impl InvertedIndex {
 
     /// Add the writes of one change to `batch`. Reads the current forward entry, so the caller
     /// must keep other writers of this index out until the batch is committed.
-    pub(crate) fn stage(
-        &self,
-        batch: &mut WriteBatch,
-        change: IndexChange<'_>,
-    ) -> StorageResult<LiveDelta> {
+    pub(crate) fn stage(&self, batch: &mut WriteBatch, change: IndexChange<'_>) -> StorageResult<LiveDelta> {
         let s = &self.state;
         let cf = ColumnFamily::SparsePostings.handle(&s.db)?;
         let id = match change {
@@ -198,33 +241,29 @@ impl InvertedIndex {
         let old = s.db.get_pinned_cf(&cf, fkey)?;
         let existed = old.is_some();
         if let Some(old) = old {
-            if old.len() % 4 != 0 {
-                return Err(StorageError::Corruption {
-                    what: format!(
-                        "forward term list of {id} in {} has {} bytes",
-                        s.embedder.short_name(),
-                        old.len()
-                    ),
-                });
-            }
-            for t in old.chunks_exact(4) {
-                let term = u32::from_le_bytes([t[0], t[1], t[2], t[3]]);
+            let pairs = decode_pairs(&old).ok_or_else(|| StorageError::Corruption {
+                what: format!(
+                    "forward entry of {id} in {} has {} bytes, not whole (term, weight) pairs",
+                    s.embedder.short_name(),
+                    old.len()
+                ),
+            })?;
+            for (term, _) in pairs {
                 batch.delete_cf(&cf, posting_key(s.embedder, term, id));
             }
         }
         match change {
             IndexChange::Upsert(_, out) => {
                 let EmbedderOutput::Sparse(v) = out else {
-                    return Err(StorageError::Index(format!(
-                        "{}: not a sparse vector",
-                        s.embedder
-                    )));
+                    return Err(StorageError::Index(format!("{}: not a sparse vector", s.embedder)));
                 };
                 let terms = self.indexed_terms(v);
-                let mut forward = Vec::with_capacity(terms.len() * 4);
+                let mut forward = Vec::with_capacity(terms.len() * 8);
                 for (term, w) in terms {
                     batch.put_cf(&cf, posting_key(s.embedder, term, id), w.to_le_bytes());
+                    batch.merge_cf(&cf, bound_key(s.embedder, term), w.to_le_bytes());
                     forward.extend_from_slice(&term.to_le_bytes());
+                    forward.extend_from_slice(&w.to_le_bytes());
                 }
                 batch.put_cf(&cf, fkey, forward);
                 Ok(LiveDelta(if existed { 0 } else { 1 }))
@@ -241,13 +280,9 @@ impl InvertedIndex {
     /// Apply a committed change's delta to the live count.
     pub(crate) fn committed(&self, delta: LiveDelta) {
         if delta.0 >= 0 {
-            self.state
-                .live
-                .fetch_add(delta.0 as usize, Ordering::SeqCst);
+            self.state.live.fetch_add(delta.0 as usize, Ordering::SeqCst);
         } else {
-            self.state
-                .live
-                .fetch_sub(delta.0.unsigned_abs(), Ordering::SeqCst);
+            self.state.live.fetch_sub(delta.0.unsigned_abs(), Ordering::SeqCst);
         }
     }
 
@@ -256,7 +291,8 @@ impl InvertedIndex {
         self.state.live.load(Ordering::SeqCst)
     }
 
-    /// Exact top-k by dot product over one consistent RocksDB snapshot.
+    /// Exact top-k by dot product over one consistent RocksDB snapshot, with MaxScore
+    /// pruning (see the module documentation).
     pub(crate) fn search_sync(
         &self,
         query: &EmbedderOutput,
@@ -265,53 +301,125 @@ impl InvertedIndex {
     ) -> StorageResult<Vec<IndexSearchResult>> {
         let s = &self.state;
         check_query(s.embedder, query, self.dims(), DEFAULT_MAX_TOKENS)?;
-        let EmbedderOutput::Sparse(q) = query else {
-            unreachable!("checked above")
-        };
+        let EmbedderOutput::Sparse(q) = query else { unreachable!("checked above") };
         if limit == 0 || q.is_empty() {
             return Ok(Vec::new());
         }
         let cf = ColumnFamily::SparsePostings.handle(&s.db)?;
         let snapshot = s.db.snapshot();
-        let mut acc: HashMap<Uuid, f32, BuildHasherDefault<IdHasher>> = HashMap::default();
-        for (&term, &qw) in q.indices.iter().zip(&q.values) {
-            let prefix = posting_prefix(s.embedder, term);
-            let mut opts = ReadOptions::default();
-            opts.set_snapshot(&snapshot);
-            // The next term's prefix bounds this term's postings.
-            let upper = match term.checked_add(1) {
-                Some(next) => posting_prefix(s.embedder, next).to_vec(),
-                None => vec![TAG_POSTING, s.embedder as u8 + 1],
-            };
-            opts.set_iterate_upper_bound(upper);
-            let mut it = s.db.raw_iterator_cf_opt(&cf, opts);
-            it.seek(prefix);
-            while let (Some(key), Some(value)) = (it.key(), it.value()) {
-                let (Ok(id), Ok(w)) = (<[u8; 16]>::try_from(&key[6..]), <[u8; 4]>::try_from(value))
-                else {
-                    return Err(StorageError::Corruption {
-                        what: format!(
-                            "posting of term {term} in {} has a malformed key or value",
-                            s.embedder.short_name()
-                        ),
-                    });
-                };
-                *acc.entry(Uuid::from_bytes(id)).or_insert(0.0) += qw * f32::from_le_bytes(w);
-                it.next();
+        let read_opts = || {
+            let mut o = ReadOptions::default();
+            o.set_snapshot(&snapshot);
+            o
+        };
+
+        // Each query term's largest possible contribution; terms nobody has are dropped.
+        let bound_keys: Vec<[u8; 6]> = q.indices.iter().map(|&t| bound_key(s.embedder, t)).collect();
+        let bounds = s.db.batched_multi_get_cf_opt(&cf, &bound_keys, false, &read_opts());
+        let mut terms: Vec<(u32, f32, f32)> = Vec::with_capacity(q.len());
+        for ((&term, &qw), bound) in q.indices.iter().zip(&q.values).zip(bounds) {
+            if let Some(b) = bound? {
+                let max_w = <[u8; 4]>::try_from(&b[..]).map(f32::from_le_bytes).unwrap_or(f32::INFINITY);
+                terms.push((term, qw, qw * max_w));
             }
-            it.status()?;
         }
-        let mut hits: Vec<IndexSearchResult> = acc
-            .into_iter()
-            .map(|(id, score)| IndexSearchResult { id, score })
-            .collect();
+        terms.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
+        // remaining[i]: the most the terms from i on can add to any entry's score.
+        let mut remaining = vec![0.0f32; terms.len() + 1];
+        for i in (0..terms.len()).rev() {
+            remaining[i] = remaining[i + 1] + terms[i].2;
+        }
+
+        let mut acc: HashMap<Uuid, f32, BuildHasherDefault<IdHasher>> = HashMap::default();
+        let mut visited = terms.len();
+        let mut best = 0.0f32;
+        for (i, &(term, qw, _)) in terms.iter().enumerate() {
+            // `best` bounds the k-th best, so the costlier k-th best is computed only when
+            // pruning is possible at all.
+            if acc.len() >= limit && remaining[i] < best && remaining[i] < kth_best(&acc, limit) {
+                visited = i;
+                break;
+            }
+            best = best.max(self.accumulate(&cf, read_opts(), term, qw, &mut acc)?);
+        }
+
+        let mut hits: Vec<IndexSearchResult> = if visited == terms.len() {
+            // Every posting list was read: the partial scores are the exact scores.
+            acc.into_iter().map(|(id, score)| IndexSearchResult { id, score }).collect()
+        } else {
+            // Entries that may still reach the top k get their exact score from the forward
+            // entry; the others (and entries never seen) cannot.
+            let floor = kth_best(&acc, limit) - remaining[visited];
+            let ids: Vec<Uuid> = acc.iter().filter(|&(_, &p)| p >= floor).map(|(&id, _)| id).collect();
+            self.exact_scores(&cf, &read_opts(), q, &ids)?
+        };
         if hits.len() > limit {
-            hits.select_nth_unstable_by(limit - 1, |a, b| {
-                b.score.total_cmp(&a.score).then(a.id.cmp(&b.id))
-            });
+            hits.select_nth_unstable_by(limit - 1, |a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
             hits.truncate(limit);
         }
         Ok(finish_results(hits, limit, threshold))
+    }
+
+    /// Add `qw` × weight of every posting of `term` to `acc`; returns the largest score it
+    /// produced.
+    fn accumulate(
+        &self,
+        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        mut opts: ReadOptions,
+        term: u32,
+        qw: f32,
+        acc: &mut HashMap<Uuid, f32, BuildHasherDefault<IdHasher>>,
+    ) -> StorageResult<f32> {
+        let s = &self.state;
+        let prefix = posting_prefix(s.embedder, term);
+        // The next term's prefix bounds this term's postings.
+        let upper = match term.checked_add(1) {
+            Some(next) => posting_prefix(s.embedder, next).to_vec(),
+            None => vec![TAG_POSTING, s.embedder as u8 + 1],
+        };
+        opts.set_iterate_upper_bound(upper);
+        let mut it = s.db.raw_iterator_cf_opt(cf, opts);
+        it.seek(prefix);
+        let mut best = 0.0f32;
+        while let (Some(key), Some(value)) = (it.key(), it.value()) {
+            let (Ok(id), Ok(w)) = (<[u8; 16]>::try_from(&key[6..]), <[u8; 4]>::try_from(value)) else {
+                return Err(StorageError::Corruption {
+                    what: format!(
+                        "posting of term {term} in {} has a malformed key or value",
+                        s.embedder.short_name()
+                    ),
+                });
+            };
+            let score = acc.entry(Uuid::from_bytes(id)).or_insert(0.0);
+            *score += qw * f32::from_le_bytes(w);
+            best = best.max(*score);
+            it.next();
+        }
+        it.status()?;
+        Ok(best)
+    }
+
+    /// The exact dot products of `ids`' indexed terms with the query.
+    fn exact_scores(
+        &self,
+        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
+        opts: &ReadOptions,
+        q: &SparseVector,
+        ids: &[Uuid],
+    ) -> StorageResult<Vec<IndexSearchResult>> {
+        let s = &self.state;
+        let keys: Vec<[u8; 18]> = ids.iter().map(|&id| forward_key(s.embedder, id)).collect();
+        let values = s.db.batched_multi_get_cf_opt(cf, &keys, false, opts);
+        let mut hits = Vec::with_capacity(ids.len());
+        for (&id, value) in ids.iter().zip(values) {
+            let Some(bytes) = value? else { continue };
+            let pairs = decode_pairs(&bytes).ok_or_else(|| StorageError::Corruption {
+                what: format!("forward entry of {id} in {} is malformed", s.embedder.short_name()),
+            })?;
+            let (indices, values): (Vec<u32>, Vec<f32>) = pairs.unzip();
+            hits.push(IndexSearchResult { id, score: SparseVector::new(indices, values).dot(q) });
+        }
+        Ok(hits)
     }
 
     fn write_standalone(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
@@ -353,10 +461,7 @@ impl EmbedderIndex for InvertedIndex {
         }
         let (this, items) = (self.clone(), items.to_vec());
         run_blocking(move || {
-            let changes: Vec<_> = items
-                .iter()
-                .map(|(id, out)| IndexChange::Upsert(*id, out))
-                .collect();
+            let changes: Vec<_> = items.iter().map(|(id, out)| IndexChange::Upsert(*id, out)).collect();
             this.write_standalone(&changes)
         })
         .await
@@ -386,9 +491,7 @@ impl EmbedderIndex for InvertedIndex {
         run_blocking(move || {
             let cf = ColumnFamily::SparsePostings.handle(&this.state.db)?;
             let e = this.state.embedder as u8;
-            this.state
-                .db
-                .compact_range_cf(&cf, Some([TAG_POSTING, e]), Some([TAG_POSTING, e + 1]));
+            this.state.db.compact_range_cf(&cf, Some([TAG_POSTING, e]), Some([TAG_POSTING, e + 1]));
             Ok(())
         })
         .await
@@ -406,7 +509,7 @@ mod tests {
         opts.create_missing_column_families(true);
         let cfs = vec![ColumnFamilyDescriptor::new(
             ColumnFamily::SparsePostings.name(),
-            Options::default(),
+            postings_cf_options(Options::default()),
         )];
         Arc::new(DB::open_cf_descriptors(&opts, dir, cfs).unwrap())
     }
@@ -422,96 +525,44 @@ mod tests {
     async fn exact_dot_product_overwrite_remove_and_pruning() {
         let dir = tempfile::tempdir().unwrap();
         let db = open_db(dir.path());
-        let idx = InvertedIndex::open(
-            db.clone(),
-            Embedder::SpladeKeyword,
-            100,
-            InvertedIndexConfig::default(),
-        )
-        .unwrap();
+        let idx =
+            InvertedIndex::open(db.clone(), Embedder::SpladeKeyword, 100, InvertedIndexConfig::default())
+                .unwrap();
         let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         idx.add(a, &sv(&[(1, 1.0), (5, 2.0)])).await.unwrap();
         idx.add(b, &sv(&[(5, 1.0), (9, 3.0)])).await.unwrap();
         idx.add(c, &sv(&[])).await.unwrap();
         assert_eq!(idx.size().await.unwrap(), 3);
-        let hits = idx
-            .search(&sv(&[(5, 1.0), (9, 1.0)]), 10, None)
-            .await
-            .unwrap();
+        let hits = idx.search(&sv(&[(5, 1.0), (9, 1.0)]), 10, None).await.unwrap();
         assert_eq!(
             hits,
-            vec![
-                IndexSearchResult { id: b, score: 4.0 },
-                IndexSearchResult { id: a, score: 2.0 }
-            ]
+            vec![IndexSearchResult { id: b, score: 4.0 }, IndexSearchResult { id: a, score: 2.0 }]
         );
         // Overwrite: a's old term 5 must no longer match.
         idx.add(a, &sv(&[(1, 1.0)])).await.unwrap();
         let hits = idx.search(&sv(&[(5, 1.0)]), 10, None).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![b]);
         idx.remove(b).await.unwrap();
-        assert!(idx
-            .search(&sv(&[(5, 1.0), (9, 1.0)]), 10, None)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(idx.search(&sv(&[(5, 1.0), (9, 1.0)]), 10, None).await.unwrap().is_empty());
         assert_eq!(idx.size().await.unwrap(), 2);
-        assert_eq!(
-            idx.search(&sv(&[(1, 2.0)]), 10, Some(2.5))
-                .await
-                .unwrap()
-                .len(),
-            0
-        );
+        assert_eq!(idx.search(&sv(&[(1, 2.0)]), 10, Some(2.5)).await.unwrap().len(), 0);
         // A reopened index counts what is there.
-        let again = InvertedIndex::open(
-            db.clone(),
-            Embedder::SpladeKeyword,
-            100,
-            InvertedIndexConfig::default(),
-        )
-        .unwrap();
+        let again =
+            InvertedIndex::open(db.clone(), Embedder::SpladeKeyword, 100, InvertedIndexConfig::default())
+                .unwrap();
         assert_eq!(again.live(), 2);
 
         let pruned = InvertedIndex::open(
             db,
             Embedder::SpladeExpansion,
             100,
-            InvertedIndexConfig {
-                max_terms: 1,
-                min_weight: 0.5,
-                use_bm25: false,
-            },
+            InvertedIndexConfig { max_terms: 1, min_weight: 0.5, use_bm25: false },
         )
         .unwrap();
-        pruned
-            .add(a, &sv(&[(1, 0.1), (2, 0.9), (3, 0.7)]))
-            .await
-            .unwrap();
-        assert!(
-            pruned
-                .search(&sv(&[(1, 1.0)]), 10, None)
-                .await
-                .unwrap()
-                .is_empty(),
-            "below min_weight"
-        );
-        assert!(
-            pruned
-                .search(&sv(&[(3, 1.0)]), 10, None)
-                .await
-                .unwrap()
-                .is_empty(),
-            "beyond max_terms"
-        );
-        assert_eq!(
-            pruned
-                .search(&sv(&[(2, 1.0)]), 10, None)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
+        pruned.add(a, &sv(&[(1, 0.1), (2, 0.9), (3, 0.7)])).await.unwrap();
+        assert!(pruned.search(&sv(&[(1, 1.0)]), 10, None).await.unwrap().is_empty(), "below min_weight");
+        assert!(pruned.search(&sv(&[(3, 1.0)]), 10, None).await.unwrap().is_empty(), "beyond max_terms");
+        assert_eq!(pruned.search(&sv(&[(2, 1.0)]), 10, None).await.unwrap().len(), 1);
         assert!(matches!(
             pruned.search(&sv(&[(200, 1.0)]), 10, None).await,
             Err(StorageError::Validation { .. })

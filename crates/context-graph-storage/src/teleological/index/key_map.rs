@@ -71,26 +71,17 @@ impl KeyMap {
         let next_key = r.u64()?;
         let n = r.u64()? as usize;
         if n.checked_mul(24).is_none_or(|need| need > r.0.len()) {
-            return Err(format!(
-                "key map claims {n} entries, more than the bytes hold"
-            ));
+            return Err(format!("key map claims {n} entries, more than the bytes hold"));
         }
-        let mut map = KeyMap {
-            next_key,
-            ..KeyMap::default()
-        };
+        let mut map = KeyMap { next_key, ..KeyMap::default() };
         map.key_of.reserve(n);
         map.id_of.reserve(n);
         for _ in 0..n {
             let key = r.u64()?;
             let id = Uuid::from_bytes(r.take::<16>()?);
-            if key >= next_key
-                || map.id_of.insert(key, id).is_some()
-                || map.key_of.insert(id, key).is_some()
+            if key >= next_key || map.id_of.insert(key, id).is_some() || map.key_of.insert(id, key).is_some()
             {
-                return Err(format!(
-                    "key map entry {key} for {id} is duplicated or out of range"
-                ));
+                return Err(format!("key map entry {key} for {id} is duplicated or out of range"));
             }
         }
         Ok((map, r.0))

@@ -98,10 +98,7 @@ impl EmbedderIndex for MemoryIndex {
         }
         let (kind, items) = (self.kind.clone(), items.to_vec());
         run_blocking(move || {
-            let changes: Vec<_> = items
-                .iter()
-                .map(|(id, out)| IndexChange::Upsert(*id, out))
-                .collect();
+            let changes: Vec<_> = items.iter().map(|(id, out)| IndexChange::Upsert(*id, out)).collect();
             kind.apply(&changes)
         })
         .await

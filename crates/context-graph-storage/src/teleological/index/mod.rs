@@ -25,9 +25,7 @@ use async_trait::async_trait;
 use context_graph_core::teleology::{Embedder, EmbedderOutput};
 use uuid::Uuid;
 
-pub use config::{
-    EmbedderIndexConfig, HnswConfig, IndexType, InvertedIndexConfig, TokenLevelConfig,
-};
+pub use config::{EmbedderIndexConfig, HnswConfig, IndexType, InvertedIndexConfig, TokenLevelConfig};
 pub use inverted::InvertedIndex;
 pub use memory::MemoryIndex;
 pub(crate) use memory::MemoryKind;

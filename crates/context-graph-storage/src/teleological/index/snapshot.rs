@@ -72,28 +72,21 @@ pub(crate) struct Snapshot {
 }
 
 /// Read and check the snapshot of `embedder`. The error says why it cannot be used.
-pub(crate) fn read_snapshot(
-    path: &Path,
-    embedder: Embedder,
-    kind: IndexType,
-) -> Result<Snapshot, String> {
+pub(crate) fn read_snapshot(path: &Path, embedder: Embedder, kind: IndexType) -> Result<Snapshot, String> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no snapshot file".into()),
         Err(e) => return Err(format!("cannot open snapshot: {e}")),
     };
     let mut header = [0u8; HEADER_LEN];
-    f.read_exact(&mut header)
-        .map_err(|_| "snapshot header is truncated".to_string())?;
+    f.read_exact(&mut header).map_err(|_| "snapshot header is truncated".to_string())?;
     if &header[..8] != MAGIC {
         return Err("snapshot has a bad magic number".into());
     }
     let u64_at = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or([0; 8]));
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if version != SNAPSHOT_FORMAT_VERSION {
-        return Err(format!(
-            "snapshot format version {version} is not {SNAPSHOT_FORMAT_VERSION}"
-        ));
+        return Err(format!("snapshot format version {version} is not {SNAPSHOT_FORMAT_VERSION}"));
     }
     if header[12] != embedder as u8 || header[13] != kind_byte(kind) {
         return Err(format!(
@@ -112,8 +105,7 @@ pub(crate) fn read_snapshot(
         ));
     }
     let mut payload = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut payload)
-        .map_err(|e| format!("cannot read snapshot: {e}"))?;
+    f.read_to_end(&mut payload).map_err(|e| format!("cannot read snapshot: {e}"))?;
     if crc32fast::hash(&payload) != crc {
         return Err("snapshot fails its checksum".into());
     }
@@ -128,9 +120,7 @@ mod tests {
     fn round_trip_and_every_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = snapshot_path(dir.path(), Embedder::Code);
-        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw)
-            .unwrap_err()
-            .contains("no snapshot"));
+        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("no snapshot"));
         write_snapshot(&path, Embedder::Code, IndexType::Hnsw, 42, b"payload bytes").unwrap();
         let s = read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap();
         assert_eq!((s.seq, s.payload.as_slice()), (42, &b"payload bytes"[..]));
@@ -141,16 +131,10 @@ mod tests {
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
         fs::write(&path, &flipped).unwrap();
-        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw)
-            .unwrap_err()
-            .contains("checksum"));
+        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("checksum"));
         fs::write(&path, &good[..good.len() - 3]).unwrap();
-        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw)
-            .unwrap_err()
-            .contains("truncated"));
+        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("truncated"));
         fs::write(&path, &good[..10]).unwrap();
-        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw)
-            .unwrap_err()
-            .contains("header"));
+        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("header"));
     }
 }

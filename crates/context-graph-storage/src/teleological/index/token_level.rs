@@ -23,9 +23,7 @@ use super::key_map::Reader;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
 use super::usearch_graph::{Graph, GraphShape};
-use super::{
-    finish_results, HnswConfig, IndexChange, IndexSearchResult, IndexType, TokenLevelConfig,
-};
+use super::{finish_results, HnswConfig, IndexChange, IndexSearchResult, IndexType, TokenLevelConfig};
 use crate::teleological::store::{StorageError, StorageResult};
 
 /// Candidates reranked exactly, as a multiple of the requested limit...
@@ -57,11 +55,7 @@ fn mean_vector(t: &TokenEmbeddings) -> Vec<f32> {
         m.iter_mut().zip(tok).for_each(|(a, b)| *a += b);
     }
     if m.iter().all(|&x| x == 0.0) {
-        if let Some(first) = t
-            .embeddings
-            .iter()
-            .find(|tok| tok.iter().any(|&x| x != 0.0))
-        {
+        if let Some(first) = t.embeddings.iter().find(|tok| tok.iter().any(|&x| x != 0.0)) {
             return first.clone();
         }
         m[0] = 1.0;
@@ -71,11 +65,7 @@ fn mean_vector(t: &TokenEmbeddings) -> Vec<f32> {
 
 impl TokenLevelKind {
     fn shape(dims: usize) -> GraphShape {
-        GraphShape {
-            dims,
-            metric: MetricKind::Cos,
-            multi: false,
-        }
+        GraphShape { dims, metric: MetricKind::Cos, multi: false }
     }
 
     pub(crate) fn new(
@@ -84,15 +74,8 @@ impl TokenLevelKind {
         graph_config: &HnswConfig,
     ) -> StorageResult<Self> {
         let graph = Graph::new(Self::shape(config.dims_per_token), graph_config)?;
-        let entries = Entries {
-            graph,
-            tokens: HashMap::new(),
-        };
-        Ok(Self {
-            embedder,
-            config: config.clone(),
-            entries: RwLock::new(entries),
-        })
+        let entries = Entries { graph, tokens: HashMap::new() };
+        Ok(Self { embedder, config: config.clone(), entries: RwLock::new(entries) })
     }
 
     /// Payload: token section (count, then per entry: id, float count u64, floats LE), then
@@ -111,41 +94,25 @@ impl TokenLevelKind {
             let id = Uuid::from_bytes(r.take::<16>()?);
             let floats = r.u64()? as usize;
             if dims == 0 || floats % dims != 0 {
-                return Err(format!(
-                    "entry {id} has {floats} floats, not whole tokens of {dims}"
-                ));
+                return Err(format!("entry {id} has {floats} floats, not whole tokens of {dims}"));
             }
             let bytes = r.bytes(floats.checked_mul(4).ok_or("float count overflows")?)?;
-            let v = bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let v = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
             if tokens.insert(id, v).is_some() {
                 return Err(format!("entry {id} appears twice"));
             }
         }
         let graph = Graph::decode(r.0, Self::shape(dims), graph_config)?;
-        if graph.keys.len() != tokens.len()
-            || graph.keys.iter().any(|(id, _)| !tokens.contains_key(&id))
-        {
+        if graph.keys.len() != tokens.len() || graph.keys.iter().any(|(id, _)| !tokens.contains_key(&id)) {
             return Err("the graph and the token vectors hold different entries".into());
         }
-        Ok(Self {
-            embedder,
-            config: config.clone(),
-            entries: RwLock::new(Entries { graph, tokens }),
-        })
+        Ok(Self { embedder, config: config.clone(), entries: RwLock::new(Entries { graph, tokens }) })
     }
 
     fn tokens<'a>(&self, out: &'a EmbedderOutput) -> StorageResult<&'a TokenEmbeddings> {
         match out {
-            EmbedderOutput::TokenLevel(t) if t.dims_per_token == self.config.dims_per_token => {
-                Ok(t)
-            }
-            _ => Err(StorageError::Index(format!(
-                "{}: not token-level output",
-                self.embedder
-            ))),
+            EmbedderOutput::TokenLevel(t) if t.dims_per_token == self.config.dims_per_token => Ok(t),
+            _ => Err(StorageError::Index(format!("{}: not token-level output", self.embedder))),
         }
     }
 }
@@ -153,11 +120,7 @@ impl TokenLevelKind {
 impl MemoryIndex {
     /// A standalone token-level index.
     pub fn token_level(embedder: Embedder, config: &TokenLevelConfig) -> StorageResult<Self> {
-        Ok(Self::standalone(Arc::new(TokenLevelKind::new(
-            embedder,
-            config,
-            &default_token_graph_config(),
-        )?)))
+        Ok(Self::standalone(Arc::new(TokenLevelKind::new(embedder, config, &default_token_graph_config())?)))
     }
 }
 
@@ -171,9 +134,7 @@ impl MemoryKind for TokenLevelKind {
     }
 
     fn check(&self, out: &EmbedderOutput) -> StorageResult<()> {
-        let dims = EmbedderDims::TokenLevel {
-            per_token: self.config.dims_per_token,
-        };
+        let dims = EmbedderDims::TokenLevel { per_token: self.config.dims_per_token };
         check_query(self.embedder, out, dims, self.config.max_tokens)
     }
 
@@ -192,7 +153,7 @@ impl MemoryKind for TokenLevelKind {
                 }
             }
         }
-        Ok(())
+        entries.graph.rebuild_if_mostly_removed()
     }
 
     fn search(
@@ -208,10 +169,10 @@ impl MemoryKind for TokenLevelKind {
         let entries = self.entries.read();
         let dims = self.config.dims_per_token;
         let score = |id: Uuid| {
-            entries.tokens.get(&id).map(|doc| IndexSearchResult {
-                id,
-                score: max_sim(&q.embeddings, doc, dims),
-            })
+            entries
+                .tokens
+                .get(&id)
+                .map(|doc| IndexSearchResult { id, score: max_sim(&q.embeddings, doc, dims) })
         };
         let hits: Vec<IndexSearchResult> = if self.config.approximate {
             let wanted = (limit * CANDIDATE_FACTOR).max(MIN_CANDIDATES);
@@ -241,11 +202,7 @@ impl MemoryKind for TokenLevelKind {
 
     fn memory_bytes(&self) -> usize {
         let e = self.entries.read();
-        e.graph.memory_bytes()
-            + e.tokens
-                .values()
-                .map(|v| v.capacity() * 4 + 48)
-                .sum::<usize>()
+        e.graph.memory_bytes() + e.tokens.values().map(|v| v.capacity() * 4 + 48).sum::<usize>()
     }
 
     fn optimize(&self) -> StorageResult<()> {
@@ -284,49 +241,29 @@ mod tests {
 
     fn doc(seed: usize, n: usize) -> EmbedderOutput {
         let tokens = (0..n)
-            .map(|t| {
-                (0..8)
-                    .map(|j| (((seed * 7 + t * 3 + j) % 11) as f32 - 5.0) / 5.0)
-                    .collect()
-            })
+            .map(|t| (0..8).map(|j| (((seed * 7 + t * 3 + j) % 11) as f32 - 5.0) / 5.0).collect())
             .collect();
         EmbedderOutput::TokenLevel(TokenEmbeddings::new(tokens, 8))
     }
 
     #[tokio::test]
     async fn exact_and_approximate_agree_on_small_data_and_snapshot_round_trips() {
-        let config = TokenLevelConfig {
-            max_tokens: 16,
-            dims_per_token: 8,
-            approximate: true,
-        };
+        let config = TokenLevelConfig { max_tokens: 16, dims_per_token: 8, approximate: true };
         let approx = MemoryIndex::token_level(Embedder::LateInteraction, &config).unwrap();
         let exact = MemoryIndex::token_level(
             Embedder::LateInteraction,
-            &TokenLevelConfig {
-                approximate: false,
-                ..config.clone()
-            },
+            &TokenLevelConfig { approximate: false, ..config.clone() },
         )
         .unwrap();
-        let items: Vec<_> = (0..50)
-            .map(|i| (Uuid::from_u128(i as u128), doc(i, 3 + i % 5)))
-            .collect();
+        let items: Vec<_> = (0..50).map(|i| (Uuid::from_u128(i as u128), doc(i, 3 + i % 5))).collect();
         approx.add_batch(&items).await.unwrap();
         exact.add_batch(&items).await.unwrap();
         let q = doc(1000, 4);
         let a = approx.search(&q, 5, None).await.unwrap();
         let e = exact.search(&q, 5, None).await.unwrap();
-        assert_eq!(
-            a, e,
-            "with fewer entries than the candidate count, both score everything exactly"
-        );
-        let EmbedderOutput::TokenLevel(qt) = &q else {
-            unreachable!()
-        };
-        let EmbedderOutput::TokenLevel(best) =
-            &items.iter().find(|(id, _)| *id == e[0].id).unwrap().1
-        else {
+        assert_eq!(a, e, "with fewer entries than the candidate count, both score everything exactly");
+        let EmbedderOutput::TokenLevel(qt) = &q else { unreachable!() };
+        let EmbedderOutput::TokenLevel(best) = &items.iter().find(|(id, _)| *id == e[0].id).unwrap().1 else {
             unreachable!()
         };
         assert!((e[0].score - max_sim(&qt.embeddings, &best.embeddings.concat(), 8)).abs() < 1e-5);
@@ -349,12 +286,7 @@ mod tests {
         .is_err());
 
         approx.remove(e[0].id).await.unwrap();
-        assert!(approx
-            .search(&q, 50, None)
-            .await
-            .unwrap()
-            .iter()
-            .all(|h| h.id != e[0].id));
+        assert!(approx.search(&q, 50, None).await.unwrap().iter().all(|h| h.id != e[0].id));
         assert_eq!(approx.size().await.unwrap(), 49);
     }
 }

@@ -96,9 +96,7 @@ impl Graph {
     }
 
     fn reserve(&self, capacity: usize) -> StorageResult<()> {
-        self.index
-            .reserve_capacity_and_threads(capacity, CONTEXTS)
-            .map_err(usearch_err("reserve"))
+        self.index.reserve_capacity_and_threads(capacity, CONTEXTS).map_err(usearch_err("reserve"))
     }
 
     /// Make room for `more` vectors, growing geometrically.
@@ -140,15 +138,13 @@ impl Graph {
             return Ok(Vec::new());
         }
         let _ctx = self.contexts.acquire();
-        let m = self
-            .index
-            .search(query, count)
-            .map_err(usearch_err("search"))?;
-        Ok(m.keys
-            .iter()
-            .zip(&m.distances)
-            .filter_map(|(&k, &d)| self.keys.id(k).map(|id| (id, d)))
-            .collect())
+        let mut m = self.index.search(query, count).map_err(usearch_err("search"))?;
+        if m.keys.len() < count.min(self.slots_used - self.removed_vectors) {
+            // The graph walk reached fewer vectors than exist: churn has cut some off. An
+            // exact scan answers correctly until the next rebuild reconnects them.
+            m = self.index.exact_search(query, count).map_err(usearch_err("exact search"))?;
+        }
+        Ok(m.keys.iter().zip(&m.distances).filter_map(|(&k, &d)| self.keys.id(k).map(|id| (id, d))).collect())
     }
 
     /// The stored vectors of `id`, back to back (exact f32 copies).
@@ -161,6 +157,16 @@ impl Graph {
         let got = self.index.get(key, &mut buf).map_err(usearch_err("get"))?;
         buf.truncate(got * dims);
         Ok(buf)
+    }
+
+    /// Rebuild now if removed vectors outnumber live ones: past that point searches degrade
+    /// quickly, and the rebuild's cost (one insert per live vector) is paid for by at least
+    /// as many removals.
+    pub(crate) fn rebuild_if_mostly_removed(&mut self) -> StorageResult<()> {
+        if self.removed_vectors > self.slots_used - self.removed_vectors {
+            *self = self.rebuilt()?;
+        }
+        Ok(())
     }
 
     /// Whether removed vectors take more than [`REBUILD_REMOVED_SHARE`] of the graph.
@@ -192,8 +198,7 @@ impl Graph {
 
     /// Payload: removed count, slots used, key map, then usearch's own serialization.
     pub(crate) fn encode(&self) -> StorageResult<Vec<u8>> {
-        let mut out =
-            Vec::with_capacity(self.index.serialized_length() + self.keys.len() * 24 + 64);
+        let mut out = Vec::with_capacity(self.index.serialized_length() + self.keys.len() * 24 + 64);
         out.extend_from_slice(&(self.removed_vectors as u64).to_le_bytes());
         out.extend_from_slice(&(self.slots_used as u64).to_le_bytes());
         self.keys.encode(&mut out);
@@ -201,18 +206,12 @@ impl Graph {
         out.extend_from_slice(&(len as u64).to_le_bytes());
         let start = out.len();
         out.resize(start + len, 0);
-        self.index
-            .save_to_buffer(&mut out[start..])
-            .map_err(usearch_err("save"))?;
+        self.index.save_to_buffer(&mut out[start..]).map_err(usearch_err("save"))?;
         Ok(out)
     }
 
     /// Rebuild a graph from [`Graph::encode`]'s payload; the error says what is wrong.
-    pub(crate) fn decode(
-        payload: &[u8],
-        shape: GraphShape,
-        config: &HnswConfig,
-    ) -> Result<Self, String> {
+    pub(crate) fn decode(payload: &[u8], shape: GraphShape, config: &HnswConfig) -> Result<Self, String> {
         let mut r = Reader(payload);
         let removed_vectors = r.u64()? as usize;
         let slots_used = r.u64()? as usize;
@@ -223,30 +222,21 @@ impl Graph {
         if !r.0.is_empty() {
             return Err("snapshot payload has trailing bytes".into());
         }
-        let meta =
-            Index::metadata_from_buffer(bytes).map_err(|e| format!("usearch header: {e}"))?;
-        if meta.dimensions as usize != shape.dims
-            || meta.metric != shape.metric
-            || meta.multi != shape.multi
+        let meta = Index::metadata_from_buffer(bytes).map_err(|e| format!("usearch header: {e}"))?;
+        if meta.dimensions as usize != shape.dims || meta.metric != shape.metric || meta.multi != shape.multi
         {
             return Err(format!(
                 "snapshot graph has {} dimensions (multi {}), the configuration {} (multi {})",
                 meta.dimensions, meta.multi, shape.dims, shape.multi
             ));
         }
-        let index =
-            Index::new(&options(shape, config)).map_err(|e| format!("usearch create: {e}"))?;
-        index
-            .load_from_buffer(bytes)
-            .map_err(|e| format!("usearch load: {e}"))?;
+        let index = Index::new(&options(shape, config)).map_err(|e| format!("usearch create: {e}"))?;
+        index.load_from_buffer(bytes).map_err(|e| format!("usearch load: {e}"))?;
         index.change_expansion_add(config.ef_construction);
         index.change_expansion_search(config.ef_search);
         let live_keys = keys.iter().filter(|&(_, k)| index.contains(k)).count();
         if live_keys != keys.len() {
-            return Err(format!(
-                "{} ids of the key map are missing from the graph",
-                keys.len() - live_keys
-            ));
+            return Err(format!("{} ids of the key map are missing from the graph", keys.len() - live_keys));
         }
         let graph = Self {
             index,
@@ -257,9 +247,7 @@ impl Graph {
             shape,
             config: config.clone(),
         };
-        graph
-            .reserve(graph.index.capacity().max(slots_used + 1024))
-            .map_err(|e| e.to_string())?;
+        graph.reserve(graph.index.capacity().max(slots_used + 1024)).map_err(|e| e.to_string())?;
         Ok(graph)
     }
 }

@@ -104,9 +104,7 @@ impl RocksDbTeleologicalStore {
         index_configs: [EmbedderIndexConfig; Embedder::COUNT],
     ) -> StorageResult<Self> {
         let core = open_core(Path::new(path), config, index_configs)?;
-        Ok(Self {
-            core: Some(Arc::new(core)),
-        })
+        Ok(Self { core: Some(Arc::new(core)) })
     }
 
     /// The schema persisted in the store at `path`, read without taking the store (works
@@ -117,9 +115,7 @@ impl RocksDbTeleologicalStore {
 
     fn core(&self) -> &Arc<StoreCore> {
         // Only `close` and `drop` take the core, and both consume the handle.
-        self.core
-            .as_ref()
-            .expect("store core is present until close")
+        self.core.as_ref().expect("store core is present until close")
     }
 
     /// The underlying RocksDB handle (a `DB` with multi-threaded column families), for
@@ -175,12 +171,10 @@ fn shut_down(core: Arc<StoreCore>) -> StorageResult<()> {
         Err(_) => Ok(()),
         Ok(()) => core.persist_indices(),
     };
-    let flushed = super::column_families::ColumnFamily::ALL
-        .iter()
-        .try_for_each(|cf| {
-            let handle = cf.handle(&core.db)?;
-            core.db.flush_cf(&handle).map_err(StorageError::from)
-        });
+    let flushed = super::column_families::ColumnFamily::ALL.iter().try_for_each(|cf| {
+        let handle = cf.handle(&core.db)?;
+        core.db.flush_cf(&handle).map_err(StorageError::from)
+    });
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut core = core;
     loop {
@@ -226,10 +220,7 @@ impl TeleologicalArrayStore for RocksDbTeleologicalStore {
         }
         let core = self.core().clone();
         if arrays.len() > core.config.max_batch {
-            return Err(StorageError::BatchTooLarge {
-                max: core.config.max_batch,
-                actual: arrays.len(),
-            });
+            return Err(StorageError::BatchTooLarge { max: core.config.max_batch, actual: arrays.len() });
         }
         let arrays = arrays.to_vec();
         run_blocking(move || {

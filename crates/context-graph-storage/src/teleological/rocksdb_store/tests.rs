@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use context_graph_core::teleology::{
-    ArrayMetadata, Embedder, EmbedderDims, EmbedderOutput, SparseVector, StoreSchema,
-    TeleologicalArray, TokenEmbeddings,
+    ArrayMetadata, Embedder, EmbedderDims, EmbedderOutput, SparseVector, StoreSchema, TeleologicalArray,
+    TokenEmbeddings,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -32,32 +32,21 @@ fn small_schema() -> StoreSchema {
 
 fn output(rng: &mut StdRng, dims: EmbedderDims) -> EmbedderOutput {
     match dims {
-        EmbedderDims::Dense(d) => EmbedderOutput::Dense(
-            (0..d)
-                .map(|_| rng.random_range(-1.0..1.0f32) + 0.01)
-                .collect(),
-        ),
+        EmbedderDims::Dense(d) => {
+            EmbedderOutput::Dense((0..d).map(|_| rng.random_range(-1.0..1.0f32) + 0.01).collect())
+        }
         EmbedderDims::Sparse { vocab_size } => {
-            let mut terms: Vec<u32> = (0..rng.random_range(1..12))
-                .map(|_| rng.random_range(0..vocab_size as u32))
-                .collect();
+            let mut terms: Vec<u32> =
+                (0..rng.random_range(1..12)).map(|_| rng.random_range(0..vocab_size as u32)).collect();
             terms.sort_unstable();
             terms.dedup();
-            let values = terms
-                .iter()
-                .map(|_| rng.random_range(0.05..2.0f32))
-                .collect();
+            let values = terms.iter().map(|_| rng.random_range(0.05..2.0f32)).collect();
             EmbedderOutput::Sparse(SparseVector::new(terms, values))
         }
         EmbedderDims::TokenLevel { per_token } => {
             let n = rng.random_range(1..6);
-            let toks = (0..n)
-                .map(|_| {
-                    (0..per_token)
-                        .map(|_| rng.random_range(-1.0..1.0f32))
-                        .collect()
-                })
-                .collect();
+            let toks =
+                (0..n).map(|_| (0..per_token).map(|_| rng.random_range(-1.0..1.0f32)).collect()).collect();
             EmbedderOutput::TokenLevel(TokenEmbeddings::new(toks, per_token))
         }
         EmbedderDims::Binary { bits } => {
@@ -94,11 +83,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(seed: u64) -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-            schema: small_schema(),
-            rng: StdRng::seed_from_u64(seed),
-        }
+        Self { dir: tempfile::tempdir().unwrap(), schema: small_schema(), rng: StdRng::seed_from_u64(seed) }
     }
 
     fn path(&self) -> &str {
@@ -106,10 +91,7 @@ impl Fixture {
     }
 
     fn config(&self) -> StoreConfig {
-        StoreConfig {
-            schema: self.schema.clone(),
-            ..StoreConfig::default()
-        }
+        StoreConfig { schema: self.schema.clone(), ..StoreConfig::default() }
     }
 
     fn open(&self) -> RocksDbTeleologicalStore {
@@ -132,26 +114,18 @@ async fn assert_indices_hold(
         let index = store.index(e);
         assert_eq!(index.size().await.unwrap(), expected.len(), "size of {e}");
         for a in expected {
-            let hits = index
-                .search(a.get(e), expected.len() + gone.len() + 5, None)
-                .await
-                .unwrap();
+            let hits = index.search(a.get(e), expected.len() + gone.len() + 5, None).await.unwrap();
             assert!(
                 hits.iter().any(|h| h.id == a.id),
-                "{e} does not find {}",
-                a.id
+                "{e} does not find {} ({} hits for {} live)",
+                a.id,
+                hits.len(),
+                expected.len()
             );
         }
         for a in gone {
-            let hits = index
-                .search(a.get(e), expected.len() + gone.len() + 5, None)
-                .await
-                .unwrap();
-            assert!(
-                hits.iter().all(|h| h.id != a.id),
-                "{e} still returns removed {}",
-                a.id
-            );
+            let hits = index.search(a.get(e), expected.len() + gone.len() + 5, None).await.unwrap();
+            assert!(hits.iter().all(|h| h.id != a.id), "{e} still returns removed {}", a.id);
         }
     }
 }
@@ -159,9 +133,7 @@ async fn assert_indices_hold(
 #[tokio::test]
 async fn test_store_and_retrieve() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        RocksDbTeleologicalStore::open(dir.path().to_str().unwrap(), StoreConfig::default())
-            .unwrap();
+    let store = RocksDbTeleologicalStore::open(dir.path().to_str().unwrap(), StoreConfig::default()).unwrap();
     let mut rng = StdRng::seed_from_u64(1);
     let array = array(&mut rng, &StoreSchema::default(), Some("agent"));
     store.store(&array).await.unwrap();
@@ -199,13 +171,7 @@ async fn test_batch_atomicity() {
     store.store_batch(&batch).await.unwrap();
     assert_eq!(store.count().await.unwrap(), 11);
     assert_eq!(store.list_namespace("b").await.unwrap().len(), 10);
-    assert_eq!(
-        store
-            .retrieve_batch(&batch.iter().map(|a| a.id).collect::<Vec<_>>())
-            .await
-            .unwrap(),
-        batch
-    );
+    assert_eq!(store.retrieve_batch(&batch.iter().map(|a| a.id).collect::<Vec<_>>()).await.unwrap(), batch);
 }
 
 #[tokio::test]
@@ -215,18 +181,11 @@ async fn rocksdb_store_not_found_errors() {
     let a = f.array(None);
     store.store(&a).await.unwrap();
     let missing = Uuid::from_u128(42);
-    assert!(
-        matches!(store.retrieve(missing).await, Err(StorageError::NotFound(id)) if id == missing)
-    );
-    assert!(
-        matches!(store.delete(missing).await, Err(StorageError::NotFound(id)) if id == missing)
-    );
+    assert!(matches!(store.retrieve(missing).await, Err(StorageError::NotFound(id)) if id == missing));
+    assert!(matches!(store.delete(missing).await, Err(StorageError::NotFound(id)) if id == missing));
     let other = Uuid::from_u128(43);
     let got = store.retrieve_batch(&[a.id, missing, other]).await;
-    assert!(
-        matches!(got, Err(StorageError::NotFound(id)) if id == missing),
-        "first missing id"
-    );
+    assert!(matches!(got, Err(StorageError::NotFound(id)) if id == missing), "first missing id");
     assert!(!store.exists(missing).await.unwrap());
     assert_eq!(store.retrieve_batch(&[]).await.unwrap(), vec![]);
     assert_eq!(store.count().await.unwrap(), 1);
@@ -239,12 +198,8 @@ async fn every_validation_rule_rejects_and_writes_nothing() {
     let base = f.array(Some("ns"));
     type Breaker = fn(&mut TeleologicalArray);
     let cases: Vec<(&str, Option<Embedder>, Breaker)> = vec![
-        ("Pending", Some(Embedder::Graph), |a| {
-            a.set(Embedder::Graph, EmbedderOutput::Pending)
-        }),
-        ("Failed", Some(Embedder::Graph), |a| {
-            a.set(Embedder::Graph, EmbedderOutput::Failed("boom".into()))
-        }),
+        ("Pending", Some(Embedder::Graph), |a| a.set(Embedder::Graph, EmbedderOutput::Pending)),
+        ("Failed", Some(Embedder::Graph), |a| a.set(Embedder::Graph, EmbedderOutput::Failed("boom".into()))),
         ("schema says", Some(Embedder::Semantic), |a| {
             a.set(Embedder::Semantic, EmbedderOutput::Binary(vec![0; 9]))
         }),
@@ -255,10 +210,7 @@ async fn every_validation_rule_rejects_and_writes_nothing() {
             a.set(Embedder::Semantic, EmbedderOutput::Dense(vec![f32::NAN; 8]))
         }),
         ("non-finite", Some(Embedder::Semantic), |a| {
-            a.set(
-                Embedder::Semantic,
-                EmbedderOutput::Dense(vec![f32::NEG_INFINITY; 8]),
-            )
+            a.set(Embedder::Semantic, EmbedderOutput::Dense(vec![f32::NEG_INFINITY; 8]))
         }),
         ("zero norm", Some(Embedder::Semantic), |a| {
             a.set(Embedder::Semantic, EmbedderOutput::Dense(vec![0.0; 8]))
@@ -267,10 +219,7 @@ async fn every_validation_rule_rejects_and_writes_nothing() {
             a.set(Embedder::Semantic, EmbedderOutput::Dense(vec![1e30; 8]))
         }),
         ("indices but", Some(Embedder::SpladeKeyword), |a| {
-            a.set(
-                Embedder::SpladeKeyword,
-                EmbedderOutput::Sparse(SparseVector::new(vec![1, 2], vec![1.0])),
-            )
+            a.set(Embedder::SpladeKeyword, EmbedderOutput::Sparse(SparseVector::new(vec![1, 2], vec![1.0])))
         }),
         ("strictly increasing", Some(Embedder::SpladeKeyword), |a| {
             a.set(
@@ -279,16 +228,10 @@ async fn every_validation_rule_rejects_and_writes_nothing() {
             )
         }),
         (">= vocabulary", Some(Embedder::SpladeKeyword), |a| {
-            a.set(
-                Embedder::SpladeKeyword,
-                EmbedderOutput::Sparse(SparseVector::new(vec![64], vec![1.0])),
-            )
+            a.set(Embedder::SpladeKeyword, EmbedderOutput::Sparse(SparseVector::new(vec![64], vec![1.0])))
         }),
         ("> 0", Some(Embedder::SpladeKeyword), |a| {
-            a.set(
-                Embedder::SpladeKeyword,
-                EmbedderOutput::Sparse(SparseVector::new(vec![3], vec![0.0])),
-            )
+            a.set(Embedder::SpladeKeyword, EmbedderOutput::Sparse(SparseVector::new(vec![3], vec![0.0])))
         }),
         ("finite", Some(Embedder::SpladeExpansion), |a| {
             a.set(
@@ -297,10 +240,7 @@ async fn every_validation_rule_rejects_and_writes_nothing() {
             )
         }),
         ("no tokens", Some(Embedder::LateInteraction), |a| {
-            a.set(
-                Embedder::LateInteraction,
-                EmbedderOutput::TokenLevel(TokenEmbeddings::new(vec![], 4)),
-            )
+            a.set(Embedder::LateInteraction, EmbedderOutput::TokenLevel(TokenEmbeddings::new(vec![], 4)))
         }),
         ("token 0 has", Some(Embedder::LateInteraction), |a| {
             a.set(
@@ -325,47 +265,24 @@ async fn every_validation_rule_rejects_and_writes_nothing() {
                 EmbedderOutput::TokenLevel(TokenEmbeddings::new(vec![vec![1.0; 4]], 5)),
             )
         }),
-        ("expected 9", Some(Embedder::Hdc), |a| {
-            a.set(Embedder::Hdc, EmbedderOutput::Binary(vec![0; 10]))
-        }),
-        ("past bit 70", Some(Embedder::Hdc), |a| {
-            a.set(Embedder::Hdc, EmbedderOutput::Binary(vec![0xff; 9]))
-        }),
-        ("namespace is empty", None, |a| {
-            a.metadata.as_mut().unwrap().namespace = Some(String::new())
-        }),
-        ("limit is 255", None, |a| {
-            a.metadata.as_mut().unwrap().namespace = Some("n".repeat(256))
-        }),
-        ("NUL", None, |a| {
-            a.metadata.as_mut().unwrap().namespace = Some("a\0b".into())
-        }),
+        ("expected 9", Some(Embedder::Hdc), |a| a.set(Embedder::Hdc, EmbedderOutput::Binary(vec![0; 10]))),
+        ("past bit 70", Some(Embedder::Hdc), |a| a.set(Embedder::Hdc, EmbedderOutput::Binary(vec![0xff; 9]))),
+        ("namespace is empty", None, |a| a.metadata.as_mut().unwrap().namespace = Some(String::new())),
+        ("limit is 255", None, |a| a.metadata.as_mut().unwrap().namespace = Some("n".repeat(256))),
+        ("NUL", None, |a| a.metadata.as_mut().unwrap().namespace = Some("a\0b".into())),
     ];
     for (want, slot, breaker) in cases {
         let mut bad = base.clone();
         breaker(&mut bad);
         let err = store.store(&bad).await.unwrap_err();
-        let StorageError::Validation {
-            id,
-            embedder,
-            reason,
-        } = &err
-        else {
-            panic!("{want}: got {err:?}")
-        };
+        let StorageError::Validation { id, embedder, reason } = &err else { panic!("{want}: got {err:?}") };
         assert_eq!(*id, Some(base.id), "{want}");
         assert_eq!(*embedder, slot, "{want}");
         assert!(reason.contains(want), "{want}: {reason}");
-        assert!(
-            err.to_string().contains(&base.id.to_string()),
-            "message names the array: {err}"
-        );
+        assert!(err.to_string().contains(&base.id.to_string()), "message names the array: {err}");
         assert_eq!(store.count().await.unwrap(), 0, "{want}");
         assert!(!store.exists(base.id).await.unwrap(), "{want}");
-        assert!(
-            store.list_namespace("ns").await.unwrap().is_empty(),
-            "{want}"
-        );
+        assert!(store.list_namespace("ns").await.unwrap().is_empty(), "{want}");
         for e in Embedder::all() {
             assert_eq!(store.index(e).size().await.unwrap(), 0, "{want}: index {e}");
         }
@@ -375,10 +292,7 @@ async fn every_validation_rule_rejects_and_writes_nothing() {
 #[tokio::test]
 async fn batch_limits_and_duplicate_ids() {
     let mut f = Fixture::new(5);
-    let config = StoreConfig {
-        max_batch: 3,
-        ..f.config()
-    };
+    let config = StoreConfig { max_batch: 3, ..f.config() };
     let store = RocksDbTeleologicalStore::open(f.path(), config).unwrap();
     let batch: Vec<_> = (0..4).map(|_| f.array(None)).collect();
     assert!(matches!(
@@ -431,9 +345,7 @@ async fn overwrite_moves_namespace_and_replaces_index_entries() {
 async fn delete_removes_from_every_index_and_allows_restore() {
     let mut f = Fixture::new(7);
     let store = f.open();
-    let arrays: Vec<_> = (0..30)
-        .map(|i| f.array(Some(if i % 2 == 0 { "even" } else { "odd" })))
-        .collect();
+    let arrays: Vec<_> = (0..30).map(|i| f.array(Some(if i % 2 == 0 { "even" } else { "odd" }))).collect();
     store.store_batch(&arrays).await.unwrap();
     for a in &arrays[..10] {
         store.delete(a.id).await.unwrap();
@@ -442,10 +354,7 @@ async fn delete_removes_from_every_index_and_allows_restore() {
     assert_eq!(store.list_namespace("even").await.unwrap().len(), 10);
     assert_indices_hold(&store, &arrays[10..], &arrays[..10]).await;
     for a in &arrays[..10] {
-        assert!(matches!(
-            store.retrieve(a.id).await,
-            Err(StorageError::NotFound(_))
-        ));
+        assert!(matches!(store.retrieve(a.id).await, Err(StorageError::NotFound(_))));
     }
     store.store(&arrays[0]).await.unwrap();
     assert_eq!(store.retrieve(arrays[0].id).await.unwrap(), arrays[0]);
@@ -456,19 +365,13 @@ async fn delete_removes_from_every_index_and_allows_restore() {
 async fn all_column_families_exist_after_open() {
     let f = Fixture::new(8);
     let store = f.open();
-    for name in [
-        CF_ARRAYS,
-        CF_METADATA,
-        CF_NAMESPACE_INDEX,
-        "sparse_postings",
-        "index_change_log",
-        "store_meta",
-    ] {
+    for name in
+        [CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX, "sparse_postings", "index_change_log", "store_meta"]
+    {
         assert!(store.db().cf_handle(name).is_some(), "{name}");
     }
     store.close().unwrap();
-    let listed =
-        rocksdb::DB::list_cf(&rocksdb::Options::default(), f.dir.path().join("data")).unwrap();
+    let listed = rocksdb::DB::list_cf(&rocksdb::Options::default(), f.dir.path().join("data")).unwrap();
     for name in [CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX] {
         assert!(listed.iter().any(|n| n == name), "{name} in {listed:?}");
     }
@@ -480,27 +383,12 @@ async fn reopen_with_another_schema_fails_with_schema_mismatch() {
     f.open().close().unwrap();
     let mut other = f.schema.clone();
     other.set(Embedder::Code, EmbedderDims::Dense(99));
-    let err = RocksDbTeleologicalStore::open(
-        f.path(),
-        StoreConfig {
-            schema: other,
-            ..f.config()
-        },
-    )
-    .err()
-    .unwrap();
-    assert!(
-        matches!(&err, StorageError::SchemaMismatch { reason } if reason.contains("E7")),
-        "{err:?}"
-    );
-    let err = RocksDbTeleologicalStore::open(f.path(), StoreConfig::default())
-        .err()
-        .unwrap();
+    let err =
+        RocksDbTeleologicalStore::open(f.path(), StoreConfig { schema: other, ..f.config() }).err().unwrap();
+    assert!(matches!(&err, StorageError::SchemaMismatch { reason } if reason.contains("E7")), "{err:?}");
+    let err = RocksDbTeleologicalStore::open(f.path(), StoreConfig::default()).err().unwrap();
     assert!(matches!(err, StorageError::SchemaMismatch { .. }));
-    assert_eq!(
-        RocksDbTeleologicalStore::persisted_schema(f.path()).unwrap(),
-        Some(f.schema.clone())
-    );
+    assert_eq!(RocksDbTeleologicalStore::persisted_schema(f.path()).unwrap(), Some(f.schema.clone()));
     f.open().close().unwrap();
 }
 
@@ -509,26 +397,12 @@ async fn index_configs_must_agree_with_the_schema() {
     let f = Fixture::new(10);
     let mut configs = EmbedderIndexConfig::all_for_schema(&f.schema);
     configs[0].index_type = IndexType::Inverted;
-    let err = RocksDbTeleologicalStore::open_with_indices(f.path(), f.config(), configs)
-        .err()
-        .unwrap();
-    assert!(
-        matches!(err, StorageError::SchemaMismatch { .. }),
-        "{err:?}"
-    );
+    let err = RocksDbTeleologicalStore::open_with_indices(f.path(), f.config(), configs).err().unwrap();
+    assert!(matches!(err, StorageError::SchemaMismatch { .. }), "{err:?}");
     let mut configs = EmbedderIndexConfig::all_for_schema(&f.schema);
-    configs[11]
-        .token_level_config
-        .as_mut()
-        .unwrap()
-        .dims_per_token = 128;
-    let err = RocksDbTeleologicalStore::open_with_indices(f.path(), f.config(), configs)
-        .err()
-        .unwrap();
-    assert!(
-        matches!(err, StorageError::SchemaMismatch { .. }),
-        "{err:?}"
-    );
+    configs[11].token_level_config.as_mut().unwrap().dims_per_token = 128;
+    let err = RocksDbTeleologicalStore::open_with_indices(f.path(), f.config(), configs).err().unwrap();
+    assert!(matches!(err, StorageError::SchemaMismatch { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -538,10 +412,7 @@ async fn clean_close_and_reopen_loads_every_index_without_rebuild() {
     {
         let store = f.open();
         for m in store.core().open_modes.iter() {
-            assert!(
-                matches!(m, IndexOpenMode::Created | IndexOpenMode::Persistent),
-                "{m:?}"
-            );
+            assert!(matches!(m, IndexOpenMode::Created | IndexOpenMode::Persistent), "{m:?}");
         }
         store.store_batch(&arrays).await.unwrap();
         store.delete(arrays[0].id).await.unwrap();
@@ -583,9 +454,7 @@ async fn damaged_or_missing_snapshots_are_rebuilt_and_logged_in_stats() {
     assert!(
         matches!(mode(Embedder::Semantic), IndexOpenMode::Rebuilt { reason } if reason.contains("no snapshot"))
     );
-    assert!(
-        matches!(mode(Embedder::Hdc), IndexOpenMode::Rebuilt { reason } if reason.contains("checksum"))
-    );
+    assert!(matches!(mode(Embedder::Hdc), IndexOpenMode::Rebuilt { reason } if reason.contains("checksum")));
     assert!(
         matches!(mode(Embedder::LateInteraction), IndexOpenMode::Rebuilt { reason } if reason.contains("truncated"))
     );
@@ -603,10 +472,7 @@ async fn indices_catch_up_from_the_change_log_after_an_unclean_stop() {
     store.store_batch(&arrays[10..]).await.unwrap();
     store.delete(arrays[3].id).await.unwrap();
     let mut changed = arrays[12].clone();
-    changed.set(
-        Embedder::Semantic,
-        output(&mut f.rng, f.schema.get(Embedder::Semantic)),
-    );
+    changed.set(Embedder::Semantic, output(&mut f.rng, f.schema.get(Embedder::Semantic)));
     store.store(&changed).await.unwrap();
     // Stop without writing snapshots: the indices on disk reflect only the first batch.
     let core = store.core.as_ref().unwrap().clone();
@@ -618,32 +484,17 @@ async fn indices_catch_up_from_the_change_log_after_an_unclean_stop() {
     let stats = store.stats().await.unwrap();
     for s in &stats.indices {
         if s.index_type != IndexType::Inverted {
-            assert_eq!(
-                s.open_mode,
-                IndexOpenMode::CaughtUp { entries: 3 },
-                "{:?}",
-                s.embedder
-            );
+            assert_eq!(s.open_mode, IndexOpenMode::CaughtUp { entries: 3 }, "{:?}", s.embedder);
         }
     }
-    let mut expected: Vec<_> = arrays
-        .iter()
-        .filter(|a| a.id != arrays[3].id)
-        .cloned()
-        .collect();
+    let mut expected: Vec<_> = arrays.iter().filter(|a| a.id != arrays[3].id).cloned().collect();
     expected[11] = changed.clone();
     assert_eq!(expected[11].id, changed.id);
     assert_indices_hold(&store, &expected, &arrays[3..4]).await;
-    let hits = store
-        .index(Embedder::Semantic)
-        .search(changed.get(Embedder::Semantic), 1, None)
-        .await
-        .unwrap();
+    let hits =
+        store.index(Embedder::Semantic).search(changed.get(Embedder::Semantic), 1, None).await.unwrap();
     assert_eq!(hits[0].id, changed.id);
-    assert!(
-        (hits[0].score - 1.0).abs() < 1e-4,
-        "the replaced vector is indexed"
-    );
+    assert!((hits[0].score - 1.0).abs() < 1e-4, "the replaced vector is indexed");
     assert_eq!(store.count().await.unwrap(), 29);
 }
 
@@ -651,9 +502,7 @@ async fn indices_catch_up_from_the_change_log_after_an_unclean_stop() {
 async fn stats_read_metadata_only() {
     let mut f = Fixture::new(14);
     let store = f.open();
-    let mut arrays: Vec<_> = (0..6)
-        .map(|i| f.array(Some(["b", "a", "c"][i % 3])))
-        .collect();
+    let mut arrays: Vec<_> = (0..6).map(|i| f.array(Some(["b", "a", "c"][i % 3]))).collect();
     arrays.push(f.array(None));
     for (i, a) in arrays.iter_mut().enumerate() {
         a.created_at = chrono::DateTime::from_timestamp(1_700_000_000 + i as i64 * 10, 0).unwrap();
@@ -664,10 +513,8 @@ async fn stats_read_metadata_only() {
     assert_eq!(s.namespaces, vec!["a", "b", "c"]);
     assert_eq!(s.oldest_array, Some(arrays[0].created_at));
     assert_eq!(s.newest_array, Some(arrays[6].created_at));
-    let encoded: u64 = arrays
-        .iter()
-        .map(|a| context_graph_core::encoding::encode_array(a).unwrap().len() as u64)
-        .sum();
+    let encoded: u64 =
+        arrays.iter().map(|a| context_graph_core::encoding::encode_array(a).unwrap().len() as u64).sum();
     assert_eq!(s.total_bytes, encoded);
     assert_eq!(s.commit_seq, 1);
 }
@@ -680,13 +527,7 @@ async fn store_owned_indices_refuse_direct_writes() {
     for e in Embedder::all() {
         let err = store.index(e).add(a.id, a.get(e)).await.unwrap_err();
         assert!(matches!(err, StorageError::Index(_)), "{e}: {err:?}");
-        assert!(
-            matches!(
-                store.index(e).remove(a.id).await,
-                Err(StorageError::Index(_))
-            ),
-            "{e}"
-        );
+        assert!(matches!(store.index(e).remove(a.id).await, Err(StorageError::Index(_))), "{e}");
         assert!(matches!(
             store.index(e).add_batch(&[(a.id, a.get(e).clone())]).await,
             Err(StorageError::Index(_))
@@ -705,9 +546,7 @@ async fn disabled_index_stores_but_does_not_search() {
     let index = store.index(Embedder::LateInteraction);
     assert_eq!(index.size().await.unwrap(), 0);
     assert!(matches!(
-        index
-            .search(a.get(Embedder::LateInteraction), 1, None)
-            .await,
+        index.search(a.get(Embedder::LateInteraction), 1, None).await,
         Err(StorageError::Index(_))
     ));
     assert_eq!(store.retrieve(a.id).await.unwrap(), a);
@@ -717,9 +556,7 @@ async fn disabled_index_stores_but_does_not_search() {
 async fn a_second_handle_on_the_same_path_is_refused() {
     let f = Fixture::new(17);
     let _store = f.open();
-    let err = RocksDbTeleologicalStore::open(f.path(), f.config())
-        .err()
-        .unwrap();
+    let err = RocksDbTeleologicalStore::open(f.path(), f.config()).err().unwrap();
     assert!(matches!(err, StorageError::InUse { .. }), "{err:?}");
     assert!(err.to_string().contains("in use"));
 }
@@ -728,10 +565,7 @@ async fn a_second_handle_on_the_same_path_is_refused() {
 async fn missing_store_without_create_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent");
-    let config = StoreConfig {
-        create_if_missing: false,
-        ..StoreConfig::default()
-    };
+    let config = StoreConfig { create_if_missing: false, ..StoreConfig::default() };
     assert!(RocksDbTeleologicalStore::open(path.to_str().unwrap(), config).is_err());
     assert!(!path.exists());
 }
@@ -739,10 +573,7 @@ async fn missing_store_without_create_is_an_error() {
 #[tokio::test]
 async fn buffered_durability_reads_back_after_reopen() {
     let mut f = Fixture::new(18);
-    let config = StoreConfig {
-        durability: Durability::Buffered,
-        ..f.config()
-    };
+    let config = StoreConfig { durability: Durability::Buffered, ..f.config() };
     let arrays: Vec<_> = (0..5).map(|_| f.array(None)).collect();
     let store = RocksDbTeleologicalStore::open(f.path(), config.clone()).unwrap();
     store.store_batch(&arrays).await.unwrap();
@@ -755,25 +586,17 @@ async fn buffered_durability_reads_back_after_reopen() {
 async fn default_roster_value_is_within_two_percent_of_raw_bytes() {
     let mut rng = StdRng::seed_from_u64(19);
     let a = array(&mut rng, &StoreSchema::default(), Some("ns"));
-    let encoded = context_graph_core::encoding::encode_array(&a)
-        .unwrap()
-        .len();
+    let encoded = context_graph_core::encoding::encode_array(&a).unwrap().len();
     let raw = a.raw_embedding_bytes();
-    assert!(
-        (encoded as f64) <= raw as f64 * 1.02,
-        "encoded {encoded} bytes for {raw} raw bytes"
-    );
+    assert!((encoded as f64) <= raw as f64 * 1.02, "encoded {encoded} bytes for {raw} raw bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_end_consistent() {
     let mut f = Fixture::new(20);
     let store = Arc::new(f.open());
-    let pool: Arc<Vec<TeleologicalArray>> = Arc::new(
-        (0..60)
-            .map(|i| f.array(Some(["p", "q", "r"][i % 3])))
-            .collect(),
-    );
+    let pool: Arc<Vec<TeleologicalArray>> =
+        Arc::new((0..60).map(|i| f.array(Some(["p", "q", "r"][i % 3]))).collect());
     let mut tasks = Vec::new();
     for t in 0..6u64 {
         let (store, pool) = (store.clone(), pool.clone());
@@ -813,10 +636,7 @@ async fn concurrent_writers_end_consistent() {
         }
     }
     assert_eq!(store.count().await.unwrap(), present.len());
-    let listed: usize = ["p", "q", "r"]
-        .iter()
-        .map(|ns| futures_len(&store, ns))
-        .sum();
+    let listed: usize = ["p", "q", "r"].iter().map(|ns| futures_len(&store, ns)).sum();
     assert_eq!(listed, present.len());
     assert_indices_hold(&store, &present, &absent).await;
     for a in &present {
