@@ -40,7 +40,8 @@ async fn crash_child_process() {
     };
     let (path, seed) = spec.rsplit_once(' ').expect("TELEO_CRASH_CHILD is 'STORE SEED'");
     let seed: u64 = seed.parse().expect("seed is a number");
-    let store = RocksDbTeleologicalStore::open(path, config()).expect("child opens the store");
+    let store = RocksDbTeleologicalStore::open(path, config())
+        .unwrap_or_else(|e| panic!("child cannot open the store: {e}"));
     let mut out = std::io::stdout().lock();
     // The test harness has printed "test crash_child_process ... " without a newline.
     writeln!(out).expect("stdout");
@@ -204,6 +205,23 @@ async fn kill_loop(cycles: u64, seed: u64) {
         total_acked as u64 > cycles,
         "the children acknowledged too little for the test to mean anything"
     );
+}
+
+/// A second process opening a store that is in use gets a clear error.
+#[test]
+fn a_second_process_is_told_the_store_is_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let _held = RocksDbTeleologicalStore::open(path, config()).unwrap();
+    let output = Command::new(std::env::current_exe().expect("test binary path"))
+        .args(["--exact", "crash_child_process", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, format!("{path} 1"))
+        .output()
+        .expect("run the child");
+    assert!(!output.status.success(), "the second process must not get the store");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is in use by another process"), "stderr: {stderr}");
+    assert!(!String::from_utf8_lossy(&output.stdout).lines().any(|l| l.starts_with("A ")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

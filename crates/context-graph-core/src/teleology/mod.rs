@@ -9,4 +9,4 @@ pub mod validation;
 pub use array::{ArrayMetadata, EmbedderOutput, SparseVector, TeleologicalArray, TokenEmbeddings};
 pub use embedder::{Embedder, EmbedderDims, EmbedderKind, ParseEmbedderError};
 pub use schema::{StoreSchema, DEFAULT_MAX_TOKENS};
-pub use validation::{validate_array, validate_namespace, validate_output, ValidationError};
+pub use validation::{check_sizes, validate_array, validate_namespace, validate_output, ValidationError};

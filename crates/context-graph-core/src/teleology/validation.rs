@@ -55,6 +55,7 @@ pub fn validate_array(
     schema: &StoreSchema,
     max_tokens: usize,
 ) -> Result<(), ValidationError> {
+    check_sizes(array, schema, max_tokens)?;
     let id = Some(array.id);
     if let Some(ns) = array.namespace() {
         validate_namespace(ns).map_err(|reason| ValidationError::array(id, reason))?;
@@ -62,6 +63,35 @@ pub fn validate_array(
     for e in Embedder::all() {
         validate_output(array.get(e), schema.get(e), max_tokens)
             .map_err(|reason| ValidationError::slot(id, e, reason))?;
+    }
+    Ok(())
+}
+
+/// The O(1) part of [`validate_array`]: every slot's kind and length and the namespace's
+/// length, without reading any value. Enough to refuse a hostile input (a 100 MB vector, a
+/// million terms, a 10 MB namespace) before copying it anywhere.
+pub fn check_sizes(array: &TeleologicalArray, schema: &StoreSchema, max_tokens: usize) -> Result<(), ValidationError> {
+    let id = Some(array.id);
+    if let Some(ns) = array.namespace() {
+        if ns.len() > MAX_NAMESPACE_BYTES {
+            return Err(ValidationError::array(id, format!("namespace is {} bytes long, the limit is {MAX_NAMESPACE_BYTES}", ns.len())));
+        }
+    }
+    for e in Embedder::all() {
+        let (out, dims) = (array.get(e), schema.get(e));
+        let too_big = match (out, dims) {
+            (EmbedderOutput::Dense(v), EmbedderDims::Dense(d)) => v.len() != d,
+            (EmbedderOutput::Sparse(s), EmbedderDims::Sparse { vocab_size }) => {
+                s.indices.len() > vocab_size || s.values.len() > vocab_size
+            }
+            (EmbedderOutput::TokenLevel(t), EmbedderDims::TokenLevel { .. }) => t.embeddings.len() > max_tokens,
+            (EmbedderOutput::Binary(b), EmbedderDims::Binary { bits }) => b.len() != bits.div_ceil(8),
+            _ => false,
+        };
+        if too_big {
+            // The full check gives the precise reason, in O(1) for these cases.
+            validate_output(out, dims, max_tokens).map_err(|reason| ValidationError::slot(id, e, reason))?;
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod store;
 
 mod blocking;
 mod change_log;
+mod checkpoint;
 mod column_families;
 mod parallel;
 mod recovery;

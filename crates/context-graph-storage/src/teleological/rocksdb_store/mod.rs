@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use context_graph_core::teleology::{Embedder, StoreSchema, TeleologicalArray};
+use context_graph_core::teleology::{check_sizes, Embedder, StoreSchema, TeleologicalArray};
 use uuid::Uuid;
 
 use super::blocking::run_blocking;
@@ -156,6 +156,13 @@ impl RocksDbTeleologicalStore {
         self.core().persist_indices()
     }
 
+    /// Write a consistent, openable copy of the store (data and index snapshots at one
+    /// commit) to `dest`, which must not exist. Other calls may run meanwhile; commits wait
+    /// only while the copy is cut.
+    pub fn checkpoint(&self, dest: &str) -> StorageResult<()> {
+        self.core().checkpoint(Path::new(dest))
+    }
+
     /// Persist index snapshots, flush, release the path. Errors are returned, not logged away.
     pub fn close(mut self) -> StorageResult<()> {
         let core = self.core.take().expect("store core is present until close");
@@ -210,7 +217,10 @@ impl Drop for RocksDbTeleologicalStore {
 #[async_trait]
 impl TeleologicalArrayStore for RocksDbTeleologicalStore {
     async fn store(&self, array: &TeleologicalArray) -> StorageResult<()> {
-        let (core, array) = (self.core().clone(), array.clone());
+        let core = self.core();
+        // Refuse oversized input before copying it (the full check runs in the commit).
+        check_sizes(array, &core.schema, core.max_tokens)?;
+        let (core, array) = (core.clone(), array.clone());
         run_blocking(move || core.commit(&[Mutation::Put(&array)])).await
     }
 
@@ -221,6 +231,9 @@ impl TeleologicalArrayStore for RocksDbTeleologicalStore {
         let core = self.core().clone();
         if arrays.len() > core.config.max_batch {
             return Err(StorageError::BatchTooLarge { max: core.config.max_batch, actual: arrays.len() });
+        }
+        for array in arrays {
+            check_sizes(array, &core.schema, core.max_tokens)?;
         }
         let arrays = arrays.to_vec();
         run_blocking(move || {
