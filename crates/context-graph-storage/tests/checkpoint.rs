@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use context_graph_core::teleology::Embedder;
 use context_graph_storage::{
-    IndexOpenMode, IndexType, RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore, CF_ARRAYS,
+    IndexOpenMode, IndexType, RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore,
+    CF_ARRAYS,
 };
 use workload::{array, id_of};
 
@@ -16,7 +17,9 @@ use workload::{array, id_of};
 async fn a_checkpoint_taken_during_writes_opens_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let config = StoreConfig { schema: workload::schema(), ..StoreConfig::default() };
-    let store = Arc::new(RocksDbTeleologicalStore::open(dir.path().join("live").to_str().unwrap(), config.clone()).unwrap());
+    let store = Arc::new(
+        RocksDbTeleologicalStore::open(dir.path().join("live").to_str().unwrap(), config.clone()).unwrap(),
+    );
     let first: Vec<_> = (0..40).map(|s| array(s, 1)).collect();
     store.store_batch(&first).await.unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -27,7 +30,7 @@ async fn a_checkpoint_taken_during_writes_opens_consistent() {
             while !stop.load(Ordering::Relaxed) {
                 n += 1;
                 store.store(&array(40 + n % 60, n)).await.unwrap();
-                if n % 7 == 0 {
+                if n.is_multiple_of(7) {
                     let _ = store.delete(id_of(n % 40)).await;
                 }
             }
@@ -62,7 +65,11 @@ async fn a_checkpoint_taken_during_writes_opens_consistent() {
     assert!(count >= 40 - 6, "the copy holds the data written before it");
     let stats = copy.stats().await.unwrap();
     for s in &stats.indices {
-        let want = if s.index_type == IndexType::Inverted { IndexOpenMode::Persistent } else { IndexOpenMode::Loaded };
+        let want = if s.index_type == IndexType::Inverted {
+            IndexOpenMode::Persistent
+        } else {
+            IndexOpenMode::Loaded
+        };
         assert_eq!(s.open_mode, want, "{:?}: the copy's snapshots match its data", s.embedder);
         assert_eq!(s.live, count, "{:?}", s.embedder);
     }
@@ -76,5 +83,5 @@ async fn a_checkpoint_taken_during_writes_opens_consistent() {
 }
 
 fn workload_slot(id: uuid::Uuid) -> u64 {
-    (id.as_u128() - 0xC0FFEE_0000_0000) as u64
+    (id.as_u128() - 0x00C0_FFEE_0000_0000) as u64
 }

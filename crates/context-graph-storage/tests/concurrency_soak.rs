@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use context_graph_core::teleology::Embedder;
-use context_graph_storage::{Durability, RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore};
+use context_graph_storage::{
+    Durability, RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use workload::{array, id_of, NAMESPACES};
@@ -28,7 +30,11 @@ fn group_batch(g: u64, version: u64) -> Vec<context_graph_core::teleology::Teleo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writers_and_readers_at_once_never_see_half_a_batch() {
     let dir = tempfile::tempdir().unwrap();
-    let config = StoreConfig { durability: Durability::Buffered, schema: workload::schema(), ..StoreConfig::default() };
+    let config = StoreConfig {
+        durability: Durability::Buffered,
+        schema: workload::schema(),
+        ..StoreConfig::default()
+    };
     let store = Arc::new(RocksDbTeleologicalStore::open(dir.path().to_str().unwrap(), config).unwrap());
     for g in 0..GROUPS {
         store.store_batch(&group_batch(g, 0)).await.unwrap();

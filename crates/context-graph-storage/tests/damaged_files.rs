@@ -3,7 +3,9 @@
 #[path = "support/workload.rs"]
 mod workload;
 
-use context_graph_storage::{RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore, CF_ARRAYS};
+use context_graph_storage::{
+    RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore, CF_ARRAYS,
+};
 use workload::{array, id_of};
 
 fn config() -> StoreConfig {
@@ -87,7 +89,10 @@ async fn bit_flips_in_sst_files_give_errors_never_wrong_arrays() {
             Err(e) => panic!("expected Corruption, got {e:?}"),
         }
     }
-    println!("after one flipped byte in {}: {good} arrays intact, {damaged} reported as corruption", largest.display());
+    println!(
+        "after one flipped byte in {}: {good} arrays intact, {damaged} reported as corruption",
+        largest.display()
+    );
     assert!(damaged > 0, "the flipped byte must be detected by a read");
 }
 

@@ -24,7 +24,8 @@ impl Mount {
     }
 
     fn resize(&self, size: &str) {
-        let status = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).status();
+        let status =
+            Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(&self.0).status();
         assert!(status.is_ok_and(|s| s.success()), "remount tmpfs");
     }
 }

@@ -70,11 +70,18 @@ pub fn validate_array(
 /// The O(1) part of [`validate_array`]: every slot's kind and length and the namespace's
 /// length, without reading any value. Enough to refuse a hostile input (a 100 MB vector, a
 /// million terms, a 10 MB namespace) before copying it anywhere.
-pub fn check_sizes(array: &TeleologicalArray, schema: &StoreSchema, max_tokens: usize) -> Result<(), ValidationError> {
+pub fn check_sizes(
+    array: &TeleologicalArray,
+    schema: &StoreSchema,
+    max_tokens: usize,
+) -> Result<(), ValidationError> {
     let id = Some(array.id);
     if let Some(ns) = array.namespace() {
         if ns.len() > MAX_NAMESPACE_BYTES {
-            return Err(ValidationError::array(id, format!("namespace is {} bytes long, the limit is {MAX_NAMESPACE_BYTES}", ns.len())));
+            return Err(ValidationError::array(
+                id,
+                format!("namespace is {} bytes long, the limit is {MAX_NAMESPACE_BYTES}", ns.len()),
+            ));
         }
     }
     for e in Embedder::all() {
@@ -84,7 +91,9 @@ pub fn check_sizes(array: &TeleologicalArray, schema: &StoreSchema, max_tokens: 
             (EmbedderOutput::Sparse(s), EmbedderDims::Sparse { vocab_size }) => {
                 s.indices.len() > vocab_size || s.values.len() > vocab_size
             }
-            (EmbedderOutput::TokenLevel(t), EmbedderDims::TokenLevel { .. }) => t.embeddings.len() > max_tokens,
+            (EmbedderOutput::TokenLevel(t), EmbedderDims::TokenLevel { .. }) => {
+                t.embeddings.len() > max_tokens
+            }
             (EmbedderOutput::Binary(b), EmbedderDims::Binary { bits }) => b.len() != bits.div_ceil(8),
             _ => false,
         };

@@ -81,3 +81,29 @@ mod tests {
         assert!(log_key(2) > log_key(1) && log_key(256) > log_key(255));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::decode_entry;
+    use crate::teleological::index::binary::BinaryKind;
+    use crate::teleological::index::key_map::KeyMap;
+    use context_graph_core::teleology::Embedder;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+        /// Decoders of the change log and of snapshot payloads (after their checksum) return
+        /// errors for arbitrary bytes; they never panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_entry(&bytes);
+            let _ = KeyMap::decode(&bytes);
+            let _ = BinaryKind::from_snapshot(Embedder::Hdc, 70, &bytes);
+            let mut framed = vec![1u8];
+            framed.extend_from_slice(&bytes);
+            let _ = decode_entry(&framed);
+        }
+    }
+}

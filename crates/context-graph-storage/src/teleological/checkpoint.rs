@@ -18,7 +18,10 @@ impl StoreCore {
     /// while the snapshot files are written.
     pub(crate) fn checkpoint(&self, dest: &Path) -> StorageResult<()> {
         if dest.exists() {
-            return Err(StorageError::Backend(format!("checkpoint destination {} already exists", dest.display())));
+            return Err(StorageError::Backend(format!(
+                "checkpoint destination {} already exists",
+                dest.display()
+            )));
         }
         let io = |what: &str, e: std::io::Error| StorageError::Backend(format!("checkpoint: {what}: {e}"));
         fs::create_dir_all(dest).map_err(|e| io("create destination", e))?;

@@ -35,7 +35,9 @@ pub(crate) fn map_parallel<T: Sync, R: Send>(
         handles
             .into_iter()
             .flat_map(|h| {
-                h.join().unwrap_or_else(|_| vec![(usize::MAX, Err(StorageError::Index("an index worker panicked".into())))])
+                h.join().unwrap_or_else(|_| {
+                    vec![(usize::MAX, Err(StorageError::Index("an index worker panicked".into())))]
+                })
             })
             .collect()
     });
@@ -58,11 +60,18 @@ mod tests {
     #[test]
     fn keeps_order_attempts_everything_and_reports_the_first_error() {
         let items: Vec<usize> = (0..50).collect();
-        assert_eq!(map_parallel(&items, |&i| Ok(i * 2)).unwrap(), items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(
+            map_parallel(&items, |&i| Ok(i * 2)).unwrap(),
+            items.iter().map(|i| i * 2).collect::<Vec<_>>()
+        );
         let seen = AtomicUsize::new(0);
         let err = map_parallel(&items, |&i| {
             seen.fetch_add(1, Ordering::SeqCst);
-            if i % 10 == 3 { Err(StorageError::Index(format!("item {i}"))) } else { Ok(()) }
+            if i % 10 == 3 {
+                Err(StorageError::Index(format!("item {i}")))
+            } else {
+                Ok(())
+            }
         })
         .unwrap_err();
         assert_eq!(seen.load(Ordering::SeqCst), 50);

@@ -31,7 +31,7 @@ pub fn schema() -> StoreSchema {
 }
 
 pub fn id_of(slot: u64) -> Uuid {
-    Uuid::from_u128(0xC0FFEE_0000_0000 + slot as u128)
+    Uuid::from_u128(0x00C0_FFEE_0000_0000 + slot as u128)
 }
 
 /// The array stored under `slot` at `version` (the version is kept in `source_hash`).

@@ -14,7 +14,7 @@ pub mod binary;
 mod config;
 pub mod hnsw;
 pub mod inverted;
-mod key_map;
+pub(crate) mod key_map;
 mod memory;
 mod query;
 pub(crate) mod snapshot;

@@ -93,7 +93,7 @@ impl TokenLevelKind {
         for _ in 0..n {
             let id = Uuid::from_bytes(r.take::<16>()?);
             let floats = r.u64()? as usize;
-            if dims == 0 || floats % dims != 0 {
+            if dims == 0 || !floats.is_multiple_of(dims) {
                 return Err(format!("entry {id} has {floats} floats, not whole tokens of {dims}"));
             }
             let bytes = r.bytes(floats.checked_mul(4).ok_or("float count overflows")?)?;
