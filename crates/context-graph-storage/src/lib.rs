@@ -15,6 +15,7 @@ pub use teleological::index::{
 pub use teleological::rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
 };
+pub use teleological::search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
 pub use teleological::store::{
     EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats, TeleologicalArrayStore,
 };

@@ -1,6 +1,8 @@
 //! The similarity of each embedder kind, defined once: the indices score with these, and
 //! brute-force references (tests, ground truth) compare against them.
 
+use super::array::EmbedderOutput;
+
 /// Dot product. Eight independent accumulators let the compiler vectorize the loop (a single
 /// running sum cannot be, because float addition is not associative).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -39,6 +41,25 @@ pub fn max_sim(query: &[Vec<f32>], doc: &[f32], dims: usize) -> f32 {
         return 0.0;
     }
     query.iter().map(|q| doc.chunks_exact(dims).map(|d| dot(q, d)).fold(f32::NEG_INFINITY, f32::max)).sum()
+}
+
+/// The similarity of a stored output to a query of the same kind, as each embedder defines
+/// it: cosine (dense), dot product (sparse), MaxSim (token-level), 1 - Hamming/bits (binary,
+/// `bits` from the schema). `None` when the two are not of the same kind.
+pub fn score(query: &EmbedderOutput, stored: &EmbedderOutput, bits: usize) -> Option<f32> {
+    Some(match (query, stored) {
+        (EmbedderOutput::Dense(q), EmbedderOutput::Dense(d)) => cosine(q, d),
+        (EmbedderOutput::Sparse(q), EmbedderOutput::Sparse(d)) => q.dot(d),
+        (EmbedderOutput::TokenLevel(q), EmbedderOutput::TokenLevel(d)) => {
+            let flat: Vec<f32> = d.embeddings.concat();
+            max_sim(&q.embeddings, &flat, d.dims_per_token)
+        }
+        (EmbedderOutput::Binary(q), EmbedderOutput::Binary(d)) => {
+            let words = bits.div_ceil(64);
+            hamming_score(&pack_words(q, words), &pack_words(d, words), bits.max(1))
+        }
+        _ => return None,
+    })
 }
 
 /// Hamming distance between two packed codes of equal length.

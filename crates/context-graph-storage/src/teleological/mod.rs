@@ -3,8 +3,10 @@
 
 pub mod index;
 pub mod rocksdb_store;
+pub mod search;
 pub mod store;
 
+mod attrs;
 mod blocking;
 mod change_log;
 mod checkpoint;
@@ -22,6 +24,7 @@ pub use index::{
 pub use rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
 };
+pub use search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
 pub use store::{
     EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats, TeleologicalArrayStore,
 };

@@ -20,13 +20,14 @@ use std::time::Instant;
 
 use context_graph_core::encoding::{decode_array, decode_slot};
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions,
     DB,
 };
 use uuid::Uuid;
 
+use super::attrs::AttrTable;
 use super::change_log::{decode_entry, log_key, seq_of_key, LogOp};
 use super::column_families::ColumnFamily;
 use super::index::binary::BinaryKind;
@@ -322,6 +323,7 @@ pub(crate) fn open_core(
     }
     // Step 6.
     rebuild_from_arrays(&db, &rebuild)?;
+    let attrs = AttrTable::load(&db)?;
 
     let core = StoreCore {
         db,
@@ -338,6 +340,7 @@ pub(crate) fn open_core(
         }),
         count: AtomicUsize::new(counters.array_count as usize),
         failure: Mutex::new(None),
+        attrs: RwLock::new(attrs),
     };
     tracing::info!(
         "opened store at {} ({} arrays, commit {}) in {:.2?}",
@@ -399,6 +402,14 @@ fn catch_up(db: &DB, pending: &mut [Pending]) -> StorageResult<()> {
         tracing::info!("caught up in-memory indices with {replayed} change-log entries");
     }
     Ok(())
+}
+
+/// Empty `targets` and fill them again from every stored array.
+pub(crate) fn refill_from_arrays(db: &DB, targets: &[(Embedder, Arc<dyn MemoryKind>)]) -> StorageResult<()> {
+    for (_, index) in targets {
+        index.clear()?;
+    }
+    rebuild_from_arrays(db, targets)
 }
 
 /// Step 6: fill empty indices from every stored array.

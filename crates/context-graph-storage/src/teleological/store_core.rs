@@ -9,10 +9,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use context_graph_core::encoding::{decode_array, decode_metadata};
 use context_graph_core::teleology::{Embedder, EmbedderOutput, StoreSchema, TeleologicalArray};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rocksdb::{ReadOptions, DB};
 use uuid::Uuid;
 
+use super::attrs::AttrTable;
 use super::column_families::ColumnFamily;
 use super::index::{EmbedderIndex, IndexSearchResult, IndexType, InvertedIndex, MemoryIndex};
 use super::rocksdb_store::StoreConfig;
@@ -66,6 +67,8 @@ pub(crate) struct StoreCore {
     pub(crate) count: AtomicUsize,
     /// Set when a write failed in a way that leaves the state unknown: writes are refused.
     pub(crate) failure: Mutex<Option<String>>,
+    /// Filterable attributes of every array, updated with each commit.
+    pub(crate) attrs: RwLock<AttrTable>,
 }
 
 impl StoreCore {

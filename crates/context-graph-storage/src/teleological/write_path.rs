@@ -62,6 +62,7 @@ impl StoreCore {
     ///    number and the array count.
     /// 5. Write it, fsynced under `Durability::Sync`. If this fails, nothing is visible; the
     ///    store refuses further writes until reopened, because the disk state is unknown.
+    ///    Then update the in-memory filter attributes.
     /// 6. Apply the change to the in-memory indices, one embedder per worker. Validation in
     ///    step 1 means this cannot fail on input; if the index library fails anyway, the data
     ///    is committed but the indices are behind, so the store refuses writes and the next
@@ -173,6 +174,15 @@ impl StoreCore {
         }
         writer.commit_seq = seq;
         writer.array_count = count;
+        {
+            let mut attrs = self.attrs.write();
+            for (m, enc) in mutations.iter().zip(&encoded) {
+                match (m, enc) {
+                    (Mutation::Put(array), Some(enc)) => attrs.put(array.id, &enc.record),
+                    _ => attrs.remove(m.id()),
+                }
+            }
+        }
         for (index, delta) in inverted_deltas {
             index.committed(delta);
         }

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::key_map::Reader;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
-use super::{finish_results, IndexChange, IndexSearchResult, IndexType};
+use super::{finish_results, Candidates, IndexChange, IndexSearchResult, IndexType};
 use crate::teleological::store::{StorageError, StorageResult};
 use context_graph_core::teleology::similarity::{hamming, pack_words};
 
@@ -139,6 +139,7 @@ impl MemoryKind for BinaryKind {
         query: &EmbedderOutput,
         limit: usize,
         threshold: Option<f32>,
+        candidates: Candidates<'_>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
         let q = pack_words(self.code(query)?, self.words);
         if limit == 0 {
@@ -149,6 +150,7 @@ impl MemoryKind for BinaryKind {
             .words
             .chunks_exact(self.words)
             .enumerate()
+            .filter(|&(slot, _)| candidates.admits(codes.ids[slot]))
             .map(|(slot, code)| (hamming(&q, code), slot))
             .collect();
         if scored.len() > limit {
@@ -184,6 +186,11 @@ impl MemoryKind for BinaryKind {
         let mut c = self.codes.write();
         c.words.shrink_to_fit();
         c.ids.shrink_to_fit();
+        Ok(())
+    }
+
+    fn clear(&self) -> StorageResult<()> {
+        *self.codes.write() = Codes::default();
         Ok(())
     }
 
@@ -239,7 +246,7 @@ mod tests {
         let payload = idx.kind.snapshot_payload().unwrap();
         let back = BinaryKind::from_snapshot(Embedder::Hdc, 70, &payload).unwrap();
         assert_eq!(back.len(), 19);
-        assert_eq!(back.search(&code(5), 1, None).unwrap()[0].id, Uuid::from_u128(5));
+        assert_eq!(back.search(&code(5), 1, None, Candidates::All).unwrap()[0].id, Uuid::from_u128(5));
         assert!(BinaryKind::from_snapshot(Embedder::Hdc, 70, &payload[..payload.len() - 1]).is_err());
         assert!(BinaryKind::from_snapshot(Embedder::Hdc, 71, &payload).is_err());
     }

@@ -10,8 +10,9 @@ use uuid::Uuid;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
 use super::usearch_graph::{Graph, GraphShape};
-use super::{finish_results, HnswConfig, IndexChange, IndexSearchResult, IndexType};
+use super::{finish_results, Candidates, HnswConfig, IndexChange, IndexSearchResult, IndexType};
 use crate::teleological::store::{StorageError, StorageResult};
+use context_graph_core::teleology::similarity::cosine;
 
 pub(crate) struct HnswKind {
     embedder: Embedder,
@@ -88,9 +89,10 @@ impl MemoryKind for HnswKind {
         query: &EmbedderOutput,
         limit: usize,
         threshold: Option<f32>,
+        candidates: Candidates<'_>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
         let q = self.dense(query)?;
-        let hits = self.graph.read().search(q, limit)?;
+        let hits = self.graph.read().search(q, limit, candidates, |v| 1.0 - cosine(q, v))?;
         // usearch's cosine distance is 1 - cosine similarity.
         let hits = hits.into_iter().map(|(id, d)| IndexSearchResult { id, score: 1.0 - d }).collect();
         Ok(finish_results(hits, limit, threshold))
@@ -117,6 +119,12 @@ impl MemoryKind for HnswKind {
         if graph.needs_rebuild() {
             *graph = graph.rebuilt()?;
         }
+        Ok(())
+    }
+
+    fn clear(&self) -> StorageResult<()> {
+        let mut graph = self.graph.write();
+        *graph = graph.emptied()?;
         Ok(())
     }
 

@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::query::check_query;
 use super::{
-    finish_results, owned_write_error, EmbedderIndex, IndexChange, IndexSearchResult, IndexType,
+    finish_results, owned_write_error, Candidates, EmbedderIndex, IndexChange, IndexSearchResult, IndexType,
     InvertedIndexConfig,
 };
 use crate::teleological::blocking::run_blocking;
@@ -298,6 +298,7 @@ impl InvertedIndex {
         query: &EmbedderOutput,
         limit: usize,
         threshold: Option<f32>,
+        candidates: Candidates<'_>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
         let s = &self.state;
         check_query(s.embedder, query, self.dims(), DEFAULT_MAX_TOKENS)?;
@@ -312,6 +313,11 @@ impl InvertedIndex {
             o.set_snapshot(&snapshot);
             o
         };
+        if let Candidates::Only(ids) = candidates {
+            let mut hits = self.exact_scores(&cf, &read_opts(), q, ids)?;
+            hits.retain(|h| h.score > 0.0);
+            return Ok(finish_results(hits, limit, threshold));
+        }
 
         // Each query term's largest possible contribution; terms nobody has are dropped.
         let bound_keys: Vec<[u8; 6]> = q.indices.iter().map(|&t| bound_key(s.embedder, t)).collect();
@@ -340,7 +346,7 @@ impl InvertedIndex {
                 visited = i;
                 break;
             }
-            best = best.max(self.accumulate(&cf, read_opts(), term, qw, &mut acc)?);
+            best = best.max(self.accumulate(&cf, read_opts(), term, qw, candidates, &mut acc)?);
         }
 
         let mut hits: Vec<IndexSearchResult> = if visited == terms.len() {
@@ -368,6 +374,7 @@ impl InvertedIndex {
         mut opts: ReadOptions,
         term: u32,
         qw: f32,
+        candidates: Candidates<'_>,
         acc: &mut HashMap<Uuid, f32, BuildHasherDefault<IdHasher>>,
     ) -> StorageResult<f32> {
         let s = &self.state;
@@ -390,7 +397,12 @@ impl InvertedIndex {
                     ),
                 });
             };
-            let score = acc.entry(Uuid::from_bytes(id)).or_insert(0.0);
+            let id = Uuid::from_bytes(id);
+            if !candidates.admits(id) {
+                it.next();
+                continue;
+            }
+            let score = acc.entry(id).or_insert(0.0);
             *score += qw * f32::from_le_bytes(w);
             best = best.max(*score);
             it.next();
@@ -479,7 +491,7 @@ impl EmbedderIndex for InvertedIndex {
         threshold: Option<f32>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
         let (this, query) = (self.clone(), query.clone());
-        run_blocking(move || this.search_sync(&query, limit, threshold)).await
+        run_blocking(move || this.search_sync(&query, limit, threshold, Candidates::All)).await
     }
 
     async fn size(&self) -> StorageResult<usize> {

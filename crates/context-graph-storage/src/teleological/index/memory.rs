@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use context_graph_core::teleology::{Embedder, EmbedderOutput};
 use uuid::Uuid;
 
-use super::{owned_write_error, EmbedderIndex, IndexChange, IndexSearchResult, IndexType};
+use super::{owned_write_error, Candidates, EmbedderIndex, IndexChange, IndexSearchResult, IndexType};
 use crate::teleological::blocking::run_blocking;
 use crate::teleological::store::StorageResult;
 
@@ -26,6 +26,7 @@ pub(crate) trait MemoryKind: Send + Sync + 'static {
         query: &EmbedderOutput,
         limit: usize,
         threshold: Option<f32>,
+        candidates: Candidates<'_>,
     ) -> StorageResult<Vec<IndexSearchResult>>;
     fn contains(&self, id: Uuid) -> bool;
     fn len(&self) -> usize;
@@ -33,6 +34,8 @@ pub(crate) trait MemoryKind: Send + Sync + 'static {
     fn removed_in_graph(&self) -> usize;
     fn memory_bytes(&self) -> usize;
     fn optimize(&self) -> StorageResult<()>;
+    /// Remove every entry (before a rebuild from the stored arrays).
+    fn clear(&self) -> StorageResult<()>;
     /// Set the graph's search breadth (HNSW `ef_search`); exact indices have none.
     fn set_ef_search(&self, ef: usize);
     /// The snapshot payload (the file header is added by the caller).
@@ -118,7 +121,7 @@ impl EmbedderIndex for MemoryIndex {
     ) -> StorageResult<Vec<IndexSearchResult>> {
         self.kind.check(query)?;
         let (kind, query) = (self.kind.clone(), query.clone());
-        run_blocking(move || kind.search(&query, limit, threshold)).await
+        run_blocking(move || kind.search(&query, limit, threshold, Candidates::All)).await
     }
 
     async fn size(&self) -> StorageResult<usize> {

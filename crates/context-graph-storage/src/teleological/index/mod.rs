@@ -72,6 +72,26 @@ pub(crate) enum IndexChange<'a> {
     Remove(Uuid),
 }
 
+/// Which entries a search may return: the whole index, those passing a predicate (applied
+/// inside the search, so that a selective filter still gets `limit` results), or exactly the
+/// listed ids, sorted (scored exhaustively: for filters that leave few entries).
+#[derive(Clone, Copy)]
+pub(crate) enum Candidates<'a> {
+    All,
+    Matching(&'a (dyn Fn(Uuid) -> bool + Sync)),
+    Only(&'a [Uuid]),
+}
+
+impl Candidates<'_> {
+    pub(crate) fn admits(&self, id: Uuid) -> bool {
+        match self {
+            Candidates::All => true,
+            Candidates::Matching(f) => f(id),
+            Candidates::Only(ids) => ids.binary_search(&id).is_ok(),
+        }
+    }
+}
+
 /// The error a store-owned index returns for a direct write.
 pub(crate) fn owned_write_error(e: Embedder) -> StorageError {
     StorageError::Index(format!(

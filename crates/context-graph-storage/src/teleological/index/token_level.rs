@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use context_graph_core::teleology::similarity::max_sim;
+use context_graph_core::teleology::similarity::{cosine, max_sim};
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, TokenEmbeddings};
 use parking_lot::RwLock;
 use usearch::MetricKind;
@@ -23,7 +23,9 @@ use super::key_map::Reader;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
 use super::usearch_graph::{Graph, GraphShape};
-use super::{finish_results, HnswConfig, IndexChange, IndexSearchResult, IndexType, TokenLevelConfig};
+use super::{
+    finish_results, Candidates, HnswConfig, IndexChange, IndexSearchResult, IndexType, TokenLevelConfig,
+};
 use crate::teleological::store::{StorageError, StorageResult};
 
 /// Candidates reranked exactly, as a multiple of the requested limit...
@@ -161,6 +163,7 @@ impl MemoryKind for TokenLevelKind {
         query: &EmbedderOutput,
         limit: usize,
         threshold: Option<f32>,
+        candidates: Candidates<'_>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
         let q = self.tokens(query)?;
         if limit == 0 {
@@ -174,16 +177,19 @@ impl MemoryKind for TokenLevelKind {
                 .get(&id)
                 .map(|doc| IndexSearchResult { id, score: max_sim(&q.embeddings, doc, dims) })
         };
-        let hits: Vec<IndexSearchResult> = if self.config.approximate {
+        let hits: Vec<IndexSearchResult> = if let Candidates::Only(ids) = candidates {
+            ids.iter().filter_map(|&id| score(id)).collect()
+        } else if self.config.approximate {
             let wanted = (limit * CANDIDATE_FACTOR).max(MIN_CANDIDATES);
+            let mean = mean_vector(q);
             entries
                 .graph
-                .search(&mean_vector(q), wanted)?
+                .search(&mean, wanted, candidates, |v| 1.0 - cosine(&mean, v))?
                 .into_iter()
                 .filter_map(|(id, _)| score(id))
                 .collect()
         } else {
-            entries.tokens.keys().filter_map(|&id| score(id)).collect()
+            entries.tokens.keys().filter(|&&id| candidates.admits(id)).filter_map(|&id| score(id)).collect()
         };
         Ok(finish_results(hits, limit, threshold))
     }
@@ -210,6 +216,13 @@ impl MemoryKind for TokenLevelKind {
         if entries.graph.needs_rebuild() {
             entries.graph = entries.graph.rebuilt()?;
         }
+        Ok(())
+    }
+
+    fn clear(&self) -> StorageResult<()> {
+        let mut entries = self.entries.write();
+        entries.graph = entries.graph.emptied()?;
+        entries.tokens.clear();
         Ok(())
     }
 
@@ -276,7 +289,7 @@ mod tests {
             &payload,
         )
         .unwrap();
-        assert_eq!(back.search(&q, 5, None).unwrap(), a);
+        assert_eq!(back.search(&q, 5, None, Candidates::All).unwrap(), a);
         assert!(TokenLevelKind::from_snapshot(
             Embedder::LateInteraction,
             &config,

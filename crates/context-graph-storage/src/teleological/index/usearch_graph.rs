@@ -5,7 +5,7 @@ use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use uuid::Uuid;
 
 use super::key_map::{KeyMap, Reader};
-use super::HnswConfig;
+use super::{Candidates, HnswConfig};
 use crate::teleological::store::{StorageError, StorageResult};
 
 /// usearch keeps one scratch context per concurrent caller and fails a call when all are
@@ -131,19 +131,51 @@ impl Graph {
         Ok(())
     }
 
-    /// The `count` nearest vectors' (id, distance), nearest first; may repeat an id in a
-    /// multi-vector graph.
-    pub(crate) fn search(&self, query: &[f32], count: usize) -> StorageResult<Vec<(Uuid, f32)>> {
+    /// The `count` nearest vectors' (id, distance) among `candidates`, nearest first; may
+    /// repeat an id in a multi-vector graph. `exact` scores the query against stored vectors
+    /// (for `Candidates::Only`).
+    pub(crate) fn search(
+        &self,
+        query: &[f32],
+        count: usize,
+        candidates: Candidates<'_>,
+        exact: impl Fn(&[f32]) -> f32,
+    ) -> StorageResult<Vec<(Uuid, f32)>> {
         if count == 0 || self.keys.len() == 0 {
             return Ok(Vec::new());
         }
+        let live = self.slots_used - self.removed_vectors;
         let _ctx = self.contexts.acquire();
-        let mut m = self.index.search(query, count).map_err(usearch_err("search"))?;
-        if m.keys.len() < count.min(self.slots_used - self.removed_vectors) {
-            // The graph walk reached fewer vectors than exist: churn has cut some off. An
-            // exact scan answers correctly until the next rebuild reconnects them.
-            m = self.index.exact_search(query, count).map_err(usearch_err("exact search"))?;
-        }
+        let m = match candidates {
+            Candidates::Only(ids) => {
+                let dims = self.shape.dims;
+                let mut scored = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    let v = self.vectors(id, dims)?;
+                    let best = v.chunks_exact(dims).map(&exact).fold(f32::INFINITY, f32::min);
+                    if best.is_finite() {
+                        scored.push((id, best));
+                    }
+                }
+                scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                scored.truncate(count);
+                return Ok(scored);
+            }
+            Candidates::Matching(pass) => {
+                let admit = |key: u64| self.keys.id(key).is_some_and(pass);
+                self.index.filtered_search(query, count, admit).map_err(usearch_err("filtered search"))?
+            }
+            Candidates::All => {
+                let m = self.index.search(query, count).map_err(usearch_err("search"))?;
+                if m.keys.len() < count.min(live) {
+                    // The graph walk reached fewer vectors than exist: churn has cut some
+                    // off. An exact scan answers correctly until the next rebuild.
+                    self.index.exact_search(query, count).map_err(usearch_err("exact search"))?
+                } else {
+                    m
+                }
+            }
+        };
         Ok(m.keys.iter().zip(&m.distances).filter_map(|(&k, &d)| self.keys.id(k).map(|id| (id, d))).collect())
     }
 
@@ -173,6 +205,11 @@ impl Graph {
     pub(crate) fn needs_rebuild(&self) -> bool {
         self.removed_vectors > 0
             && self.removed_vectors as f64 > REBUILD_REMOVED_SHARE * self.slots_used as f64
+    }
+
+    /// An empty graph of the same shape and configuration.
+    pub(crate) fn emptied(&self) -> StorageResult<Graph> {
+        Graph::new(self.shape, &self.config)
     }
 
     /// A new graph holding only the live entries (exact copies of their vectors).

@@ -53,6 +53,8 @@ pub struct StoreConfig {
     pub max_batch: usize,
     /// The schema: used when the store is created, checked when it is opened.
     pub schema: StoreSchema,
+    /// Candidates a fused search asks of each embedder, as a multiple of its limit (default 3).
+    pub search_overfetch: usize,
 }
 
 impl Default for StoreConfig {
@@ -65,6 +67,7 @@ impl Default for StoreConfig {
             durability: Durability::Sync,
             max_batch: 1000,
             schema: StoreSchema::default(),
+            search_overfetch: 3,
         }
     }
 }
@@ -111,6 +114,10 @@ impl RocksDbTeleologicalStore {
     /// while another process has it open). `Ok(None)` if the path holds no store.
     pub fn persisted_schema(path: &str) -> StorageResult<Option<StoreSchema>> {
         super::recovery::read_persisted_schema(Path::new(path))
+    }
+
+    pub(crate) fn core_arc(&self) -> Arc<StoreCore> {
+        self.core().clone()
     }
 
     fn core(&self) -> &Arc<StoreCore> {
