@@ -24,6 +24,17 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// `v` scaled to unit length (unchanged if its norm is zero). The dot product of two
+/// normalized vectors is their cosine, and costs a third of computing the cosine directly.
+pub fn normalized(v: &[f32]) -> Vec<f32> {
+    let norm = dot(v, v).sqrt();
+    if norm > 0.0 {
+        v.iter().map(|x| x / norm).collect()
+    } else {
+        v.to_vec()
+    }
+}
+
 /// Cosine similarity; 0 when either vector has zero norm.
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let denom = (dot(a, a) * dot(b, b)).sqrt();

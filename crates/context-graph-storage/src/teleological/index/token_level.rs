@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use context_graph_core::teleology::similarity::{cosine, max_sim};
+use context_graph_core::teleology::similarity::{dot, max_sim, normalized};
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, TokenEmbeddings};
 use parking_lot::RwLock;
 use usearch::MetricKind;
@@ -67,7 +67,7 @@ fn mean_vector(t: &TokenEmbeddings) -> Vec<f32> {
 
 impl TokenLevelKind {
     fn shape(dims: usize) -> GraphShape {
-        GraphShape { dims, metric: MetricKind::Cos, multi: false }
+        GraphShape { dims, metric: MetricKind::IP, multi: false }
     }
 
     pub(crate) fn new(
@@ -146,7 +146,7 @@ impl MemoryKind for TokenLevelKind {
             match *change {
                 IndexChange::Upsert(id, out) => {
                     let t = self.tokens(out)?;
-                    entries.graph.upsert(id, &[&mean_vector(t)])?;
+                    entries.graph.upsert(id, &[&normalized(&mean_vector(t))])?;
                     entries.tokens.insert(id, t.embeddings.concat());
                 }
                 IndexChange::Remove(id) => {
@@ -181,10 +181,10 @@ impl MemoryKind for TokenLevelKind {
             ids.iter().filter_map(|&id| score(id)).collect()
         } else if self.config.approximate {
             let wanted = (limit * CANDIDATE_FACTOR).max(MIN_CANDIDATES);
-            let mean = mean_vector(q);
+            let mean = normalized(&mean_vector(q));
             entries
                 .graph
-                .search(&mean, wanted, candidates, |v| 1.0 - cosine(&mean, v))?
+                .search(&mean, wanted, candidates, |v| 1.0 - dot(&mean, v))?
                 .into_iter()
                 .filter_map(|(id, _)| score(id))
                 .collect()
