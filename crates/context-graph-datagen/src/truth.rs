@@ -88,6 +88,36 @@ impl BruteForce {
         }
     }
 
+    /// The exact score of one row for a query (`None` if the kinds differ or the row is out
+    /// of range).
+    pub fn score_of(&self, query: &EmbedderOutput, row: usize) -> Option<f32> {
+        if row >= self.rows() {
+            return None;
+        }
+        Some(match (self, query) {
+            (BruteForce::Dense { dim, data }, EmbedderOutput::Dense(q)) => {
+                cosine(q, &data[row * dim..(row + 1) * dim])
+            }
+            (BruteForce::Sparse { indptr, indices, values, .. }, EmbedderOutput::Sparse(q)) => {
+                let (a, b) = (indptr[row] as usize, indptr[row + 1] as usize);
+                context_graph_core::teleology::SparseVector::new(
+                    indices[a..b].to_vec(),
+                    values[a..b].to_vec(),
+                )
+                .dot(q)
+            }
+            (BruteForce::Tokens { dim, offsets, data }, EmbedderOutput::TokenLevel(q)) => max_sim(
+                &q.embeddings,
+                &data[offsets[row] as usize * dim..offsets[row + 1] as usize * dim],
+                *dim,
+            ),
+            (BruteForce::Binary { bits, words, data }, EmbedderOutput::Binary(q)) => {
+                hamming_score(&pack_words(q, *words), &data[row * words..(row + 1) * words], *bits)
+            }
+            _ => return None,
+        })
+    }
+
     /// Exact top-k rows for one query (empty if the query has another kind).
     pub fn top_k(&self, query: &EmbedderOutput, k: usize) -> Vec<Scored> {
         let n = self.rows();

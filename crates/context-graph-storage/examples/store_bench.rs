@@ -9,9 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use context_graph_core::teleology::{Embedder, StoreSchema, TeleologicalArray};
+use context_graph_core::teleology::{ComparisonType, Embedder, StoreSchema, TeleologicalArray};
 use context_graph_datagen::{BruteForce, GenConfig, Generator};
-use context_graph_storage::{Durability, RocksDbTeleologicalStore, StoreConfig, TeleologicalArrayStore};
+use context_graph_storage::{
+    Durability, IndexedTeleologicalStore, RocksDbTeleologicalStore, SearchFilter, StoreConfig,
+    TeleologicalArrayStore,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -59,6 +62,15 @@ fn open(path: &str, durability: Durability) -> RocksDbTeleologicalStore {
     RocksDbTeleologicalStore::open(path, config).expect("open the store")
 }
 
+/// The namespace with the fewest arrays.
+fn smallest_namespace(namespaces: &[Option<String>]) -> String {
+    let mut counts = std::collections::HashMap::new();
+    for ns in namespaces.iter().flatten() {
+        *counts.entry(ns.clone()).or_insert(0usize) += 1;
+    }
+    counts.into_iter().min_by_key(|(ns, n)| (*n, ns.clone())).map(|(ns, _)| ns).unwrap_or_default()
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let args = parse_args();
@@ -75,6 +87,7 @@ async fn main() {
     let store = open(&path, Durability::Buffered);
     let mut exact: Vec<BruteForce> = Embedder::all().map(|e| BruteForce::new(schema.get(e))).collect();
     let mut ids = Vec::with_capacity(args.n);
+    let mut namespaces = Vec::with_capacity(args.n);
     let mut batch_times = Vec::new();
     let load_started = Instant::now();
     for start in (0..args.n).step_by(100) {
@@ -82,6 +95,7 @@ async fn main() {
             (start..(start + 100).min(args.n)).map(|i| generator.record(i as u64)).collect();
         for a in &batch {
             ids.push(a.id);
+            namespaces.push(a.namespace().map(str::to_owned));
             for e in Embedder::all() {
                 exact[e.index()].push(a.get(e));
             }
@@ -113,18 +127,20 @@ async fn main() {
 
     // Arrays stored one by one after loading join the brute-force reference too.
     let mut extra = args.n as u64;
-    let mut next_array = |ids: &mut Vec<_>, exact: &mut Vec<BruteForce>| {
-        extra += 1;
-        let a = generator.record(extra);
-        ids.push(a.id);
-        for e in Embedder::all() {
-            exact[e.index()].push(a.get(e));
-        }
-        a
-    };
+    let mut next_array =
+        |ids: &mut Vec<_>, namespaces: &mut Vec<Option<String>>, exact: &mut Vec<BruteForce>| {
+            extra += 1;
+            let a = generator.record(extra);
+            ids.push(a.id);
+            namespaces.push(a.namespace().map(str::to_owned));
+            for e in Embedder::all() {
+                exact[e.index()].push(a.get(e));
+            }
+            a
+        };
     let mut single = Vec::new();
     for _ in 0..300 {
-        let a = next_array(&mut ids, &mut exact);
+        let a = next_array(&mut ids, &mut namespaces, &mut exact);
         let t = Instant::now();
         store.store(&a).await.expect("store");
         single.push(t.elapsed());
@@ -140,7 +156,7 @@ async fn main() {
     let reopen_time = open_started.elapsed();
     let mut single = Vec::new();
     for _ in 0..200 {
-        let a = next_array(&mut ids, &mut exact);
+        let a = next_array(&mut ids, &mut namespaces, &mut exact);
         let t = Instant::now();
         store.store(&a).await.expect("store");
         single.push(t.elapsed());
@@ -189,6 +205,44 @@ async fn main() {
             &format!("recall@10 {:.4} over {} queries", recall / queries.len() as f64, queries.len()),
         );
     }
+    // Fused search over all 13 embedders (RRF, k = 60), and the recall of a namespace filter:
+    // the namespace's exact top 10 under E1 against the filtered search's answer.
+    let mut fused = Vec::with_capacity(queries.len());
+    for q in &queries {
+        let t = Instant::now();
+        store.search(q, &ComparisonType::rrf(), None, 10).await.expect("fused search");
+        fused.push(t.elapsed());
+    }
+    let (p50, p99) = percentiles(fused);
+    row("fused search, RRF over 13", &ms(p50), &ms(p99), &format!("{} queries", queries.len()));
+    let smallest = smallest_namespace(&namespaces);
+    let members = namespaces.iter().filter(|ns| ns.as_deref() == Some(smallest.as_str())).count();
+    let filter = SearchFilter { namespace: Some(smallest.clone()), ..SearchFilter::default() };
+    let e = Embedder::Semantic;
+    let (mut lat, mut recall) = (Vec::new(), 0.0);
+    for q in &queries {
+        let t = Instant::now();
+        let got = store
+            .search(q, &ComparisonType::SingleEmbedder(e), Some(&filter), 10)
+            .await
+            .expect("filtered search");
+        lat.push(t.elapsed());
+        let mut truth: Vec<(f32, usize)> = (0..ids.len())
+            .filter(|&r| namespaces[r].as_deref() == Some(smallest.as_str()))
+            .map(|r| (exact[e.index()].score_of(q.get(e), r).unwrap_or(f32::MIN), r))
+            .collect();
+        truth.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: Vec<_> = truth.iter().take(10).map(|&(_, r)| ids[r]).collect();
+        recall += got.iter().filter(|h| truth.contains(&h.id)).count() as f64 / truth.len().max(1) as f64;
+    }
+    let (p50, p99) = percentiles(lat);
+    let share = 100.0 * members as f64 / ids.len() as f64;
+    row(
+        &format!("E1 search in namespace {smallest}"),
+        &ms(p50),
+        &ms(p99),
+        &format!("{members} arrays ({share:.1}%), recall@10 {:.4}", recall / queries.len() as f64),
+    );
     row("close (snapshots + flush)", &ms(close_time), "", "after loading");
     row("reopen after clean close", &ms(reopen_time), "", "indices loaded from snapshots, no rebuild");
     store.close().expect("close");
