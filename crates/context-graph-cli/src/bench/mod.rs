@@ -1,0 +1,238 @@
+//! `teleo bench`: measure a store on a dataset in the benchmark layout.
+//!
+//! The steps, in order: obtain the dataset (given, or generated in a child process); create a
+//! store with the dataset's schema; ingest every record; time `get`; for each embedder with
+//! ground truth, sweep ef (graph indices) to the target recall and time searches there; close,
+//! measure the directory, reopen and time the first search answer; read the peak RSS. Nothing
+//! assumes the default roster: the embedders come from the dataset's `meta.json`.
+
+mod dataset;
+mod latency;
+mod report;
+mod search;
+mod system;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use context_graph_core::teleology::{Embedder, EmbedderOutput};
+use context_graph_datagen::Dataset;
+use context_graph_storage::{Durability, IndexOpenMode, RocksDbTeleologicalStore, TeleologicalArrayStore};
+use uuid::Uuid;
+
+use crate::commands::import::open_dataset;
+use crate::commands::Ctx;
+use crate::load::{load, DEFAULT_BATCH};
+use crate::{disk, open, progress};
+use latency::Latencies;
+use search::SearchResult;
+
+/// Default number of generated arrays: about a minute of ingest on 2 cores with the default
+/// roster, so that the whole run takes a few minutes.
+pub const DEFAULT_N: usize = 5_000;
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Run on this dataset directory (the layout of `teleo gen`, any roster) instead of
+    /// generating one.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["n", "schema", "queries"])]
+    pub data: Option<PathBuf>,
+
+    /// Arrays to generate when no --data is given.
+    #[arg(long, default_value_t = DEFAULT_N)]
+    pub n: usize,
+
+    /// Queries to generate when no --data is given.
+    #[arg(long, default_value_t = 200)]
+    pub queries: usize,
+
+    /// Seed of the generated dataset (and of the ids `get` is timed on).
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+
+    /// Schema of the generated dataset (JSON or TOML); the default roster when omitted.
+    #[arg(long, value_name = "FILE")]
+    pub schema: Option<PathBuf>,
+
+    /// Recall is measured at this k (recall@k), capped by the dataset's ground-truth depth.
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+
+    /// The recall@k the ef sweep of graph indices aims for.
+    #[arg(long, default_value_t = 0.95)]
+    pub target: f64,
+
+    /// Arrays per commit while ingesting (1..=1000).
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = crate::load::parse_batch)]
+    pub batch: usize,
+
+    /// Number of `get` calls timed.
+    #[arg(long, default_value_t = 1000)]
+    pub gets: usize,
+
+    /// Searches timed per embedder for latency, and again for throughput (cycling through the
+    /// queries; cut short after 5 s).
+    #[arg(long, default_value_t = 1000, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub searches: usize,
+
+    /// Directory for the temporary dataset and store (deleted afterwards); the system's
+    /// temporary directory by default. Put it on the disk you want to measure.
+    #[arg(long, value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Everything one run measured.
+pub struct BenchResults {
+    pub source: String,
+    pub n: usize,
+    pub queries: usize,
+    pub roster: Vec<String>,
+    pub generation: Option<Duration>,
+    pub ingest: Duration,
+    pub batch: usize,
+    pub raw_bytes: u64,
+    pub disk_data: u64,
+    pub disk_indices: u64,
+    pub disk_total: u64,
+    pub peak_rss: Option<u64>,
+    pub get: Latencies,
+    pub k: usize,
+    pub target: f64,
+    pub searches: Vec<SearchResult>,
+    pub skipped: Vec<(Embedder, String)>,
+    pub close: Duration,
+    pub reopen: Duration,
+    pub reopen_embedder: Embedder,
+    /// Open modes of the indices after the reopen, in a few words each, with their counts.
+    pub reopen_modes: Vec<(String, usize)>,
+    pub total: Duration,
+}
+
+pub async fn run(ctx: &Ctx, args: BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let source = dataset::obtain(
+        args.data.as_deref(),
+        dataset::GenRequest {
+            n: args.n,
+            queries: args.queries,
+            seed: args.seed,
+            schema: args.schema.as_deref(),
+            work_dir: &work_dir,
+        },
+    )?;
+    let ds = open_dataset(&source.dir)?;
+    let store_dir = tempfile::Builder::new()
+        .prefix("teleo-bench-store-")
+        .tempdir_in(&work_dir)
+        .with_context(|| format!("cannot create a directory in {}", work_dir.display()))?;
+    let mut results = measure(&ds, &source.dir, store_dir.path().to_path_buf(), &args).await?;
+    results.source = match &source.generated {
+        Some(_) => format!("generated (seed {})", args.seed),
+        None => source.dir.display().to_string(),
+    };
+    results.generation = source.generated.as_ref().map(|(_, t)| *t);
+    results.total = started.elapsed();
+    if ctx.json {
+        report::print_json(&results)
+    } else {
+        report::print_table(&results);
+        Ok(())
+    }
+}
+
+async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> anyhow::Result<BenchResults> {
+    let schema = ds.schema().clone();
+    let n = ds.meta().n;
+    let store = Arc::new(open::create(&path, schema.clone())?);
+
+    // Ingest: the clock stops when the last commit returns. Each commit is fsynced
+    // (Durability::Sync) and every index answers for it, so the data is searchable and durable.
+    let records = ds.records().map_err(|e| anyhow!("dataset: {e}"))?.map(|r| r.map_err(anyhow::Error::from));
+    let pb = progress::bar(Some(n as u64), "ingesting");
+    let loaded = load(&store, &path, records, args.batch, true, &pb).await?;
+    pb.finish_and_clear();
+
+    let get = latency::measure_get(&store, &loaded.ids, args.gets, args.seed).await?;
+
+    let workload::Plan { workloads, skipped, k } = workload::plan(ds, dir, &loaded.ids, args.k)?;
+    let pb = progress::bar(Some(workloads.len() as u64), "searching");
+    let mut searches = Vec::new();
+    for w in &workloads {
+        pb.set_message(format!("searching {}", w.embedder.short_name()));
+        searches.push(search::measure(&store, w.clone(), args.target, args.searches).await?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+
+    let t = Instant::now();
+    let store = Arc::try_unwrap(store).map_err(|_| anyhow!("the store is still in use"))?;
+    open::close(store, &path)?;
+    let close = t.elapsed();
+    let disk_data = disk::dir_bytes(&path.join("data"))?;
+    let disk_total = disk::dir_bytes(&path)?;
+
+    // Reopen to the first answer: what a restarted process waits before it can serve.
+    let first = workloads.first();
+    let reopen_embedder = first.map_or(Embedder::Semantic, |w| w.embedder);
+    let t = Instant::now();
+    let store = open::open_with(&path, schema, Durability::Sync, false)?;
+    let query = match first {
+        Some(w) => w.queries[0].clone(),
+        None => own_query(&store, &loaded.ids, reopen_embedder).await?,
+    };
+    store.index(reopen_embedder).search(&query, args.k, None).await?;
+    let reopen = t.elapsed();
+    let stats = store.stats().await?;
+    open::close(store, &path)?;
+
+    let mut reopen_modes: Vec<(String, usize)> = Vec::new();
+    for i in &stats.indices {
+        let mode = match &i.open_mode {
+            IndexOpenMode::Rebuilt { .. } => "rebuilt".to_owned(),
+            m => crate::commands::inspect::open_mode(m),
+        };
+        match reopen_modes.iter_mut().find(|(m, _)| *m == mode) {
+            Some((_, c)) => *c += 1,
+            None => reopen_modes.push((mode, 1)),
+        }
+    }
+    Ok(BenchResults {
+        source: String::new(),
+        n,
+        queries: ds.meta().queries,
+        roster: ds.embedders().map(|e| format!("{} {}", e.short_name(), ds.schema().get(e))).collect(),
+        generation: None,
+        ingest: loaded.elapsed,
+        batch: args.batch,
+        raw_bytes: loaded.raw_bytes,
+        disk_data,
+        disk_indices: disk_total - disk_data,
+        disk_total,
+        peak_rss: system::peak_rss_bytes(),
+        get,
+        k,
+        target: args.target,
+        searches,
+        skipped,
+        close,
+        reopen,
+        reopen_embedder,
+        reopen_modes,
+        total: Duration::ZERO,
+    })
+}
+
+/// A stored array's own output, as a query when the dataset has no usable queries.
+async fn own_query(
+    store: &RocksDbTeleologicalStore,
+    ids: &[Uuid],
+    e: Embedder,
+) -> anyhow::Result<EmbedderOutput> {
+    let id = ids.first().ok_or_else(|| anyhow!("the dataset has no records"))?;
+    Ok(store.retrieve(*id).await?.get(e).clone())
+}

@@ -1,0 +1,159 @@
+//! The benchmark's output: a table for people, one JSON object per metric per line for
+//! scripts.
+
+use serde_json::{json, Value};
+
+use super::search::SearchResult;
+use super::BenchResults;
+use crate::output::{bytes, duration, json_line, Table};
+
+fn micros(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e7).round() / 10.0
+}
+
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e4).round() / 10.0
+}
+
+fn ingest_rate(r: &BenchResults) -> f64 {
+    r.n as f64 / r.ingest.as_secs_f64().max(1e-9)
+}
+
+fn per_array(total: u64, n: usize) -> u64 {
+    total / n.max(1) as u64
+}
+
+pub fn print_table(r: &BenchResults) {
+    say!("teleo bench: {} arrays, {} queries, dataset {}", r.n, r.queries, r.source);
+    say!("roster: {}", r.roster.join(", "));
+    if let Some(t) = r.generation {
+        say!("dataset generated in {} (not part of the measurements)", duration(t));
+    }
+    say!();
+    let mut t = Table::new(&["metric", "value"]);
+    t.row(vec![
+        "ingest (searchable + durable)".into(),
+        format!(
+            "{:.0} arrays/s ({} arrays in {}, batches of {}, fsync per batch)",
+            ingest_rate(r),
+            r.n,
+            duration(r.ingest),
+            r.batch
+        ),
+    ]);
+    t.row(vec![
+        "disk per array".into(),
+        format!(
+            "{} (data {}, index snapshots {}; raw embeddings {})",
+            bytes(per_array(r.disk_total, r.n)),
+            bytes(per_array(r.disk_data, r.n)),
+            bytes(per_array(r.disk_indices, r.n)),
+            bytes(per_array(r.raw_bytes, r.n))
+        ),
+    ]);
+    t.row(vec!["peak RSS".into(), r.peak_rss.map_or("unavailable".into(), bytes)]);
+    t.row(vec![
+        "get p50 / p99".into(),
+        format!("{} / {} ({} gets)", duration(r.get.p50), duration(r.get.p99), r.get.samples),
+    ]);
+    t.row(vec!["close (snapshots + flush)".into(), duration(r.close)]);
+    let modes: Vec<String> = r.reopen_modes.iter().map(|(m, c)| format!("{c} {m}")).collect();
+    t.row(vec![
+        "reopen to first search result".into(),
+        format!(
+            "{} ({} search; indices: {})",
+            duration(r.reopen),
+            r.reopen_embedder.short_name(),
+            modes.join(", ")
+        ),
+    ]);
+    t.row(vec!["total run".into(), duration(r.total)]);
+    t.print();
+    say!();
+    let clients = r.searches.first().map_or(1, |s| s.clients);
+    let recall = format!(">recall@{}", r.k);
+    let qps = format!(">QPS ({clients} clients)");
+    let mut t = Table::new(&["embedder", "index", ">ef", &recall, ">p50", ">p99", &qps, "sweep ef:recall"]);
+    for s in &r.searches {
+        t.row(search_row(s, r.target));
+    }
+    for (e, why) in &r.skipped {
+        t.row(vec![
+            e.short_name().into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            format!("skipped: {why}"),
+        ]);
+    }
+    t.print();
+    if r.searches.iter().any(|s| !s.target_met) {
+        say!("* below the recall target of {:.2} at every ef tried; the best is shown", r.target);
+    }
+}
+
+fn search_row(s: &SearchResult, _target: f64) -> Vec<String> {
+    let sweep: Vec<String> = s.sweep.iter().map(|(ef, rec)| format!("{ef}:{rec:.3}")).collect();
+    vec![
+        s.embedder.short_name().into(),
+        s.index_type.as_str().into(),
+        s.ef.map_or("exact".into(), |ef| ef.to_string()),
+        format!("{:.3}{}", s.recall, if s.target_met { "" } else { "*" }),
+        duration(s.latency.p50),
+        duration(s.latency.p99),
+        format!("{:.0}", s.qps),
+        sweep.join(" "),
+    ]
+}
+
+pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
+    let mut lines: Vec<Value> = vec![
+        json!({"metric": "dataset", "source": r.source, "n": r.n, "queries": r.queries,
+               "roster": r.roster, "generation_s": r.generation.map(|t| t.as_secs_f64())}),
+        json!({"metric": "ingest_arrays_per_s", "value": ingest_rate(r), "unit": "arrays/s",
+               "seconds": r.ingest.as_secs_f64(), "batch": r.batch}),
+        json!({"metric": "disk_bytes_per_array", "value": per_array(r.disk_total, r.n),
+               "unit": "bytes", "data": per_array(r.disk_data, r.n),
+               "index_snapshots": per_array(r.disk_indices, r.n),
+               "raw_embeddings": per_array(r.raw_bytes, r.n)}),
+        json!({"metric": "peak_rss_bytes", "value": r.peak_rss, "unit": "bytes"}),
+        json!({"metric": "get_p50_us", "value": micros(r.get.p50), "unit": "us"}),
+        json!({"metric": "get_p99_us", "value": micros(r.get.p99), "unit": "us"}),
+    ];
+    for s in &r.searches {
+        let ef = s.ef.map_or(json!("exact"), |ef| json!(ef));
+        let base = |metric: &str, value: Value, unit: &str| {
+            json!({"metric": metric, "embedder": s.embedder.short_name(),
+                   "index": s.index_type.as_str(), "ef": ef, "value": value, "unit": unit})
+        };
+        for (sweep_ef, rec) in &s.sweep {
+            lines.push(json!({"metric": format!("sweep_recall_at_{}", r.k),
+                "embedder": s.embedder.short_name(), "index": s.index_type.as_str(),
+                "ef": sweep_ef, "value": rec, "unit": "fraction"}));
+        }
+        let mut recall = base(&format!("recall_at_{}", r.k), json!(s.recall), "fraction");
+        recall["target_met"] = json!(s.target_met);
+        lines.push(recall);
+        lines.push(base("search_p50_us", json!(micros(s.latency.p50)), "us"));
+        lines.push(base("search_p99_us", json!(micros(s.latency.p99)), "us"));
+        let mut qps = base("search_qps", json!(s.qps), "queries/s");
+        qps["clients"] = json!(s.clients);
+        lines.push(qps);
+    }
+    for (e, why) in &r.skipped {
+        lines.push(json!({"metric": "search_skipped", "embedder": e.short_name(), "reason": why}));
+    }
+    lines.push(json!({"metric": "close_ms", "value": millis(r.close), "unit": "ms"}));
+    lines.push(json!({"metric": "reopen_to_first_result_ms", "value": millis(r.reopen),
+        "unit": "ms", "embedder": r.reopen_embedder.short_name(),
+        "index_open_modes": r.reopen_modes.iter()
+            .map(|(m, c)| json!({"mode": m, "indices": c})).collect::<Vec<_>>()}));
+    lines.push(json!({"metric": "total_s", "value": r.total.as_secs_f64(), "unit": "s"}));
+    for line in &lines {
+        json_line(line)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,60 @@
+//! `teleo put`: store arrays read as NDJSON.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use context_graph_core::teleology::DEFAULT_MAX_TOKENS;
+use context_graph_storage::{Durability, TeleologicalArrayStore};
+
+use super::Ctx;
+use crate::load::{load, DEFAULT_BATCH};
+use crate::ndjson::ArrayLines;
+use crate::output::{arrays, duration, json_line};
+use crate::{open, progress};
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// NDJSON file, one array per line (see docs/CLI.md for the shape); `-` or nothing reads
+    /// stdin. Each line is checked against the store's schema before anything is stored; an
+    /// array whose id is already stored replaces it.
+    #[arg(value_name = "FILE", default_value = "-")]
+    pub file: PathBuf,
+
+    /// Arrays per atomic commit (1..=1000). Each batch is all-or-nothing and fsynced.
+    #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = crate::load::parse_batch)]
+    pub batch: usize,
+}
+
+pub async fn run(ctx: &Ctx, args: PutArgs) -> anyhow::Result<()> {
+    let input: Box<dyn BufRead + Send> = if args.file.as_os_str() == "-" {
+        if std::io::stdin().is_terminal() {
+            eprintln!("reading arrays as NDJSON from stdin (end with Ctrl-D)");
+        }
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        let f = File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+        Box::new(BufReader::with_capacity(1 << 20, f))
+    };
+    let store = open::open_existing(&ctx.db, Durability::Sync)?;
+    // The store checks again; checking here too lets an error name the input line.
+    let lines = ArrayLines::new(input, store.schema().clone(), DEFAULT_MAX_TOKENS);
+    let pb = progress::bar(None, "storing");
+    let result = load(&store, &ctx.db, lines.map(|r| r.map(|(_, a)| a)), args.batch, false, &pb).await;
+    pb.finish_and_clear();
+    let total = store.count().await;
+    // Close even after an input error, so the arrays stored so far get their snapshots.
+    open::close(store, &ctx.db)?;
+    let done = result?;
+    let total = total?;
+    if ctx.json {
+        json_line(&serde_json::json!({
+            "stored": done.stored, "count": total, "seconds": done.elapsed.as_secs_f64()
+        }))?;
+    } else {
+        say!("stored {} in {}; the store holds {total}", arrays(done.stored), duration(done.elapsed));
+    }
+    Ok(())
+}
