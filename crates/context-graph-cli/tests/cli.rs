@@ -385,6 +385,59 @@ fn search_ranks_by_similarity_and_filters_by_namespace() {
 }
 
 #[test]
+fn search_fuses_several_embedders_with_filters() {
+    let s = Scratch::new();
+    s.loaded(300);
+    let lines = s.export(&s.store());
+    let id = id_of(&lines[7]);
+    fs::write(s.path("q.json"), &lines[7]).unwrap();
+
+    // Reciprocal-rank fusion of three embedders: the array itself ranks first, and each hit
+    // carries the exact score of every searched embedder.
+    let out = s
+        .teleo()
+        .args(["search", "--embedders", "E1,E6,E12", "-k", "5", "--json", "--query"])
+        .arg(s.path("q.json"))
+        .assert()
+        .success();
+    let hits = stdout_json_lines(&out);
+    assert_eq!(hits.len(), 5);
+    assert_eq!(hits[0]["id"], id.as_str());
+    assert_eq!(hits[0]["rank"], 1);
+    for h in &hits {
+        for e in ["E1", "E6", "E12"] {
+            assert!(h["per_embedder"][e].is_number(), "{e} score of {h}");
+        }
+        assert!(h["per_embedder"].get("E2").is_none());
+    }
+
+    // A weighted sum: the score is the weighted sum of the per-embedder scores.
+    let out = s
+        .teleo()
+        .args(["search", "--embedders", "E1,E2", "--fusion", "weighted", "--weights", "3,1", "--json"])
+        .args(["--like", &id, "-k", "3", "--namespace", "ns-01"])
+        .assert()
+        .success();
+    for h in stdout_json_lines(&out) {
+        assert_eq!(h["namespace"], "ns-01");
+        let (a, b) = (h["per_embedder"]["E1"].as_f64().unwrap(), h["per_embedder"]["E2"].as_f64().unwrap());
+        assert!((h["score"].as_f64().unwrap() - (0.75 * a + 0.25 * b)).abs() < 1e-4, "{h}");
+    }
+
+    // A time filter that nothing passes, and weights that do not match the embedders.
+    s.teleo()
+        .args(["search", "--embedders", "E1,E9", "--like", &id, "--after", "2999-01-01T00:00:00Z"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("no results"));
+    s.teleo()
+        .args(["search", "--embedders", "E1,E9", "--weights", "1", "--like", &id])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--weights has 1 values for 2 embedders"));
+}
+
+#[test]
 fn search_refuses_an_unknown_embedder() {
     let s = Scratch::new();
     s.teleo()
@@ -561,6 +614,8 @@ fn bench_measures_a_dataset_of_another_roster() {
         "search_qps",
         "close_ms",
         "reopen_to_first_result_ms",
+        "fused_rrf_p50_us",
+        "namespace_filtered_recall_at_10",
     ] {
         assert!(names.contains(want), "no {want} in {names:?}");
     }

@@ -7,6 +7,7 @@
 //! assumes the default roster: the embedders come from the dataset's `meta.json`.
 
 mod dataset;
+mod fused;
 mod latency;
 mod report;
 mod search;
@@ -104,6 +105,8 @@ pub struct BenchResults {
     pub target: f64,
     pub searches: Vec<SearchResult>,
     pub skipped: Vec<(Embedder, String)>,
+    /// Fused search (RRF over every embedder) and namespace-filtered recall.
+    pub fused: Option<fused::FusedResult>,
     pub close: Duration,
     pub reopen: Duration,
     pub reopen_embedder: Embedder,
@@ -168,6 +171,8 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         pb.inc(1);
     }
     pb.finish_and_clear();
+    let queries = ds.queries().map_err(|e| anyhow!("dataset: {e}"))?;
+    let fused = fused::measure(&store, ds, &loaded.ids, &queries, k).await?;
 
     let t = Instant::now();
     let store = Arc::try_unwrap(store).map_err(|_| anyhow!("the store is still in use"))?;
@@ -219,6 +224,7 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         target: args.target,
         searches,
         skipped,
+        fused,
         close,
         reopen,
         reopen_embedder,

@@ -93,6 +93,31 @@ pub fn print_table(r: &BenchResults) {
     if r.searches.iter().any(|s| !s.target_met) {
         say!("* below the recall target of {:.2} at every ef tried; the best is shown", r.target);
     }
+    if let Some(f) = &r.fused {
+        say!();
+        let mut t = Table::new(&["fused search", ">p50", ">p99", "note"]);
+        t.row(vec![
+            format!("RRF (k 60) over {} embedders", f.embedders),
+            duration(f.rrf.p50),
+            duration(f.rrf.p99),
+            format!("{} queries, top {}", f.rrf.samples, r.k),
+        ]);
+        if let Some(n) = &f.filtered {
+            t.row(vec![
+                format!("{} in namespace {}", n.embedder.short_name(), n.namespace),
+                duration(n.latency.p50),
+                duration(n.latency.p99),
+                format!(
+                    "{} arrays ({:.1}% of the store), recall@{} {:.3} against brute force in the namespace",
+                    n.members,
+                    100.0 * n.members as f64 / r.n.max(1) as f64,
+                    r.k,
+                    n.recall
+                ),
+            ]);
+        }
+        t.print();
+    }
 }
 
 fn search_row(s: &SearchResult, _target: f64) -> Vec<String> {
@@ -145,6 +170,19 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
     }
     for (e, why) in &r.skipped {
         lines.push(json!({"metric": "search_skipped", "embedder": e.short_name(), "reason": why}));
+    }
+    if let Some(f) = &r.fused {
+        lines.push(json!({"metric": "fused_rrf_p50_us", "value": micros(f.rrf.p50), "unit": "us", "embedders": f.embedders}));
+        lines.push(json!({"metric": "fused_rrf_p99_us", "value": micros(f.rrf.p99), "unit": "us", "embedders": f.embedders}));
+        if let Some(n) = &f.filtered {
+            lines.push(json!({"metric": format!("namespace_filtered_recall_at_{}", r.k), "value": n.recall,
+                "unit": "fraction", "embedder": n.embedder.short_name(), "namespace": n.namespace,
+                "members": n.members}));
+            lines.push(
+                json!({"metric": "namespace_filtered_p50_us", "value": micros(n.latency.p50), "unit": "us",
+                "embedder": n.embedder.short_name()}),
+            );
+        }
     }
     lines.push(json!({"metric": "close_ms", "value": millis(r.close), "unit": "ms"}));
     lines.push(json!({"metric": "reopen_to_first_result_ms", "value": millis(r.reopen),
