@@ -316,6 +316,10 @@ pub(crate) fn open_core(
         slots.push(IndexSlot::Memory(MemoryIndex::owned(index)));
     }
 
+    // The snapshots on disk are current if every in-memory index loaded one of the last commit.
+    let snapshots_at =
+        (!created && rebuild.is_empty() && pending.iter().all(|p| p.from_seq == counters.commit_seq))
+            .then_some(counters.commit_seq);
     // Step 5.
     catch_up(&db, &mut pending)?;
     for p in &pending {
@@ -337,6 +341,7 @@ pub(crate) fn open_core(
             commit_seq: counters.commit_seq,
             array_count: counters.array_count,
             log_truncated_through: counters.log_truncated_through,
+            snapshots_at,
         }),
         count: AtomicUsize::new(counters.array_count as usize),
         failure: Mutex::new(None),
@@ -464,6 +469,10 @@ impl StoreCore {
     pub(crate) fn persist_indices(&self) -> StorageResult<()> {
         let mut writer = self.writer.lock();
         let seq = writer.commit_seq;
+        if writer.snapshots_at == Some(seq) {
+            // Nothing was committed since the snapshots on disk were written.
+            return Ok(());
+        }
         // The snapshots must never be ahead of durable data (Buffered writes are in the WAL
         // but maybe not on disk yet).
         self.db.flush_wal(true)?;
@@ -494,6 +503,7 @@ impl StoreCore {
             self.db.write_opt(batch, &opts)?;
             writer.log_truncated_through = seq;
         }
+        writer.snapshots_at = Some(seq);
         Ok(())
     }
 }

@@ -252,7 +252,9 @@ impl StoreCore {
 
     /// Rebuild every in-memory index from `teleological_arrays`.
     pub(crate) fn rebuild_memory_indices(&self) -> StorageResult<()> {
-        let _writer = self.writer.lock();
+        let mut writer = self.writer.lock();
+        // The rebuilt graphs differ from the snapshot files: the next close rewrites them.
+        writer.snapshots_at = None;
         let memory: Vec<_> = self
             .slots
             .iter()

@@ -50,6 +50,10 @@ pub(crate) struct WriterState {
     pub(crate) commit_seq: u64,
     pub(crate) array_count: u64,
     pub(crate) log_truncated_through: u64,
+    /// The commit every index snapshot on disk reflects, when they all reflect the same one;
+    /// `None` when some snapshot is missing or behind. Lets `close` skip rewriting snapshots
+    /// nothing has changed since.
+    pub(crate) snapshots_at: Option<u64>,
 }
 
 pub(crate) struct StoreCore {

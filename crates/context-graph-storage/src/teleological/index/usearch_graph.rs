@@ -263,8 +263,8 @@ impl Graph {
         if meta.dimensions as usize != shape.dims || meta.metric != shape.metric || meta.multi != shape.multi
         {
             return Err(format!(
-                "snapshot graph has {} dimensions (multi {}), the configuration {} (multi {})",
-                meta.dimensions, meta.multi, shape.dims, shape.multi
+                "snapshot graph has {} dimensions ({:?}, multi {}), the configuration {} ({:?}, multi {})",
+                meta.dimensions, meta.metric, meta.multi, shape.dims, shape.metric, shape.multi
             ));
         }
         let index = Index::new(&options(shape, config)).map_err(|e| format!("usearch create: {e}"))?;

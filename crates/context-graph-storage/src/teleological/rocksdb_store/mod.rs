@@ -138,6 +138,11 @@ impl RocksDbTeleologicalStore {
         self.core().slot(embedder).as_dyn()
     }
 
+    /// The most tokens a token-level output may have (fixed when the store was created).
+    pub fn max_tokens(&self) -> usize {
+        self.core().max_tokens
+    }
+
     /// The schema the store was created with.
     pub fn schema(&self) -> &StoreSchema {
         &self.core().schema

@@ -650,3 +650,27 @@ async fn concurrent_writers_end_consistent() {
 fn futures_len(store: &RocksDbTeleologicalStore, ns: &str) -> usize {
     store.core().list_namespace(ns).unwrap().len()
 }
+
+#[tokio::test]
+async fn close_rewrites_snapshots_only_after_changes() {
+    let mut f = Fixture::new(21);
+    let snapshot = f.dir.path().join("indices").join("E1.snap");
+    let store = f.open();
+    store.store(&f.array(None)).await.unwrap();
+    store.close().unwrap();
+    let written = std::fs::read(&snapshot).unwrap();
+    let modified = std::fs::metadata(&snapshot).unwrap().modified().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    // A read-only open and close leaves the snapshot file alone.
+    let store = f.open();
+    assert_eq!(store.count().await.unwrap(), 1);
+    store.close().unwrap();
+    assert_eq!(std::fs::metadata(&snapshot).unwrap().modified().unwrap(), modified);
+    // A write makes the next close write a new snapshot.
+    let store = f.open();
+    store.store(&f.array(None)).await.unwrap();
+    store.close().unwrap();
+    assert_ne!(std::fs::read(&snapshot).unwrap(), written);
+    let store = f.open();
+    assert!(store.stats().await.unwrap().indices.iter().all(|s| s.live == 2));
+}
