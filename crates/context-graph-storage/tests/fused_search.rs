@@ -266,3 +266,20 @@ async fn a_namespace_of_a_few_arrays_among_thousands_gets_all_of_them() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_indices_reproduces_the_same_answers() {
+    let f = fixture(300).await;
+    let query = array(40_000, 5);
+    let before = f.store.search(&query, &ComparisonType::rrf(), None, 10).await.unwrap();
+    f.store.rebuild_indices().await.unwrap();
+    let stats = f.store.index_stats().await.unwrap();
+    assert_eq!(stats.len(), 13);
+    assert!(stats.iter().all(|s| s.live == 300 && s.removed_in_graph == 0), "{stats:?}");
+    check(&f, &query, &ComparisonType::rrf(), &SearchFilter::default(), 10).await;
+    let after = f.store.search(&query, &ComparisonType::rrf(), None, 10).await.unwrap();
+    assert_eq!(
+        before.iter().map(|r| r.id).collect::<Vec<_>>(),
+        after.iter().map(|r| r.id).collect::<Vec<_>>()
+    );
+}
