@@ -141,34 +141,22 @@ impl StoreCore {
         let per_embedder = limit.saturating_mul(self.config.search_overfetch.max(1));
 
         // Candidates from each embedder, with the namespace and time filters inside the search.
-        let attrs = self.attrs.read();
-        let restriction = self.restriction(&attrs, filter);
-        let admits = |id: Uuid| admitted_by_index_filters(&attrs, filter, id);
-        let candidates = match &restriction {
-            Restriction::None => Candidates::All,
-            Restriction::Members(ids) => Candidates::Only(ids),
-            Restriction::Predicate => Candidates::Matching(&admits),
-        };
-        let mut lists: Vec<(Embedder, Vec<IndexSearchResult>)> = Vec::with_capacity(embedders.len());
-        for &e in &embedders {
-            let hits = match self.slot(e) {
-                IndexSlot::Memory(m) => {
-                    m.kind.check(query.get(e))?;
-                    m.kind.search(query.get(e), per_embedder, None, candidates)?
-                }
-                IndexSlot::Inverted(i) => i.search_sync(query.get(e), per_embedder, None, candidates)?,
-                IndexSlot::Disabled(_) => {
-                    return Err(StorageError::Index(format!(
-                        "index of {} is disabled: it cannot be searched",
-                        e.short_name()
-                    )))
-                }
+        let lists = if *filter == SearchFilter::default() {
+            // No filter: the attributes are not needed, and commits need not wait for this search.
+            self.candidate_lists(query, &embedders, per_embedder, Candidates::All, |_| true)?
+        } else {
+            let attrs = self.attrs.read();
+            let restriction = self.restriction(&attrs, filter);
+            let admits = |id: Uuid| admitted_by_index_filters(&attrs, filter, id);
+            let candidates = match &restriction {
+                Restriction::None => Candidates::All,
+                Restriction::Members(ids) => Candidates::Only(ids),
+                Restriction::Predicate => Candidates::Matching(&admits),
             };
-            let kept: Vec<_> =
-                hits.into_iter().filter(|h| passes_post_filters(&attrs, filter, h.id)).collect();
-            lists.push((e, kept));
-        }
-        drop(attrs);
+            self.candidate_lists(query, &embedders, per_embedder, candidates, |id| {
+                passes_post_filters(&attrs, filter, id)
+            })?
+        };
 
         // Exact per-embedder scores of every candidate, from the stored arrays.
         let ids: Vec<Uuid> = {
@@ -206,6 +194,35 @@ impl StoreCore {
             r.rank = i + 1;
         }
         Ok(results)
+    }
+
+    /// Each embedder's candidates among `candidates`, best first, keeping those `keep` admits.
+    fn candidate_lists(
+        &self,
+        query: &TeleologicalArray,
+        embedders: &[Embedder],
+        per_embedder: usize,
+        candidates: Candidates<'_>,
+        keep: impl Fn(Uuid) -> bool,
+    ) -> StorageResult<Vec<(Embedder, Vec<IndexSearchResult>)>> {
+        let mut lists = Vec::with_capacity(embedders.len());
+        for &e in embedders {
+            let hits = match self.slot(e) {
+                IndexSlot::Memory(m) => {
+                    m.kind.check(query.get(e))?;
+                    m.kind.search(query.get(e), per_embedder, None, candidates)?
+                }
+                IndexSlot::Inverted(i) => i.search_sync(query.get(e), per_embedder, None, candidates)?,
+                IndexSlot::Disabled(_) => {
+                    return Err(StorageError::Index(format!(
+                        "index of {} is disabled: it cannot be searched",
+                        e.short_name()
+                    )))
+                }
+            };
+            lists.push((e, hits.into_iter().filter(|h| keep(h.id)).collect()));
+        }
+        Ok(lists)
     }
 
     /// Small namespaces are scored exhaustively; other filters run inside the index search.
