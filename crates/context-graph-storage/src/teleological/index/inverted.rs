@@ -148,8 +148,9 @@ pub struct InvertedIndex {
 pub(crate) struct LiveDelta(pub(crate) isize);
 
 impl InvertedIndex {
-    /// An inverted index over `db`, which must have the `sparse_postings` column family.
-    /// Counts the live entries already there.
+    /// An inverted index over `db`, which must have the `sparse_postings` column family,
+    /// opened with [`postings_cf_options`] (the term-bound merge operator). Counts the live
+    /// entries already there.
     pub fn open(
         db: Arc<DB>,
         embedder: Embedder,
