@@ -5,11 +5,11 @@ use std::path::Path;
 
 use rocksdb::checkpoint::Checkpoint;
 
-use super::index::snapshot::{snapshot_path, write_snapshot};
+use super::index::snapshot::write_index_snapshot;
 use super::parallel::map_parallel;
 use super::recovery::{DATA_DIR, SNAPSHOT_DIR};
 use super::store::{StorageError, StorageResult};
-use super::store_core::{IndexSlot, StoreCore};
+use super::store_core::StoreCore;
 
 impl StoreCore {
     /// Write a consistent, openable copy of the store to `dest` (which must not exist): a
@@ -25,14 +25,7 @@ impl StoreCore {
         }
         let io = |what: &str, e: std::io::Error| StorageError::Backend(format!("checkpoint: {what}: {e}"));
         fs::create_dir_all(dest).map_err(|e| io("create destination", e))?;
-        let memory: Vec<_> = self
-            .slots
-            .iter()
-            .filter_map(|s| match s {
-                IndexSlot::Memory(m) => Some(m.kind.clone()),
-                _ => None,
-            })
-            .collect();
+        let memory = self.memory_indices();
         let (seq, payloads) = {
             // The writer lock makes the data and the indices describe the same commit.
             let writer = self.writer.lock();
@@ -43,10 +36,8 @@ impl StoreCore {
         };
         let dir = dest.join(SNAPSHOT_DIR);
         fs::create_dir_all(&dir).map_err(|e| io("create the snapshot directory", e))?;
-        for (kind, payload) in memory.iter().zip(&payloads) {
-            let e = kind.embedder();
-            write_snapshot(&snapshot_path(&dir, e), e, kind.index_type(), seq, payload)
-                .map_err(|err| io(&format!("snapshot of {}", e.short_name()), err))?;
+        for (index, payload) in memory.iter().zip(&payloads) {
+            write_index_snapshot(&dir, index.as_ref(), seq, payload)?;
         }
         tracing::info!("checkpoint of commit {seq} written to {}", dest.display());
         Ok(())

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use context_graph_core::encoding::{decode_array, decode_slot};
-use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput};
+use context_graph_core::teleology::{Embedder, EmbedderDims, TeleologicalArray};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions,
@@ -33,9 +33,11 @@ use super::column_families::ColumnFamily;
 use super::index::binary::BinaryKind;
 use super::index::hnsw::HnswKind;
 use super::index::inverted::postings_cf_options;
-use super::index::snapshot::{read_snapshot, snapshot_path, write_snapshot};
+use super::index::snapshot::{read_snapshot, snapshot_path, write_index_snapshot};
 use super::index::token_level::{default_token_graph_config, TokenLevelKind};
-use super::index::{EmbedderIndexConfig, IndexChange, IndexType, InvertedIndex, MemoryIndex, MemoryKind};
+use super::index::{
+    EmbedderIndexConfig, HnswConfig, IndexChange, IndexType, InvertedIndex, MemoryIndex, MemoryKind,
+};
 use super::parallel::for_each_parallel;
 use super::rocksdb_store::StoreConfig;
 use super::store::{IndexOpenMode, StorageError, StorageResult};
@@ -177,20 +179,24 @@ struct Pending {
     mode: IndexOpenMode,
 }
 
+/// The graph configuration of a dense or token-level slot: the one given, else the default.
+fn graph_config(dims: EmbedderDims, c: &EmbedderIndexConfig) -> HnswConfig {
+    c.hnsw_config.clone().unwrap_or_else(|| match dims {
+        EmbedderDims::Dense(d) => HnswConfig::default_for_dims(d),
+        _ => default_token_graph_config(),
+    })
+}
+
 fn new_memory_index(
     e: Embedder,
     dims: EmbedderDims,
     c: &EmbedderIndexConfig,
 ) -> StorageResult<Arc<dyn MemoryKind>> {
+    let graph = graph_config(dims, c);
     Ok(match dims {
-        EmbedderDims::Dense(d) => {
-            let hnsw = c.hnsw_config.clone().unwrap_or_else(|| super::index::HnswConfig::default_for_dims(d));
-            Arc::new(HnswKind::new(e, d, &hnsw)?)
-        }
+        EmbedderDims::Dense(d) => Arc::new(HnswKind::new(e, d, &graph)?),
         EmbedderDims::TokenLevel { .. } => {
-            let t = c.token_level_config.clone().unwrap_or_default();
-            let graph = c.hnsw_config.clone().unwrap_or_else(default_token_graph_config);
-            Arc::new(TokenLevelKind::new(e, &t, &graph)?)
+            Arc::new(TokenLevelKind::new(e, &c.token_level_config.clone().unwrap_or_default(), &graph)?)
         }
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::new(e, bits)),
         EmbedderDims::Sparse { .. } => unreachable!("sparse slots are inverted indices"),
@@ -203,16 +209,15 @@ fn load_memory_index(
     c: &EmbedderIndexConfig,
     payload: &[u8],
 ) -> Result<Arc<dyn MemoryKind>, String> {
+    let graph = graph_config(dims, c);
     Ok(match dims {
-        EmbedderDims::Dense(d) => {
-            let hnsw = c.hnsw_config.clone().unwrap_or_else(|| super::index::HnswConfig::default_for_dims(d));
-            Arc::new(HnswKind::from_snapshot(e, d, &hnsw, payload)?)
-        }
-        EmbedderDims::TokenLevel { .. } => {
-            let t = c.token_level_config.clone().unwrap_or_default();
-            let graph = c.hnsw_config.clone().unwrap_or_else(default_token_graph_config);
-            Arc::new(TokenLevelKind::from_snapshot(e, &t, &graph, payload)?)
-        }
+        EmbedderDims::Dense(d) => Arc::new(HnswKind::from_snapshot(e, d, &graph, payload)?),
+        EmbedderDims::TokenLevel { .. } => Arc::new(TokenLevelKind::from_snapshot(
+            e,
+            &c.token_level_config.clone().unwrap_or_default(),
+            &graph,
+            payload,
+        )?),
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::from_snapshot(e, bits, payload)?),
         EmbedderDims::Sparse { .. } => return Err("sparse slots have no snapshot".into()),
     })
@@ -308,7 +313,7 @@ pub(crate) fn open_core(
                     );
                     modes.push(IndexOpenMode::Rebuilt { reason: reason.clone() });
                     let index = new_memory_index(e, dims, c)?;
-                    rebuild.push((e, index.clone()));
+                    rebuild.push(index.clone());
                     index
                 }
             }
@@ -410,15 +415,15 @@ fn catch_up(db: &DB, pending: &mut [Pending]) -> StorageResult<()> {
 }
 
 /// Empty `targets` and fill them again from every stored array.
-pub(crate) fn refill_from_arrays(db: &DB, targets: &[(Embedder, Arc<dyn MemoryKind>)]) -> StorageResult<()> {
-    for (_, index) in targets {
+pub(crate) fn refill_from_arrays(db: &DB, targets: &[Arc<dyn MemoryKind>]) -> StorageResult<()> {
+    for index in targets {
         index.clear()?;
     }
     rebuild_from_arrays(db, targets)
 }
 
 /// Step 6: fill empty indices from every stored array.
-fn rebuild_from_arrays(db: &DB, targets: &[(Embedder, Arc<dyn MemoryKind>)]) -> StorageResult<()> {
+fn rebuild_from_arrays(db: &DB, targets: &[Arc<dyn MemoryKind>]) -> StorageResult<()> {
     if targets.is_empty() {
         return Ok(());
     }
@@ -426,14 +431,13 @@ fn rebuild_from_arrays(db: &DB, targets: &[(Embedder, Arc<dyn MemoryKind>)]) -> 
     let arrays_cf = ColumnFamily::Arrays.handle(db)?;
     let mut it = db.raw_iterator_cf(&arrays_cf);
     it.seek_to_first();
-    let mut chunk: Vec<(Uuid, Vec<EmbedderOutput>)> = Vec::with_capacity(REBUILD_CHUNK);
+    let mut chunk: Vec<TeleologicalArray> = Vec::with_capacity(REBUILD_CHUNK);
     let mut done = 0usize;
     while let (Some(key), Some(value)) = (it.key(), it.value()) {
         let array = decode_array(value).map_err(|e| {
             StorageError::corrupt(format_args!("array {}", Uuid::from_slice(key).unwrap_or_default()), e)
         })?;
-        let outs = targets.iter().map(|(e, _)| array.get(*e).clone()).collect();
-        chunk.push((array.id, outs));
+        chunk.push(array);
         if chunk.len() == REBUILD_CHUNK {
             apply_chunk(targets, &chunk)?;
             done += chunk.len();
@@ -447,19 +451,16 @@ fn rebuild_from_arrays(db: &DB, targets: &[(Embedder, Arc<dyn MemoryKind>)]) -> 
     it.status()?;
     apply_chunk(targets, &chunk)?;
     done += chunk.len();
-    let names: Vec<_> = targets.iter().map(|(e, _)| e.short_name()).collect();
+    let names: Vec<_> = targets.iter().map(|index| index.embedder().short_name()).collect();
     tracing::warn!("rebuilt indices {names:?} from {done} arrays in {:.2?}", started.elapsed());
     Ok(())
 }
 
-fn apply_chunk(
-    targets: &[(Embedder, Arc<dyn MemoryKind>)],
-    chunk: &[(Uuid, Vec<EmbedderOutput>)],
-) -> StorageResult<()> {
-    let positions: Vec<usize> = (0..targets.len()).collect();
-    for_each_parallel(&positions, |&i| {
-        let changes: Vec<_> = chunk.iter().map(|(id, outs)| IndexChange::Upsert(*id, &outs[i])).collect();
-        targets[i].1.apply(&changes)
+fn apply_chunk(targets: &[Arc<dyn MemoryKind>], chunk: &[TeleologicalArray]) -> StorageResult<()> {
+    for_each_parallel(targets, |index| {
+        let e = index.embedder();
+        let changes: Vec<_> = chunk.iter().map(|a| IndexChange::Upsert(a.id, a.get(e))).collect();
+        index.apply(&changes)
     })
 }
 
@@ -477,20 +478,8 @@ impl StoreCore {
         // but maybe not on disk yet).
         self.db.flush_wal(true)?;
         let dir = self.snapshot_dir();
-        let memory: Vec<&MemoryIndex> = self
-            .slots
-            .iter()
-            .filter_map(|s| match s {
-                IndexSlot::Memory(m) => Some(m),
-                _ => None,
-            })
-            .collect();
-        for_each_parallel(&memory, |m| {
-            let e = m.kind.embedder();
-            let payload = m.kind.snapshot_payload()?;
-            write_snapshot(&snapshot_path(&dir, e), e, m.kind.index_type(), seq, &payload).map_err(|err| {
-                StorageError::Backend(format!("writing the snapshot of {}: {err}", e.short_name()))
-            })
+        for_each_parallel(&self.memory_indices(), |index| {
+            write_index_snapshot(&dir, index.as_ref(), seq, &index.snapshot_payload()?)
         })?;
         if seq > writer.log_truncated_through {
             let log_cf = ColumnFamily::ChangeLog.handle(&self.db)?;

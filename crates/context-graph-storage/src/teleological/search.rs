@@ -272,15 +272,7 @@ impl StoreCore {
         let mut writer = self.writer.lock();
         // The rebuilt graphs differ from the snapshot files: the next close rewrites them.
         writer.snapshots_at = None;
-        let memory: Vec<_> = self
-            .slots
-            .iter()
-            .filter_map(|s| match s {
-                IndexSlot::Memory(m) => Some((m.kind.embedder(), m.kind.clone())),
-                _ => None,
-            })
-            .collect();
-        super::recovery::refill_from_arrays(&self.db, &memory)
+        super::recovery::refill_from_arrays(&self.db, &self.memory_indices())
     }
 }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::attrs::AttrTable;
 use super::column_families::ColumnFamily;
-use super::index::{EmbedderIndex, IndexSearchResult, IndexType, InvertedIndex, MemoryIndex};
+use super::index::{EmbedderIndex, IndexSearchResult, IndexType, InvertedIndex, MemoryIndex, MemoryKind};
 use super::rocksdb_store::StoreConfig;
 use super::store::{EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats};
 
@@ -82,6 +82,17 @@ impl StoreCore {
 
     pub(crate) fn slot(&self, e: Embedder) -> &IndexSlot {
         &self.slots[e.index()]
+    }
+
+    /// The in-memory indices (HNSW, token-level, binary), in slot order.
+    pub(crate) fn memory_indices(&self) -> Vec<Arc<dyn MemoryKind>> {
+        self.slots
+            .iter()
+            .filter_map(|s| match s {
+                IndexSlot::Memory(m) => Some(m.kind.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     pub(crate) fn retrieve(&self, id: Uuid) -> StorageResult<TeleologicalArray> {

@@ -188,13 +188,8 @@ impl StoreCore {
         }
 
         // Step 6.
-        let memory: Vec<(Embedder, &super::index::MemoryIndex)> = Embedder::all()
-            .filter_map(|e| match self.slot(e) {
-                IndexSlot::Memory(index) => Some((e, index)),
-                _ => None,
-            })
-            .collect();
-        let applied = for_each_parallel(&memory, |&(e, index)| {
+        let applied = for_each_parallel(&self.memory_indices(), |index| {
+            let e = index.embedder();
             let changes: Vec<IndexChange<'_>> = mutations
                 .iter()
                 .map(|m| match m {
@@ -202,7 +197,7 @@ impl StoreCore {
                     Mutation::Delete(id) => IndexChange::Remove(*id),
                 })
                 .collect();
-            index.kind.apply(&changes)
+            index.apply(&changes)
         });
         if let Err(err) = applied {
             self.fail(format!("commit {seq} is durable but an index failed to apply it ({err})"));

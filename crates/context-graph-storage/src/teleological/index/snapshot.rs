@@ -64,6 +64,24 @@ pub(crate) fn write_snapshot(
     Ok(())
 }
 
+/// Write the snapshot of an in-memory index whose payload is `payload`, reflecting commit
+/// `seq`, into the snapshot directory `dir`.
+pub(crate) fn write_index_snapshot(
+    dir: &Path,
+    index: &dyn super::MemoryKind,
+    seq: u64,
+    payload: &[u8],
+) -> crate::teleological::store::StorageResult<()> {
+    let e = index.embedder();
+    write_snapshot(&snapshot_path(dir, e), e, index.index_type(), seq, payload).map_err(|err| {
+        crate::teleological::store::StorageError::Backend(format!(
+            "writing the snapshot of {} to {}: {err}",
+            e.short_name(),
+            dir.display()
+        ))
+    })
+}
+
 /// A snapshot read back and checked: the commit it reflects and its payload.
 #[derive(Debug)]
 pub(crate) struct Snapshot {
