@@ -3,7 +3,8 @@
 //! on-disk encoding of arrays and their metadata records.
 //!
 //! This crate does no I/O: storage engines and tools build on it.
-#![forbid(unsafe_code)]
+// Unsafe code only in `teleology::similarity::kernels` (CPU-specific loops chosen at run time).
+#![deny(unsafe_code)]
 
 pub mod encoding;
 pub mod teleology;

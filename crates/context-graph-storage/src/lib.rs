@@ -10,7 +10,7 @@ pub mod teleological;
 pub use context_graph_core::teleology::StoreSchema;
 pub use teleological::index::{
     EmbedderIndex, EmbedderIndexConfig, HnswConfig, IndexSearchResult, IndexType, InvertedIndexConfig,
-    TokenLevelConfig,
+    TokenLevelConfig, VectorPrecision,
 };
 pub use teleological::rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,

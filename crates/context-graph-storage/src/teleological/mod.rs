@@ -19,7 +19,7 @@ mod write_path;
 
 pub use index::{
     EmbedderIndex, EmbedderIndexConfig, HnswConfig, IndexSearchResult, IndexType, InvertedIndexConfig,
-    TokenLevelConfig,
+    TokenLevelConfig, VectorPrecision,
 };
 pub use rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,

@@ -36,12 +36,13 @@ use super::index::inverted::postings_cf_options;
 use super::index::snapshot::{read_snapshot, snapshot_path, write_index_snapshot};
 use super::index::token_level::{default_token_graph_config, TokenLevelKind};
 use super::index::{
-    EmbedderIndexConfig, HnswConfig, IndexChange, IndexType, InvertedIndex, MemoryIndex, MemoryKind,
+    EmbedderIndexConfig, HnswConfig, IndexChange, IndexType, InvertedIndex, MemoryIndex, MemoryKind, Rescore,
+    VectorPrecision,
 };
 use super::parallel::for_each_parallel;
 use super::rocksdb_store::StoreConfig;
 use super::store::{IndexOpenMode, StorageError, StorageResult};
-use super::store_core::{DisabledIndex, IndexSlot, StoreCore, WriterState};
+use super::store_core::{DisabledIndex, IndexSlot, StoreCore, StoredSlots, WriterState};
 use super::store_meta::{init_or_check, SchemaRecord, KEY_LOG_TRUNCATED_THROUGH};
 
 /// Subdirectory of the store holding RocksDB.
@@ -191,13 +192,17 @@ fn new_memory_index(
     e: Embedder,
     dims: EmbedderDims,
     c: &EmbedderIndexConfig,
+    precision: VectorPrecision,
 ) -> StorageResult<Arc<dyn MemoryKind>> {
     let graph = graph_config(dims, c);
     Ok(match dims {
-        EmbedderDims::Dense(d) => Arc::new(HnswKind::new(e, d, &graph)?),
-        EmbedderDims::TokenLevel { .. } => {
-            Arc::new(TokenLevelKind::new(e, &c.token_level_config.clone().unwrap_or_default(), &graph)?)
-        }
+        EmbedderDims::Dense(d) => Arc::new(HnswKind::new(e, d, &graph, precision)?),
+        EmbedderDims::TokenLevel { .. } => Arc::new(TokenLevelKind::new(
+            e,
+            &c.token_level_config.clone().unwrap_or_default(),
+            &graph,
+            precision,
+        )?),
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::new(e, bits)),
         EmbedderDims::Sparse { .. } => unreachable!("sparse slots are inverted indices"),
     })
@@ -207,15 +212,17 @@ fn load_memory_index(
     e: Embedder,
     dims: EmbedderDims,
     c: &EmbedderIndexConfig,
+    precision: VectorPrecision,
     payload: &[u8],
 ) -> Result<Arc<dyn MemoryKind>, String> {
     let graph = graph_config(dims, c);
     Ok(match dims {
-        EmbedderDims::Dense(d) => Arc::new(HnswKind::from_snapshot(e, d, &graph, payload)?),
+        EmbedderDims::Dense(d) => Arc::new(HnswKind::from_snapshot(e, d, &graph, precision, payload)?),
         EmbedderDims::TokenLevel { .. } => Arc::new(TokenLevelKind::from_snapshot(
             e,
             &c.token_level_config.clone().unwrap_or_default(),
             &graph,
+            precision,
             payload,
         )?),
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::from_snapshot(e, bits, payload)?),
@@ -256,9 +263,11 @@ pub(crate) fn open_core(
     let mut modes = Vec::with_capacity(Embedder::COUNT);
     let mut pending = Vec::new();
     let mut rebuild = Vec::new();
+    let rescore = Rescore { source: Arc::new(StoredSlots(db.clone())), factor: config.rescore_factor };
     for e in Embedder::all() {
         let c = &index_configs[e.index()];
         let dims = config.schema.get(e);
+        let precision = config.vector_precision[e.index()];
         if !c.enabled {
             slots.push(IndexSlot::Disabled(DisabledIndex { embedder: e, index_type: c.index_type }));
             modes.push(IndexOpenMode::Disabled);
@@ -277,7 +286,7 @@ pub(crate) fn open_core(
         }
         let index = if created {
             modes.push(IndexOpenMode::Created);
-            new_memory_index(e, dims, c)?
+            new_memory_index(e, dims, c, precision)?
         } else {
             let loaded = read_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
                 if snap.seq > counters.commit_seq {
@@ -293,7 +302,7 @@ pub(crate) fn open_core(
                         counters.log_truncated_through + 1
                     ));
                 }
-                load_memory_index(e, dims, c, &snap.payload).map(|index| (snap.seq, index))
+                load_memory_index(e, dims, c, precision, &snap.payload).map(|index| (snap.seq, index))
             });
             match loaded {
                 Ok((seq, index)) => {
@@ -312,13 +321,13 @@ pub(crate) fn open_core(
                         e.short_name()
                     );
                     modes.push(IndexOpenMode::Rebuilt { reason: reason.clone() });
-                    let index = new_memory_index(e, dims, c)?;
+                    let index = new_memory_index(e, dims, c, precision)?;
                     rebuild.push(index.clone());
                     index
                 }
             }
         };
-        slots.push(IndexSlot::Memory(MemoryIndex::owned(index)));
+        slots.push(IndexSlot::Memory(MemoryIndex::owned(index, rescore.clone())));
     }
 
     // The snapshots on disk are current if every in-memory index loaded one of the last commit.

@@ -210,7 +210,9 @@ impl StoreCore {
             let hits = match self.slot(e) {
                 IndexSlot::Memory(m) => {
                     m.kind.check(query.get(e))?;
-                    m.kind.search(query.get(e), per_embedder, None, candidates)?
+                    // Ranked by exact scores (rescored when the index holds reduced precision),
+                    // so that rank fusion sees the true order.
+                    m.search_sync(query.get(e), per_embedder, None, candidates)?
                 }
                 IndexSlot::Inverted(i) => i.search_sync(query.get(e), per_embedder, None, candidates)?,
                 IndexSlot::Disabled(_) => {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use context_graph_core::encoding::{decode_array, decode_metadata};
+use context_graph_core::encoding::{decode_array, decode_metadata, decode_slot};
 use context_graph_core::teleology::{Embedder, EmbedderOutput, StoreSchema, TeleologicalArray};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{ReadOptions, DB};
@@ -15,7 +15,9 @@ use uuid::Uuid;
 
 use super::attrs::AttrTable;
 use super::column_families::ColumnFamily;
-use super::index::{EmbedderIndex, IndexSearchResult, IndexType, InvertedIndex, MemoryIndex, MemoryKind};
+use super::index::{
+    EmbedderIndex, ExactOutputs, IndexSearchResult, IndexType, InvertedIndex, MemoryIndex, MemoryKind,
+};
 use super::rocksdb_store::StoreConfig;
 use super::store::{EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats};
 
@@ -41,6 +43,26 @@ impl IndexSlot {
             IndexSlot::Inverted(i) => i.live(),
             IndexSlot::Disabled(_) => 0,
         }
+    }
+}
+
+/// The full-precision slots of the stored arrays, read for rescoring (one slot decoded per
+/// array; the others' payloads are skipped, not copied).
+pub(crate) struct StoredSlots(pub(crate) Arc<DB>);
+
+impl ExactOutputs for StoredSlots {
+    fn outputs(&self, e: Embedder, ids: &[Uuid]) -> StorageResult<Vec<(Uuid, EmbedderOutput)>> {
+        let cf = ColumnFamily::Arrays.handle(&self.0)?;
+        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, value) in ids.iter().zip(self.0.batched_multi_get_cf(&cf, &keys, false)) {
+            if let Some(bytes) = value? {
+                let slot = decode_slot(&bytes, e)
+                    .map_err(|err| StorageError::corrupt(format_args!("array {id}"), err))?;
+                out.push((*id, slot));
+            }
+        }
+        Ok(out)
     }
 }
 

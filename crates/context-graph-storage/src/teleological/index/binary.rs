@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::key_map::Reader;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
-use super::{finish_results, Candidates, IndexChange, IndexSearchResult, IndexType};
+use super::{finish_results, Candidates, IndexChange, IndexSearchResult, IndexType, VectorPrecision};
 use crate::teleological::store::{StorageError, StorageResult};
 use context_graph_core::teleology::similarity::{hamming, pack_words};
 
@@ -108,6 +108,10 @@ impl MemoryKind for BinaryKind {
 
     fn check(&self, out: &EmbedderOutput) -> StorageResult<()> {
         check_query(self.embedder, out, EmbedderDims::Binary { bits: self.bits }, DEFAULT_MAX_TOKENS)
+    }
+
+    fn precision(&self) -> Option<VectorPrecision> {
+        None
     }
 
     fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {

@@ -42,6 +42,64 @@ impl IndexType {
     }
 }
 
+/// How an in-memory index holds its vectors. The arrays in RocksDB always keep full
+/// precision; a lower precision trades index memory and snapshot size for approximate
+/// scores, which a store-owned index corrects by rescoring its best candidates exactly from
+/// the stored arrays (`StoreConfig::rescore_factor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum VectorPrecision {
+    /// 4 bytes per dimension: exact scores.
+    #[default]
+    F32,
+    /// 2 bytes per dimension (IEEE half): scores within about 1e-3 of exact.
+    F16,
+    /// 1 byte per dimension: each unit vector scaled so that five standard deviations of a
+    /// component fill the signed byte; scores within about 1e-2 of exact.
+    I8,
+}
+
+impl VectorPrecision {
+    /// Every precision, widest first.
+    pub const ALL: [VectorPrecision; 3] = [VectorPrecision::F32, VectorPrecision::F16, VectorPrecision::I8];
+
+    /// `f32`, `f16` or `i8`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorPrecision::F32 => "f32",
+            VectorPrecision::F16 => "f16",
+            VectorPrecision::I8 => "i8",
+        }
+    }
+
+    /// Bytes per stored dimension.
+    pub fn bytes_per_dim(self) -> usize {
+        match self {
+            VectorPrecision::F32 => 4,
+            VectorPrecision::F16 => 2,
+            VectorPrecision::I8 => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for VectorPrecision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for VectorPrecision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "f32" => Ok(VectorPrecision::F32),
+            "f16" => Ok(VectorPrecision::F16),
+            "i8" => Ok(VectorPrecision::I8),
+            other => Err(format!("unknown vector precision {other:?}: expected f32, f16 or i8")),
+        }
+    }
+}
+
 /// HNSW graph parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HnswConfig {

@@ -2,7 +2,7 @@
 //!
 //! Vectors are normalized on the way in (and queries on the way to a search), and the graph
 //! compares them by inner product: equal to the cosine, and a third of its cost, which is
-//! most of the cost of an insert.
+//! most of the cost of an insert. The graph holds them at the configured [`VectorPrecision`].
 
 use std::sync::Arc;
 
@@ -14,34 +14,43 @@ use uuid::Uuid;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
 use super::usearch_graph::{Graph, GraphShape};
-use super::{finish_results, Candidates, HnswConfig, IndexChange, IndexSearchResult, IndexType};
+use super::{
+    finish_results, Candidates, HnswConfig, IndexChange, IndexSearchResult, IndexType, VectorPrecision,
+};
 use crate::teleological::store::{StorageError, StorageResult};
 use context_graph_core::teleology::similarity::{dot, normalized};
 
 pub(crate) struct HnswKind {
     embedder: Embedder,
     dims: usize,
+    precision: VectorPrecision,
     graph: RwLock<Graph>,
 }
 
 impl HnswKind {
-    fn shape(dims: usize) -> GraphShape {
-        GraphShape { dims, metric: MetricKind::IP, multi: false }
+    fn shape(dims: usize, precision: VectorPrecision) -> GraphShape {
+        GraphShape { dims, metric: MetricKind::IP, multi: false, precision }
     }
 
-    pub(crate) fn new(embedder: Embedder, dims: usize, config: &HnswConfig) -> StorageResult<Self> {
-        let graph = Graph::new(Self::shape(dims), config)?;
-        Ok(Self { embedder, dims, graph: RwLock::new(graph) })
+    pub(crate) fn new(
+        embedder: Embedder,
+        dims: usize,
+        config: &HnswConfig,
+        precision: VectorPrecision,
+    ) -> StorageResult<Self> {
+        let graph = Graph::new(Self::shape(dims, precision), config)?;
+        Ok(Self { embedder, dims, precision, graph: RwLock::new(graph) })
     }
 
     pub(crate) fn from_snapshot(
         embedder: Embedder,
         dims: usize,
         config: &HnswConfig,
+        precision: VectorPrecision,
         payload: &[u8],
     ) -> Result<Self, String> {
-        let graph = Graph::decode(payload, Self::shape(dims), config)?;
-        Ok(Self { embedder, dims, graph: RwLock::new(graph) })
+        let graph = Graph::decode(payload, Self::shape(dims, precision), config)?;
+        Ok(Self { embedder, dims, precision, graph: RwLock::new(graph) })
     }
 
     fn dense<'a>(&self, out: &'a EmbedderOutput) -> StorageResult<&'a [f32]> {
@@ -56,9 +65,20 @@ impl HnswKind {
 }
 
 impl MemoryIndex {
-    /// A standalone HNSW index of `dims`-float vectors (cosine).
+    /// A standalone HNSW index of `dims`-float vectors (cosine), held at full precision.
     pub fn hnsw(embedder: Embedder, dims: usize, config: &HnswConfig) -> StorageResult<Self> {
-        Ok(Self::standalone(Arc::new(HnswKind::new(embedder, dims, config)?)))
+        Self::hnsw_at(embedder, dims, config, VectorPrecision::F32)
+    }
+
+    /// A standalone HNSW index holding its vectors at `precision`. Without a store to
+    /// rescore from, scores below f32 are approximate.
+    pub fn hnsw_at(
+        embedder: Embedder,
+        dims: usize,
+        config: &HnswConfig,
+        precision: VectorPrecision,
+    ) -> StorageResult<Self> {
+        Ok(Self::standalone(Arc::new(HnswKind::new(embedder, dims, config, precision)?)))
     }
 }
 
@@ -73,6 +93,10 @@ impl MemoryKind for HnswKind {
 
     fn check(&self, out: &EmbedderOutput) -> StorageResult<()> {
         check_query(self.embedder, out, EmbedderDims::Dense(self.dims), DEFAULT_MAX_TOKENS)
+    }
+
+    fn precision(&self) -> Option<VectorPrecision> {
+        Some(self.precision)
     }
 
     fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {

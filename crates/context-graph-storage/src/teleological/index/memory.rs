@@ -7,7 +7,12 @@ use async_trait::async_trait;
 use context_graph_core::teleology::{Embedder, EmbedderOutput};
 use uuid::Uuid;
 
-use super::{owned_write_error, Candidates, EmbedderIndex, IndexChange, IndexSearchResult, IndexType};
+use context_graph_core::teleology::similarity::score;
+
+use super::{
+    finish_results, owned_write_error, Candidates, EmbedderIndex, IndexChange, IndexSearchResult, IndexType,
+    VectorPrecision,
+};
 use crate::teleological::blocking::run_blocking;
 use crate::teleological::store::StorageResult;
 
@@ -18,6 +23,9 @@ pub(crate) trait MemoryKind: Send + Sync + 'static {
     fn index_type(&self) -> IndexType;
     /// Reject an entry or query this index cannot hold (wrong kind, size, non-finite values).
     fn check(&self, out: &EmbedderOutput) -> StorageResult<()>;
+    /// The precision of the float vectors held (`None`: the index holds none, e.g. binary
+    /// codes); below `F32` the scores of `search` are approximate.
+    fn precision(&self) -> Option<VectorPrecision>;
     /// Apply changes in order, all under one write lock: a concurrent search sees all of them
     /// or none. Entries must have passed [`MemoryKind::check`].
     fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()>;
@@ -42,20 +50,63 @@ pub(crate) trait MemoryKind: Send + Sync + 'static {
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>>;
 }
 
+/// The full-precision outputs of stored arrays: what a store-owned index rescores its
+/// candidates with when it holds its vectors at reduced precision.
+pub(crate) trait ExactOutputs: Send + Sync {
+    /// Slot `e` of each listed array still stored, in the order given (absent ids skipped).
+    fn outputs(&self, e: Embedder, ids: &[Uuid]) -> StorageResult<Vec<(Uuid, EmbedderOutput)>>;
+}
+
+/// Exact rescoring of a reduced-precision index: the best `factor × limit` candidates by the
+/// index's approximate score are rescored from `source`, and the best `limit` returned.
+#[derive(Clone)]
+pub(crate) struct Rescore {
+    pub(crate) source: Arc<dyn ExactOutputs>,
+    pub(crate) factor: usize,
+}
+
 /// A handle on an in-memory index. `owned` handles belong to a store and refuse writes.
 #[derive(Clone)]
 pub struct MemoryIndex {
     pub(crate) kind: Arc<dyn MemoryKind>,
     owned: bool,
+    rescore: Option<Rescore>,
 }
 
 impl MemoryIndex {
     pub(crate) fn standalone(kind: Arc<dyn MemoryKind>) -> Self {
-        Self { kind, owned: false }
+        Self { kind, owned: false, rescore: None }
     }
 
-    pub(crate) fn owned(kind: Arc<dyn MemoryKind>) -> Self {
-        Self { kind, owned: true }
+    /// A store's index; `rescore` is used only if the index holds reduced precision.
+    pub(crate) fn owned(kind: Arc<dyn MemoryKind>, rescore: Rescore) -> Self {
+        let approximate = kind.precision().is_some_and(|p| p != VectorPrecision::F32);
+        Self { kind, owned: true, rescore: approximate.then_some(rescore) }
+    }
+
+    /// A search with exact scores when the index can get them: directly at full precision,
+    /// through rescoring from the stored arrays otherwise (standalone reduced-precision
+    /// indices have nothing to rescore from and return their approximate scores).
+    pub(crate) fn search_sync(
+        &self,
+        query: &EmbedderOutput,
+        limit: usize,
+        threshold: Option<f32>,
+        candidates: Candidates<'_>,
+    ) -> StorageResult<Vec<IndexSearchResult>> {
+        let Some(rescore) = &self.rescore else {
+            return self.kind.search(query, limit, threshold, candidates);
+        };
+        let wanted = limit.saturating_mul(rescore.factor.max(1));
+        let approximate = self.kind.search(query, wanted, None, candidates)?;
+        let ids: Vec<Uuid> = approximate.iter().map(|h| h.id).collect();
+        let exact = rescore
+            .source
+            .outputs(self.kind.embedder(), &ids)?
+            .into_iter()
+            .filter_map(|(id, stored)| score(query, &stored, 0).map(|score| IndexSearchResult { id, score }))
+            .collect();
+        Ok(finish_results(exact, limit, threshold))
     }
 
     /// Whether the entry of `id` is present.
@@ -120,8 +171,8 @@ impl EmbedderIndex for MemoryIndex {
         threshold: Option<f32>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
         self.kind.check(query)?;
-        let (kind, query) = (self.kind.clone(), query.clone());
-        run_blocking(move || kind.search(&query, limit, threshold, Candidates::All)).await
+        let (index, query) = (self.clone(), query.clone());
+        run_blocking(move || index.search_sync(&query, limit, threshold, Candidates::All)).await
     }
 
     async fn size(&self) -> StorageResult<usize> {

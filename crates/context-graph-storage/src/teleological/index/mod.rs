@@ -25,10 +25,12 @@ use async_trait::async_trait;
 use context_graph_core::teleology::{Embedder, EmbedderOutput};
 use uuid::Uuid;
 
-pub use config::{EmbedderIndexConfig, HnswConfig, IndexType, InvertedIndexConfig, TokenLevelConfig};
+pub use config::{
+    EmbedderIndexConfig, HnswConfig, IndexType, InvertedIndexConfig, TokenLevelConfig, VectorPrecision,
+};
 pub use inverted::InvertedIndex;
 pub use memory::MemoryIndex;
-pub(crate) use memory::MemoryKind;
+pub(crate) use memory::{ExactOutputs, MemoryKind, Rescore};
 
 use super::store::{StorageError, StorageResult};
 

@@ -16,7 +16,7 @@ use super::IndexType;
 
 const MAGIC: &[u8; 8] = b"TELEOIDX";
 /// Format version of snapshot files.
-pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 2;
 const HEADER_LEN: usize = 36;
 
 fn kind_byte(kind: IndexType) -> u8 {

@@ -8,7 +8,9 @@
 //! Why a mean-vector graph rather than one graph node per token: inserting every token of
 //! every entry (8–64 per entry) into HNSW cost ten times the ingest time of all dense indices
 //! together, and gave lower recall at equal latency (measured: 0.80 against 0.99 at 5,000
-//! entries). The token vectors are kept in memory for the exact rerank.
+//! entries). The token vectors are kept in memory for the rerank, at the configured
+//! [`VectorPrecision`]: below f32 the rerank is approximate, and a store-owned index rescores
+//! its best candidates exactly from the stored arrays.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,6 +27,7 @@ use super::query::check_query;
 use super::usearch_graph::{Graph, GraphShape};
 use super::{
     finish_results, Candidates, HnswConfig, IndexChange, IndexSearchResult, IndexType, TokenLevelConfig,
+    VectorPrecision,
 };
 use crate::teleological::store::{StorageError, StorageResult};
 
@@ -41,12 +44,122 @@ pub(crate) fn default_token_graph_config() -> HnswConfig {
 struct Entries {
     graph: Graph,
     /// Each entry's token vectors, back to back.
-    tokens: HashMap<Uuid, Vec<f32>>,
+    tokens: HashMap<Uuid, StoredTokens>,
+}
+
+/// One entry's token vectors, back to back, at the index's precision.
+enum StoredTokens {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    /// Each value is `code * scale`; one scale per entry (its largest magnitude / 127).
+    I8 {
+        codes: Vec<i8>,
+        scale: f32,
+    },
+}
+
+impl StoredTokens {
+    fn new(flat: Vec<f32>, precision: VectorPrecision) -> Self {
+        match precision {
+            VectorPrecision::F32 => StoredTokens::F32(flat),
+            VectorPrecision::F16 => StoredTokens::F16(flat.iter().map(|&x| half::f16::from_f32(x)).collect()),
+            VectorPrecision::I8 => {
+                let max = flat.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                let codes = flat.iter().map(|&x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect();
+                StoredTokens::I8 { codes, scale }
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            StoredTokens::F32(v) => v.len(),
+            StoredTokens::F16(v) => v.len(),
+            StoredTokens::I8 { codes, .. } => codes.len(),
+        }
+    }
+
+    fn memory_bytes(&self) -> usize {
+        match self {
+            StoredTokens::F32(v) => v.capacity() * 4,
+            StoredTokens::F16(v) => v.capacity() * 2,
+            StoredTokens::I8 { codes, .. } => codes.capacity() + 4,
+        }
+    }
+
+    /// MaxSim of `query` against these tokens (converted to f32 first when stored narrower).
+    fn max_sim(&self, query: &[Vec<f32>], dims: usize) -> f32 {
+        match self {
+            StoredTokens::F32(v) => max_sim(query, v, dims),
+            StoredTokens::F16(v) => {
+                let mut flat = vec![0.0f32; v.len()];
+                half::slice::HalfFloatSliceExt::convert_to_f32_slice(v.as_slice(), &mut flat);
+                max_sim(query, &flat, dims)
+            }
+            StoredTokens::I8 { codes, scale } => {
+                let flat: Vec<f32> = codes.iter().map(|&c| f32::from(c) * scale).collect();
+                max_sim(query, &flat, dims)
+            }
+        }
+    }
+
+    /// Snapshot form: precision-specific payload after the value count.
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&(self.len() as u64).to_le_bytes());
+        match self {
+            StoredTokens::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            StoredTokens::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            StoredTokens::I8 { codes, scale } => {
+                out.extend_from_slice(&scale.to_le_bytes());
+                out.extend(codes.iter().map(|&c| c as u8));
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>, precision: VectorPrecision, dims: usize) -> Result<Self, String> {
+        let values = r.u64()? as usize;
+        if dims == 0 || !values.is_multiple_of(dims) {
+            return Err(format!("{values} values, not whole tokens of {dims}"));
+        }
+        let width = precision.bytes_per_dim();
+        Ok(match precision {
+            VectorPrecision::F32 => {
+                let bytes = r.bytes(values.checked_mul(width).ok_or("value count overflows")?)?;
+                StoredTokens::F32(
+                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                )
+            }
+            VectorPrecision::F16 => {
+                let bytes = r.bytes(values.checked_mul(width).ok_or("value count overflows")?)?;
+                StoredTokens::F16(
+                    bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect(),
+                )
+            }
+            VectorPrecision::I8 => {
+                let scale = f32::from_le_bytes(r.take::<4>()?);
+                if !(scale.is_finite() && scale > 0.0) {
+                    return Err(format!("scale {scale} is not a positive number"));
+                }
+                let bytes = r.bytes(values)?;
+                StoredTokens::I8 { codes: bytes.iter().map(|&b| b as i8).collect(), scale }
+            }
+        })
+    }
+}
+
+fn precision_byte(p: VectorPrecision) -> u8 {
+    match p {
+        VectorPrecision::F32 => 0,
+        VectorPrecision::F16 => 1,
+        VectorPrecision::I8 => 2,
+    }
 }
 
 pub(crate) struct TokenLevelKind {
     embedder: Embedder,
     config: TokenLevelConfig,
+    precision: VectorPrecision,
     entries: RwLock<Entries>,
 }
 
@@ -66,49 +179,58 @@ fn mean_vector(t: &TokenEmbeddings) -> Vec<f32> {
 }
 
 impl TokenLevelKind {
-    fn shape(dims: usize) -> GraphShape {
-        GraphShape { dims, metric: MetricKind::IP, multi: false }
+    fn shape(dims: usize, precision: VectorPrecision) -> GraphShape {
+        GraphShape { dims, metric: MetricKind::IP, multi: false, precision }
     }
 
     pub(crate) fn new(
         embedder: Embedder,
         config: &TokenLevelConfig,
         graph_config: &HnswConfig,
+        precision: VectorPrecision,
     ) -> StorageResult<Self> {
-        let graph = Graph::new(Self::shape(config.dims_per_token), graph_config)?;
+        let graph = Graph::new(Self::shape(config.dims_per_token, precision), graph_config)?;
         let entries = Entries { graph, tokens: HashMap::new() };
-        Ok(Self { embedder, config: config.clone(), entries: RwLock::new(entries) })
+        Ok(Self { embedder, config: config.clone(), precision, entries: RwLock::new(entries) })
     }
 
-    /// Payload: token section (count, then per entry: id, float count u64, floats LE), then
-    /// the graph's payload.
+    /// Payload: precision byte (0 f32, 1 f16, 2 i8), entry count u64, then per entry: id,
+    /// value count u64, the values (f32 LE, f16 LE, or an f32 scale and one byte per value),
+    /// then the graph's payload.
     pub(crate) fn from_snapshot(
         embedder: Embedder,
         config: &TokenLevelConfig,
         graph_config: &HnswConfig,
+        precision: VectorPrecision,
         payload: &[u8],
     ) -> Result<Self, String> {
         let dims = config.dims_per_token;
         let mut r = Reader(payload);
+        let [stored_precision] = r.take::<1>()?;
+        if stored_precision != precision_byte(precision) {
+            return Err(format!(
+                "snapshot holds tokens at precision byte {stored_precision}, the configuration is {precision}"
+            ));
+        }
         let n = r.u64()? as usize;
         let mut tokens = HashMap::with_capacity(n.min(payload.len() / 24));
         for _ in 0..n {
             let id = Uuid::from_bytes(r.take::<16>()?);
-            let floats = r.u64()? as usize;
-            if dims == 0 || !floats.is_multiple_of(dims) {
-                return Err(format!("entry {id} has {floats} floats, not whole tokens of {dims}"));
-            }
-            let bytes = r.bytes(floats.checked_mul(4).ok_or("float count overflows")?)?;
-            let v = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-            if tokens.insert(id, v).is_some() {
+            let t = StoredTokens::decode(&mut r, precision, dims).map_err(|e| format!("entry {id}: {e}"))?;
+            if tokens.insert(id, t).is_some() {
                 return Err(format!("entry {id} appears twice"));
             }
         }
-        let graph = Graph::decode(r.0, Self::shape(dims), graph_config)?;
+        let graph = Graph::decode(r.0, Self::shape(dims, precision), graph_config)?;
         if graph.keys.len() != tokens.len() || graph.keys.iter().any(|(id, _)| !tokens.contains_key(&id)) {
             return Err("the graph and the token vectors hold different entries".into());
         }
-        Ok(Self { embedder, config: config.clone(), entries: RwLock::new(Entries { graph, tokens }) })
+        Ok(Self {
+            embedder,
+            config: config.clone(),
+            precision,
+            entries: RwLock::new(Entries { graph, tokens }),
+        })
     }
 
     fn tokens<'a>(&self, out: &'a EmbedderOutput) -> StorageResult<&'a TokenEmbeddings> {
@@ -122,7 +244,12 @@ impl TokenLevelKind {
 impl MemoryIndex {
     /// A standalone token-level index.
     pub fn token_level(embedder: Embedder, config: &TokenLevelConfig) -> StorageResult<Self> {
-        Ok(Self::standalone(Arc::new(TokenLevelKind::new(embedder, config, &default_token_graph_config())?)))
+        Ok(Self::standalone(Arc::new(TokenLevelKind::new(
+            embedder,
+            config,
+            &default_token_graph_config(),
+            VectorPrecision::F32,
+        )?)))
     }
 }
 
@@ -140,6 +267,10 @@ impl MemoryKind for TokenLevelKind {
         check_query(self.embedder, out, dims, self.config.max_tokens)
     }
 
+    fn precision(&self) -> Option<VectorPrecision> {
+        Some(self.precision)
+    }
+
     fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
         let mut entries = self.entries.write();
         for change in changes {
@@ -147,7 +278,7 @@ impl MemoryKind for TokenLevelKind {
                 IndexChange::Upsert(id, out) => {
                     let t = self.tokens(out)?;
                     entries.graph.upsert(id, &[&normalized(&mean_vector(t))])?;
-                    entries.tokens.insert(id, t.embeddings.concat());
+                    entries.tokens.insert(id, StoredTokens::new(t.embeddings.concat(), self.precision));
                 }
                 IndexChange::Remove(id) => {
                     entries.graph.remove(id)?;
@@ -175,7 +306,7 @@ impl MemoryKind for TokenLevelKind {
             entries
                 .tokens
                 .get(&id)
-                .map(|doc| IndexSearchResult { id, score: max_sim(&q.embeddings, doc, dims) })
+                .map(|doc| IndexSearchResult { id, score: doc.max_sim(&q.embeddings, dims) })
         };
         let hits: Vec<IndexSearchResult> = if let Candidates::Only(ids) = candidates {
             ids.iter().filter_map(|&id| score(id)).collect()
@@ -208,7 +339,7 @@ impl MemoryKind for TokenLevelKind {
 
     fn memory_bytes(&self) -> usize {
         let e = self.entries.read();
-        e.graph.memory_bytes() + e.tokens.values().map(|v| v.capacity() * 4 + 48).sum::<usize>()
+        e.graph.memory_bytes() + e.tokens.values().map(|t| t.memory_bytes() + 48).sum::<usize>()
     }
 
     fn optimize(&self) -> StorageResult<()> {
@@ -232,15 +363,14 @@ impl MemoryKind for TokenLevelKind {
 
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
         let entries = self.entries.read();
-        let floats: usize = entries.tokens.values().map(Vec::len).sum();
-        let mut out = Vec::with_capacity(8 + entries.tokens.len() * 24 + floats * 4);
+        let values: usize = entries.tokens.values().map(StoredTokens::len).sum();
+        let mut out =
+            Vec::with_capacity(9 + entries.tokens.len() * 28 + values * self.precision.bytes_per_dim());
+        out.push(precision_byte(self.precision));
         out.extend_from_slice(&(entries.tokens.len() as u64).to_le_bytes());
-        for (id, v) in &entries.tokens {
+        for (id, t) in &entries.tokens {
             out.extend_from_slice(id.as_bytes());
-            out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-            for x in v {
-                out.extend_from_slice(&x.to_le_bytes());
-            }
+            t.encode(&mut out);
         }
         out.extend_from_slice(&entries.graph.encode()?);
         Ok(out)
@@ -286,6 +416,7 @@ mod tests {
             Embedder::LateInteraction,
             &config,
             &default_token_graph_config(),
+            VectorPrecision::F32,
             &payload,
         )
         .unwrap();
@@ -294,6 +425,7 @@ mod tests {
             Embedder::LateInteraction,
             &config,
             &default_token_graph_config(),
+            VectorPrecision::F32,
             &payload[..payload.len() / 2]
         )
         .is_err());

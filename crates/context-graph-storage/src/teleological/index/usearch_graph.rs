@@ -1,11 +1,24 @@
 //! A usearch HNSW graph keyed by array id: the engine under the dense and token-level indices.
+//!
+//! Vectors handed to a graph are unit length (its callers normalize them), so the inner
+//! product is the cosine. A graph stores them at its [`VectorPrecision`]: `f32`, `f16` (usearch
+//! converts), or `i8`, quantized here with one fixed scale per graph (see [`I8Scale`]) rather
+//! than usearch's per-vector scaling to the full byte range, which keeps dot products
+//! comparable across vectors. Distances returned by [`Graph::search`] are always `1 - cosine`
+//! in float units, whatever the precision.
+//!
+//! f32 and i8 graphs compare with our own kernels (`similarity::dot` / `dot_i8`, compiled for
+//! AVX2 when the CPU has it) installed as usearch's metric: usearch built without its SIMD
+//! add-on compares with baseline x86-64 loops, and distance is most of an insert's cost.
 
 use parking_lot::{Condvar, Mutex};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 use uuid::Uuid;
 
+use context_graph_core::teleology::similarity;
+
 use super::key_map::{KeyMap, Reader};
-use super::{Candidates, HnswConfig};
+use super::{Candidates, HnswConfig, VectorPrecision};
 use crate::teleological::store::{StorageError, StorageResult};
 
 /// usearch keeps one scratch context per concurrent caller and fails a call when all are
@@ -65,13 +78,71 @@ pub(crate) struct GraphShape {
     pub(crate) dims: usize,
     pub(crate) metric: MetricKind,
     pub(crate) multi: bool,
+    pub(crate) precision: VectorPrecision,
+}
+
+impl GraphShape {
+    fn scalar_kind(&self) -> ScalarKind {
+        match self.precision {
+            VectorPrecision::F32 => ScalarKind::F32,
+            VectorPrecision::F16 => ScalarKind::F16,
+            VectorPrecision::I8 => ScalarKind::I8,
+        }
+    }
+}
+
+/// The fixed scale of an `i8` graph: a unit vector's component `x` is stored as
+/// `round(x * scale)`, clamped to ±127. Components of a unit vector in `d` dimensions have a
+/// standard deviation near `1/sqrt(d)`, so `scale = 127 * sqrt(d) / 5` maps five standard
+/// deviations to the end of the byte range: clamping is rare, and the step is 4% of a typical
+/// component. usearch's inner product of two such vectors is `scale²` times the float one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct I8Scale(f32);
+
+impl I8Scale {
+    pub(crate) fn for_dims(dims: usize) -> Self {
+        Self(127.0 * (dims.max(1) as f32).sqrt() / 5.0)
+    }
+
+    pub(crate) fn quantize(self, v: &[f32]) -> Vec<i8> {
+        v.iter().map(|&x| (x * self.0).round().clamp(-127.0, 127.0) as i8).collect()
+    }
+
+    pub(crate) fn dequantize(self, v: &[i8]) -> Vec<f32> {
+        v.iter().map(|&q| f32::from(q) / self.0).collect()
+    }
+}
+
+/// Install our distance kernel as the graph's metric (f32 and i8 graphs; f16 keeps usearch's).
+/// Needed after every `Index::new` and `load`, which install the built-in one.
+fn install_metric(index: &mut Index, shape: GraphShape) {
+    let dims = shape.dims;
+    match shape.precision {
+        VectorPrecision::F32 => index.change_metric::<f32>(Box::new(move |a, b| {
+            // SAFETY: usearch passes two vectors of the graph's `dims` f32 values (stored
+            // vectors and queries alike have the graph's dimensions and scalar type).
+            let (a, b) =
+                unsafe { (std::slice::from_raw_parts(a, dims), std::slice::from_raw_parts(b, dims)) };
+            1.0 - similarity::dot(a, b)
+        })),
+        VectorPrecision::I8 => {
+            let inv_scale2 = 1.0 / (I8Scale::for_dims(dims).0 * I8Scale::for_dims(dims).0);
+            index.change_metric::<i8>(Box::new(move |a, b| {
+                // SAFETY: as above, with `dims` i8 values.
+                let (a, b) =
+                    unsafe { (std::slice::from_raw_parts(a, dims), std::slice::from_raw_parts(b, dims)) };
+                1.0 - similarity::dot_i8(a, b) as f32 * inv_scale2
+            }))
+        }
+        VectorPrecision::F16 => {}
+    }
 }
 
 fn options(shape: GraphShape, config: &HnswConfig) -> IndexOptions {
     IndexOptions {
         dimensions: shape.dims,
         metric: shape.metric,
-        quantization: ScalarKind::F32,
+        quantization: shape.scalar_kind(),
         connectivity: config.m,
         expansion_add: config.ef_construction,
         expansion_search: config.ef_search,
@@ -81,7 +152,8 @@ fn options(shape: GraphShape, config: &HnswConfig) -> IndexOptions {
 
 impl Graph {
     pub(crate) fn new(shape: GraphShape, config: &HnswConfig) -> StorageResult<Self> {
-        let index = Index::new(&options(shape, config)).map_err(usearch_err("create"))?;
+        let mut index = Index::new(&options(shape, config)).map_err(usearch_err("create"))?;
+        install_metric(&mut index, shape);
         let graph = Self {
             index,
             keys: KeyMap::default(),
@@ -125,10 +197,19 @@ impl Graph {
         self.ensure_capacity(vectors.len())?;
         let key = self.keys.assign(id);
         for v in vectors {
-            self.index.add(key, v).map_err(usearch_err("add"))?;
+            match self.shape.precision {
+                // usearch converts f32 input to the graph's f16.
+                VectorPrecision::F32 | VectorPrecision::F16 => self.index.add(key, v),
+                VectorPrecision::I8 => self.index.add(key, &self.i8_scale().quantize(v)),
+            }
+            .map_err(usearch_err("add"))?;
             self.slots_used += 1;
         }
         Ok(())
+    }
+
+    fn i8_scale(&self) -> I8Scale {
+        I8Scale::for_dims(self.shape.dims)
     }
 
     /// The `count` nearest vectors' (id, distance) among `candidates`, nearest first; may
@@ -163,14 +244,30 @@ impl Graph {
             }
             Candidates::Matching(pass) => {
                 let admit = |key: u64| self.keys.id(key).is_some_and(pass);
-                self.index.filtered_search(query, count, admit).map_err(usearch_err("filtered search"))?
+                match self.shape.precision {
+                    VectorPrecision::I8 => {
+                        self.index.filtered_search(&self.i8_scale().quantize(query), count, admit)
+                    }
+                    _ => self.index.filtered_search(query, count, admit),
+                }
+                .map_err(usearch_err("filtered search"))?
             }
             Candidates::All => {
-                let m = self.index.search(query, count).map_err(usearch_err("search"))?;
+                let quantized = match self.shape.precision {
+                    VectorPrecision::I8 => Some(self.i8_scale().quantize(query)),
+                    _ => None,
+                };
+                let walk = |exact: bool| match (&quantized, exact) {
+                    (Some(q), false) => self.index.search(q, count),
+                    (Some(q), true) => self.index.exact_search(q, count),
+                    (None, false) => self.index.search(query, count),
+                    (None, true) => self.index.exact_search(query, count),
+                };
+                let m = walk(false).map_err(usearch_err("search"))?;
                 if m.keys.len() < count.min(live) {
                     // The graph walk reached fewer vectors than exist: churn has cut some
                     // off. An exact scan answers correctly until the next rebuild.
-                    self.index.exact_search(query, count).map_err(usearch_err("exact search"))?
+                    walk(true).map_err(usearch_err("exact search"))?
                 } else {
                     m
                 }
@@ -179,12 +276,19 @@ impl Graph {
         Ok(m.keys.iter().zip(&m.distances).filter_map(|(&k, &d)| self.keys.id(k).map(|id| (id, d))).collect())
     }
 
-    /// The stored vectors of `id`, back to back (exact f32 copies).
+    /// The stored vectors of `id`, back to back, as f32 (exact copies of what the graph holds:
+    /// storing them again at the same precision gives the same bits).
     pub(crate) fn vectors(&self, id: Uuid, dims: usize) -> StorageResult<Vec<f32>> {
         let Some(key) = self.keys.key(id) else {
             return Ok(Vec::new());
         };
         let n = self.index.count(key);
+        if self.shape.precision == VectorPrecision::I8 {
+            let mut buf = vec![0i8; n * dims];
+            let got = self.index.get(key, &mut buf).map_err(usearch_err("get"))?;
+            buf.truncate(got * dims);
+            return Ok(self.i8_scale().dequantize(&buf));
+        }
         let mut buf = vec![0.0f32; n * dims];
         let got = self.index.get(key, &mut buf).map_err(usearch_err("get"))?;
         buf.truncate(got * dims);
@@ -260,15 +364,26 @@ impl Graph {
             return Err("snapshot payload has trailing bytes".into());
         }
         let meta = Index::metadata_from_buffer(bytes).map_err(|e| format!("usearch header: {e}"))?;
-        if meta.dimensions as usize != shape.dims || meta.metric != shape.metric || meta.multi != shape.multi
+        if meta.dimensions as usize != shape.dims
+            || meta.metric != shape.metric
+            || meta.multi != shape.multi
+            || meta.quantization != shape.scalar_kind()
         {
             return Err(format!(
-                "snapshot graph has {} dimensions ({:?}, multi {}), the configuration {} ({:?}, multi {})",
-                meta.dimensions, meta.metric, meta.multi, shape.dims, shape.metric, shape.multi
+                "snapshot graph has {} dimensions ({:?}, {:?}, multi {}), the configuration {} ({:?}, {}, multi {})",
+                meta.dimensions,
+                meta.metric,
+                meta.quantization,
+                meta.multi,
+                shape.dims,
+                shape.metric,
+                shape.precision,
+                shape.multi
             ));
         }
-        let index = Index::new(&options(shape, config)).map_err(|e| format!("usearch create: {e}"))?;
+        let mut index = Index::new(&options(shape, config)).map_err(|e| format!("usearch create: {e}"))?;
         index.load_from_buffer(bytes).map_err(|e| format!("usearch load: {e}"))?;
+        install_metric(&mut index, shape);
         index.change_expansion_add(config.ef_construction);
         index.change_expansion_search(config.ef_search);
         let live_keys = keys.iter().filter(|&(_, k)| index.contains(k)).count();

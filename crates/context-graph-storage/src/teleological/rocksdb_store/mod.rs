@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::blocking::run_blocking;
 pub use super::column_families::{CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX};
-use super::index::{EmbedderIndex, EmbedderIndexConfig};
+use super::index::{EmbedderIndex, EmbedderIndexConfig, VectorPrecision};
 use super::recovery::open_core;
 use super::store::{StorageError, StorageResult, StorageStats, TeleologicalArrayStore};
 use super::store_core::StoreCore;
@@ -55,7 +55,19 @@ pub struct StoreConfig {
     pub schema: StoreSchema,
     /// Candidates a fused search asks of each embedder, as a multiple of its limit (default 3).
     pub search_overfetch: usize,
+    /// The precision each in-memory index holds its vectors at (dense HNSW and token-level
+    /// slots; ignored for sparse and binary). Default: [`DEFAULT_VECTOR_PRECISION`] for all.
+    /// Changing it between opens rebuilds the affected indices from the stored arrays.
+    pub vector_precision: [VectorPrecision; Embedder::COUNT],
+    /// An index holding less than f32 precision rescores `rescore_factor × limit` candidates
+    /// exactly from the stored arrays (default 2).
+    pub rescore_factor: usize,
 }
+
+/// The default index precision: a quarter of the memory of f32, the fastest inserts and
+/// searches (usearch without its SIMD add-on converts f16 in software: 5x slower), and with
+/// rescoring the same results (docs/PERFORMANCE.md).
+pub const DEFAULT_VECTOR_PRECISION: VectorPrecision = VectorPrecision::I8;
 
 impl Default for StoreConfig {
     fn default() -> Self {
@@ -68,6 +80,8 @@ impl Default for StoreConfig {
             max_batch: 1000,
             schema: StoreSchema::default(),
             search_overfetch: 3,
+            vector_precision: [DEFAULT_VECTOR_PRECISION; Embedder::COUNT],
+            rescore_factor: 2,
         }
     }
 }
