@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use context_graph_core::teleology::Embedder;
 use context_graph_storage::{
-    IndexOpenMode, IndexType, RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore,
-    CF_ARRAYS,
+    IndexOpenMode, RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore, CF_ARRAYS,
 };
 use workload::{array, id_of};
 
@@ -65,12 +64,12 @@ async fn a_checkpoint_taken_during_writes_opens_consistent() {
     assert!(count >= 40 - 6, "the copy holds the data written before it");
     let stats = copy.stats().await.unwrap();
     for s in &stats.indices {
-        let want = if s.index_type == IndexType::Inverted {
-            IndexOpenMode::Persistent
-        } else {
-            IndexOpenMode::Loaded
-        };
-        assert_eq!(s.open_mode, want, "{:?}: the copy's snapshots match its data", s.embedder);
+        assert_eq!(
+            s.open_mode,
+            IndexOpenMode::Loaded,
+            "{:?}: the copy's snapshots match its data",
+            s.embedder
+        );
         assert_eq!(s.live, count, "{:?}", s.embedder);
     }
     for a in &arrays {

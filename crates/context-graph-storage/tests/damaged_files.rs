@@ -106,8 +106,24 @@ async fn an_unknown_format_version_is_refused() {
     drop(cf);
     store.close().unwrap();
     let err = open(path).err().unwrap();
-    assert!(matches!(err, StorageError::UnsupportedFormat { found: 99, supported: 1 }), "{err:?}");
+    assert!(matches!(err, StorageError::UnsupportedFormat { found: 99, supported: 2 }), "{err:?}");
     assert!(err.to_string().contains("99"));
+}
+
+#[tokio::test]
+async fn a_format_1_store_with_rocksdb_postings_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    open(path).unwrap().close().unwrap();
+    {
+        // Add the column family format 1 kept sparse postings in.
+        let data = dir.path().join("data");
+        let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &data).unwrap();
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &data, &cfs).unwrap();
+        db.create_cf("sparse_postings", &rocksdb::Options::default()).unwrap();
+    }
+    let err = open(path).err().unwrap();
+    assert!(matches!(err, StorageError::UnsupportedFormat { found: 1, supported: 2 }), "{err:?}");
 }
 
 #[tokio::test]

@@ -161,7 +161,6 @@ pub fn open_mode(m: &IndexOpenMode) -> String {
         IndexOpenMode::Loaded => "loaded snapshot".into(),
         IndexOpenMode::CaughtUp { entries } => format!("snapshot + {entries} changes"),
         IndexOpenMode::Rebuilt { reason } => format!("rebuilt ({reason})"),
-        IndexOpenMode::Persistent => "in RocksDB".into(),
         IndexOpenMode::Disabled => "disabled".into(),
     }
 }

@@ -13,7 +13,8 @@ pub const CF_ARRAYS: &str = "teleological_arrays";
 pub const CF_METADATA: &str = "array_metadata";
 /// Namespace membership: namespace bytes, 0x00, UUID → empty.
 pub const CF_NAMESPACE_INDEX: &str = "namespace_index";
-const CF_SPARSE_POSTINGS: &str = "sparse_postings";
+/// Held inverted-index postings in stores of format 1; stores of format 2 have none.
+pub(crate) const CF_RETIRED_SPARSE_POSTINGS: &str = "sparse_postings";
 const CF_CHANGE_LOG: &str = "index_change_log";
 const CF_STORE_META: &str = "store_meta";
 
@@ -23,8 +24,6 @@ pub(crate) enum ColumnFamily {
     Arrays,
     Metadata,
     NamespaceIndex,
-    /// Inverted-index postings and forward term lists of the sparse embedders.
-    SparsePostings,
     /// Commit sequence number → the ids each commit changed, for in-memory index catch-up.
     ChangeLog,
     /// Format version, schema, counters.
@@ -32,11 +31,10 @@ pub(crate) enum ColumnFamily {
 }
 
 impl ColumnFamily {
-    pub(crate) const ALL: [ColumnFamily; 6] = [
+    pub(crate) const ALL: [ColumnFamily; 5] = [
         ColumnFamily::Arrays,
         ColumnFamily::Metadata,
         ColumnFamily::NamespaceIndex,
-        ColumnFamily::SparsePostings,
         ColumnFamily::ChangeLog,
         ColumnFamily::StoreMeta,
     ];
@@ -46,7 +44,6 @@ impl ColumnFamily {
             ColumnFamily::Arrays => CF_ARRAYS,
             ColumnFamily::Metadata => CF_METADATA,
             ColumnFamily::NamespaceIndex => CF_NAMESPACE_INDEX,
-            ColumnFamily::SparsePostings => CF_SPARSE_POSTINGS,
             ColumnFamily::ChangeLog => CF_CHANGE_LOG,
             ColumnFamily::StoreMeta => CF_STORE_META,
         }

@@ -29,21 +29,21 @@ use uuid::Uuid;
 
 use super::attrs::AttrTable;
 use super::change_log::{decode_entry, log_key, seq_of_key, LogOp};
-use super::column_families::ColumnFamily;
+use super::column_families::{ColumnFamily, CF_RETIRED_SPARSE_POSTINGS};
 use super::index::binary::BinaryKind;
 use super::index::hnsw::HnswKind;
-use super::index::inverted::postings_cf_options;
+use super::index::inverted::InvertedKind;
 use super::index::snapshot::{read_snapshot, snapshot_path, write_index_snapshot};
 use super::index::token_level::{default_token_graph_config, TokenLevelKind};
 use super::index::{
-    EmbedderIndexConfig, HnswConfig, IndexChange, IndexType, InvertedIndex, MemoryIndex, MemoryKind, Rescore,
+    EmbedderIndexConfig, HnswConfig, IndexChange, IndexType, MemoryIndex, MemoryKind, Rescore,
     VectorPrecision,
 };
 use super::parallel::for_each_parallel;
 use super::rocksdb_store::StoreConfig;
 use super::store::{IndexOpenMode, StorageError, StorageResult};
 use super::store_core::{DisabledIndex, IndexSlot, StoreCore, StoredSlots, WriterState};
-use super::store_meta::{init_or_check, SchemaRecord, KEY_LOG_TRUNCATED_THROUGH};
+use super::store_meta::{init_or_check, SchemaRecord, KEY_LOG_TRUNCATED_THROUGH, STORE_FORMAT_VERSION};
 
 /// Subdirectory of the store holding RocksDB.
 pub(crate) const DATA_DIR: &str = "data";
@@ -140,7 +140,6 @@ fn rocksdb_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor
             let opts = match cf {
                 ColumnFamily::Arrays => cf_options(true, true),
                 ColumnFamily::Metadata => cf_options(true, false),
-                ColumnFamily::SparsePostings => postings_cf_options(cf_options(false, false)),
                 _ => cf_options(false, false),
             };
             ColumnFamilyDescriptor::new(cf.name(), opts)
@@ -157,6 +156,11 @@ fn rocksdb_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor
 fn open_db(root: &Path, config: &StoreConfig) -> StorageResult<DB> {
     let (opts, cfs) = rocksdb_options(config);
     let data = root.join(DATA_DIR);
+    // Format 1 kept sparse postings in a column family of their own; RocksDB would refuse to
+    // open the store without it, so say what the store is instead.
+    if DB::list_cf(&opts, &data).is_ok_and(|cfs| cfs.iter().any(|cf| cf == CF_RETIRED_SPARSE_POSTINGS)) {
+        return Err(StorageError::UnsupportedFormat { found: 1, supported: STORE_FORMAT_VERSION });
+    }
     DB::open_cf_descriptors(&opts, &data, cfs).map_err(|e| {
         let msg = e.clone().into_string();
         if msg.contains("lock file") || msg.contains("LOCK") {
@@ -204,7 +208,9 @@ fn new_memory_index(
             precision,
         )?),
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::new(e, bits)),
-        EmbedderDims::Sparse { .. } => unreachable!("sparse slots are inverted indices"),
+        EmbedderDims::Sparse { vocab_size } => {
+            Arc::new(InvertedKind::new(e, vocab_size, &c.inverted_config.clone().unwrap_or_default())?)
+        }
     })
 }
 
@@ -226,7 +232,12 @@ fn load_memory_index(
             payload,
         )?),
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::from_snapshot(e, bits, payload)?),
-        EmbedderDims::Sparse { .. } => return Err("sparse slots have no snapshot".into()),
+        EmbedderDims::Sparse { vocab_size } => Arc::new(InvertedKind::from_snapshot(
+            e,
+            vocab_size,
+            &c.inverted_config.clone().unwrap_or_default(),
+            payload,
+        )?),
     })
 }
 
@@ -271,17 +282,6 @@ pub(crate) fn open_core(
         if !c.enabled {
             slots.push(IndexSlot::Disabled(DisabledIndex { embedder: e, index_type: c.index_type }));
             modes.push(IndexOpenMode::Disabled);
-            continue;
-        }
-        if let EmbedderDims::Sparse { vocab_size } = dims {
-            let inverted = InvertedIndex::open_owned(
-                db.clone(),
-                e,
-                vocab_size,
-                c.inverted_config.clone().unwrap_or_default(),
-            )?;
-            slots.push(IndexSlot::Inverted(inverted));
-            modes.push(IndexOpenMode::Persistent);
             continue;
         }
         let index = if created {

@@ -214,7 +214,6 @@ impl StoreCore {
                     // so that rank fusion sees the true order.
                     m.search_sync(query.get(e), per_embedder, None, candidates)?
                 }
-                IndexSlot::Inverted(i) => i.search_sync(query.get(e), per_embedder, None, candidates)?,
                 IndexSlot::Disabled(_) => {
                     return Err(StorageError::Index(format!(
                         "index of {} is disabled: it cannot be searched",

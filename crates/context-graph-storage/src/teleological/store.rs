@@ -94,8 +94,6 @@ pub enum IndexOpenMode {
     CaughtUp { entries: u64 },
     /// Rebuilt from `teleological_arrays`, for the reason given (missing or damaged snapshot).
     Rebuilt { reason: String },
-    /// Lives in RocksDB (sparse postings): always current, nothing to load.
-    Persistent,
     /// The embedder is stored and validated but not indexed.
     Disabled,
 }

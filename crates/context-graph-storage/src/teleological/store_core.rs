@@ -15,16 +15,13 @@ use uuid::Uuid;
 
 use super::attrs::AttrTable;
 use super::column_families::ColumnFamily;
-use super::index::{
-    EmbedderIndex, ExactOutputs, IndexSearchResult, IndexType, InvertedIndex, MemoryIndex, MemoryKind,
-};
+use super::index::{EmbedderIndex, ExactOutputs, IndexSearchResult, IndexType, MemoryIndex, MemoryKind};
 use super::rocksdb_store::StoreConfig;
 use super::store::{EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats};
 
 /// The index serving one slot.
 pub(crate) enum IndexSlot {
     Memory(MemoryIndex),
-    Inverted(InvertedIndex),
     Disabled(DisabledIndex),
 }
 
@@ -32,7 +29,6 @@ impl IndexSlot {
     pub(crate) fn as_dyn(&self) -> &dyn EmbedderIndex {
         match self {
             IndexSlot::Memory(i) => i,
-            IndexSlot::Inverted(i) => i,
             IndexSlot::Disabled(i) => i,
         }
     }
@@ -40,7 +36,6 @@ impl IndexSlot {
     pub(crate) fn live(&self) -> usize {
         match self {
             IndexSlot::Memory(i) => i.kind.len(),
-            IndexSlot::Inverted(i) => i.live(),
             IndexSlot::Disabled(_) => 0,
         }
     }

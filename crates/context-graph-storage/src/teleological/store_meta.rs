@@ -9,7 +9,7 @@ use super::index::IndexType;
 use super::store::{StorageError, StorageResult};
 
 /// Version of the whole on-disk layout (`docs/FORMAT.md`). `open` refuses any other.
-pub const STORE_FORMAT_VERSION: u32 = 1;
+pub const STORE_FORMAT_VERSION: u32 = 2;
 
 pub(crate) const KEY_FORMAT_VERSION: &[u8] = b"format_version";
 pub(crate) const KEY_SCHEMA: &[u8] = b"schema";

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use context_graph_core::encoding::{decode_metadata, encode_array, encode_metadata, MetadataRecord};
-use context_graph_core::teleology::{validate_array, Embedder, TeleologicalArray};
+use context_graph_core::teleology::{validate_array, EmbedderDims, TeleologicalArray};
 use rocksdb::{WriteBatch, WriteOptions};
 use uuid::Uuid;
 
@@ -14,7 +14,7 @@ use super::index::IndexChange;
 use super::parallel::for_each_parallel;
 use super::rocksdb_store::Durability;
 use super::store::{StorageError, StorageResult};
-use super::store_core::{IndexSlot, StoreCore};
+use super::store_core::StoreCore;
 use super::store_meta::{KEY_ARRAY_COUNT, KEY_COMMIT_SEQ};
 
 /// One change a write call asks for.
@@ -57,9 +57,9 @@ impl StoreCore {
     ///    left the state unknown.
     /// 3. Read the current metadata records of the ids: existence (for `NotFound` and the
     ///    count) and the old namespace to remove.
-    /// 4. Build one `WriteBatch`: array bodies, metadata records, namespace entries, sparse
-    ///    postings, the change-log entry for the in-memory indices, the commit sequence
-    ///    number and the array count.
+    /// 4. Build one `WriteBatch`: array bodies, metadata records, namespace entries, the
+    ///    change-log entry for the in-memory indices, the commit sequence number and the
+    ///    array count.
     /// 5. Write it, fsynced under `Durability::Sync`. If this fails, nothing is visible; the
     ///    store refuses further writes until reopened, because the disk state is unknown.
     ///    Then update the in-memory filter attributes.
@@ -125,7 +125,6 @@ impl StoreCore {
         let mut batch = WriteBatch::default();
         let mut log = Vec::with_capacity(mutations.len());
         let mut count = writer.array_count;
-        let mut inverted_deltas = Vec::new();
         for ((m, enc), old) in mutations.iter().zip(&encoded).zip(&old_records) {
             let id = m.id();
             if let Some(old_ns) = old.as_ref().and_then(|r| r.namespace.as_deref()) {
@@ -146,15 +145,6 @@ impl StoreCore {
                     batch.delete_cf(&meta_cf, id.as_bytes());
                     count -= 1;
                     log.push(LogOp::Remove(id));
-                }
-            }
-            for e in Embedder::all() {
-                if let IndexSlot::Inverted(index) = self.slot(e) {
-                    let change = match m {
-                        Mutation::Put(array) => IndexChange::Upsert(id, array.get(e)),
-                        Mutation::Delete(_) => IndexChange::Remove(id),
-                    };
-                    inverted_deltas.push((index, index.stage(&mut batch, change)?));
                 }
             }
         }
@@ -183,12 +173,11 @@ impl StoreCore {
                 }
             }
         }
-        for (index, delta) in inverted_deltas {
-            index.committed(delta);
-        }
 
-        // Step 6.
-        let applied = for_each_parallel(&self.memory_indices(), |index| {
+        // Step 6. Costliest indices first, so that the workers finish together.
+        let mut indices = self.memory_indices();
+        indices.sort_by_key(|index| std::cmp::Reverse(apply_cost(self.schema.get(index.embedder()))));
+        let applied = for_each_parallel(&indices, |index| {
             let e = index.embedder();
             let changes: Vec<IndexChange<'_>> = mutations
                 .iter()
@@ -217,5 +206,17 @@ impl StoreCore {
             .ok_or_else(|| StorageError::Serialization(format!("array {} cannot be encoded", array.id)))?;
         let record = MetadataRecord::of(array, bytes.len());
         Ok(EncodedPut { array: bytes, record })
+    }
+}
+
+/// A rough relative cost of applying one array to an index of this shape: graph inserts cost
+/// in proportion to the vector width; token-level inserts one mean vector and keeps the
+/// tokens; postings and binary codes are cheap.
+fn apply_cost(dims: EmbedderDims) -> usize {
+    match dims {
+        EmbedderDims::Dense(d) => d,
+        EmbedderDims::TokenLevel { per_token } => 2 * per_token,
+        EmbedderDims::Sparse { .. } => 100,
+        EmbedderDims::Binary { .. } => 10,
     }
 }

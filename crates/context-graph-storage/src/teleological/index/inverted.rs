@@ -1,180 +1,107 @@
-//! Sparse vectors in inverted postings stored in RocksDB, written in the same commit as the
-//! data, scored by the exact dot product.
+//! Sparse vectors in in-memory posting lists, scored by the exact dot product.
 //!
-//! Keys in the `sparse_postings` column family (see `docs/FORMAT.md`):
-//! - posting: `0x00, embedder, term (u32 BE), id (16)` → weight (f32 LE)
-//! - forward: `0x01, embedder, id (16)` → the indexed (term u32 LE, weight f32 LE) pairs
-//! - term bound: `0x02, embedder, term (u32 BE)` → the largest weight ever indexed for the term
-//!   (f32 LE), kept by a `max` merge operator so that writes never read it
+//! Each entry gets a slot number; each term a list of (slot, weight) postings. A search adds
+//! `query weight × posting weight` into one accumulator per slot for every query term's list
+//! (term at a time, no pruning, so the result is exact), then selects the best `limit`.
+//! Removing or replacing an entry marks its slot dead; its postings stay in the lists until
+//! dead slots outnumber live ones (or pass 20% when `optimize` runs), when the lists are
+//! compacted and the slots renumbered.
 //!
-//! The forward entry lets an overwrite or delete remove exactly the postings it wrote, without
-//! reading the old array, and gives any entry's exact score in one read.
-//!
-//! Search is exact top-k with MaxScore pruning: query terms are visited in decreasing order of
-//! their largest possible contribution (query weight × term bound). Once the contributions
-//! still possible from the unvisited terms cannot lift an unseen entry above the k-th best
-//! partial score, the remaining posting lists are skipped, and the entries that can still
-//! make the top k are scored exactly from their forward entries. Frequent terms, which carry
-//! small weights, are the ones skipped.
+//! Like the other in-memory indices it is persisted as a snapshot and caught up from the
+//! change log at open. Postings used to live in RocksDB, written in the same commit as the
+//! data: reading them back through iterators cost 10–12 ms per query at 20,000 arrays (and
+//! grew with the store), and writing ~330 posting and term-bound keys per array was a fifth of
+//! the ingest time; see docs/PERFORMANCE.md.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use context_graph_core::teleology::{
     Embedder, EmbedderDims, EmbedderOutput, SparseVector, DEFAULT_MAX_TOKENS,
 };
-use parking_lot::Mutex;
-use rocksdb::{ReadOptions, WriteBatch, DB};
+use parking_lot::RwLock;
 use uuid::Uuid;
 
+use super::key_map::Reader;
+use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
+use super::usearch_graph::REBUILD_REMOVED_SHARE;
 use super::{
-    finish_results, owned_write_error, Candidates, EmbedderIndex, IndexChange, IndexSearchResult, IndexType,
-    InvertedIndexConfig,
+    finish_results, Candidates, IndexChange, IndexSearchResult, IndexType, InvertedIndexConfig,
+    VectorPrecision,
 };
-use crate::teleological::blocking::run_blocking;
-use crate::teleological::column_families::ColumnFamily;
 use crate::teleological::store::{StorageError, StorageResult};
 
-const TAG_POSTING: u8 = 0x00;
-const TAG_FORWARD: u8 = 0x01;
-const TAG_BOUND: u8 = 0x02;
-const MAX_MERGE: &str = "teleo_max_f32";
-
-fn posting_prefix(e: Embedder, term: u32) -> [u8; 6] {
-    let t = term.to_be_bytes();
-    [TAG_POSTING, e as u8, t[0], t[1], t[2], t[3]]
+#[derive(Debug, Clone, Copy)]
+struct Posting {
+    slot: u32,
+    weight: f32,
 }
 
-fn posting_key(e: Embedder, term: u32, id: Uuid) -> [u8; 22] {
-    let mut k = [0u8; 22];
-    k[..6].copy_from_slice(&posting_prefix(e, term));
-    k[6..].copy_from_slice(id.as_bytes());
-    k
-}
-
-fn bound_key(e: Embedder, term: u32) -> [u8; 6] {
-    let t = term.to_be_bytes();
-    [TAG_BOUND, e as u8, t[0], t[1], t[2], t[3]]
-}
-
-/// The `max` merge of term bounds: the largest valid f32 among the value and the operands.
-fn merge_max(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
-    let max = existing
-        .into_iter()
-        .chain(operands.iter())
-        .filter_map(|b| <[u8; 4]>::try_from(b).ok().map(f32::from_le_bytes))
-        .fold(0.0f32, f32::max);
-    Some(max.to_le_bytes().to_vec())
-}
-
-/// Options the `sparse_postings` column family must be opened with (the term-bound merge
-/// operator). A store does this itself; a standalone index's database must too.
-pub fn postings_cf_options(mut opts: rocksdb::Options) -> rocksdb::Options {
-    opts.set_merge_operator_associative(MAX_MERGE, merge_max);
-    opts
-}
-
-fn decode_pairs(bytes: &[u8]) -> Option<impl Iterator<Item = (u32, f32)> + '_> {
-    if !bytes.len().is_multiple_of(8) {
-        return None;
-    }
-    Some(bytes.chunks_exact(8).map(|c| {
-        (u32::from_le_bytes([c[0], c[1], c[2], c[3]]), f32::from_le_bytes([c[4], c[5], c[6], c[7]]))
-    }))
-}
-
-fn forward_key(e: Embedder, id: Uuid) -> [u8; 18] {
-    let mut k = [0u8; 18];
-    k[0] = TAG_FORWARD;
-    k[1] = e as u8;
-    k[2..].copy_from_slice(id.as_bytes());
-    k
-}
-
-/// A cheap hasher for random 16-byte ids (SipHash costs more than the whole posting visit).
 #[derive(Default)]
-struct IdHasher(u64);
-
-/// The `k`-th largest partial score (a lower bound of the k-th best final score).
-fn kth_best(acc: &HashMap<Uuid, f32, BuildHasherDefault<IdHasher>>, k: usize) -> f32 {
-    let mut scores: Vec<f32> = acc.values().copied().collect();
-    if scores.len() < k || k == 0 {
-        return f32::NEG_INFINITY;
-    }
-    let (_, kth, _) = scores.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    *kth
+struct Postings {
+    /// Each term's postings, in slot order (slots only grow between compactions).
+    lists: HashMap<u32, Vec<Posting>>,
+    /// Slot → id; `None` for a dead slot.
+    ids: Vec<Option<Uuid>>,
+    /// Postings each slot has in the lists (dead slots included, until compaction).
+    counts: Vec<u32>,
+    slot_of: HashMap<Uuid, u32>,
+    dead: usize,
 }
 
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut buf = [0u8; 8];
-            buf[..chunk.len()].copy_from_slice(chunk);
-            self.0 =
-                (self.0.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+impl Postings {
+    fn live(&self) -> usize {
+        self.ids.len() - self.dead
+    }
+
+    fn kill(&mut self, id: Uuid) {
+        if let Some(slot) = self.slot_of.remove(&id) {
+            self.ids[slot as usize] = None;
+            self.dead += 1;
         }
     }
 
-    fn write_usize(&mut self, _: usize) {}
-
-    fn finish(&self) -> u64 {
-        self.0
+    /// Drop dead slots' postings and renumber the live slots densely, in their old order.
+    fn compact(&mut self) {
+        let mut renumbered = vec![u32::MAX; self.ids.len()];
+        let mut ids = Vec::with_capacity(self.live());
+        let mut counts = Vec::with_capacity(self.live());
+        for (slot, id) in self.ids.iter().enumerate() {
+            if let Some(id) = id {
+                renumbered[slot] = ids.len() as u32;
+                ids.push(Some(*id));
+                counts.push(self.counts[slot]);
+            }
+        }
+        self.lists.retain(|_, list| {
+            list.retain_mut(|p| {
+                p.slot = renumbered[p.slot as usize];
+                p.slot != u32::MAX
+            });
+            list.shrink_to_fit();
+            !list.is_empty()
+        });
+        self.slot_of =
+            ids.iter().enumerate().filter_map(|(slot, id)| id.map(|id| (id, slot as u32))).collect();
+        self.ids = ids;
+        self.counts = counts;
+        self.dead = 0;
     }
 }
 
-struct InvertedState {
-    db: Arc<DB>,
+pub(crate) struct InvertedKind {
     embedder: Embedder,
     vocab_size: usize,
     config: InvertedIndexConfig,
-    live: AtomicUsize,
-    /// Serializes standalone writes (a store serializes its own commits).
-    standalone_writes: Mutex<()>,
+    postings: RwLock<Postings>,
 }
 
-/// The inverted index of one sparse embedder.
-#[derive(Clone)]
-pub struct InvertedIndex {
-    state: Arc<InvertedState>,
-    owned: bool,
-}
-
-/// What staging a change did to the number of live entries, applied once the commit succeeds.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct LiveDelta(pub(crate) isize);
-
-impl InvertedIndex {
-    /// An inverted index over `db`, which must have the `sparse_postings` column family,
-    /// opened with [`postings_cf_options`] (the term-bound merge operator). Counts the live
-    /// entries already there.
-    pub fn open(
-        db: Arc<DB>,
+impl InvertedKind {
+    pub(crate) fn new(
         embedder: Embedder,
         vocab_size: usize,
-        config: InvertedIndexConfig,
-    ) -> StorageResult<Self> {
-        Self::open_inner(db, embedder, vocab_size, config, false)
-    }
-
-    pub(crate) fn open_owned(
-        db: Arc<DB>,
-        embedder: Embedder,
-        vocab_size: usize,
-        config: InvertedIndexConfig,
-    ) -> StorageResult<Self> {
-        Self::open_inner(db, embedder, vocab_size, config, true)
-    }
-
-    fn open_inner(
-        db: Arc<DB>,
-        embedder: Embedder,
-        vocab_size: usize,
-        config: InvertedIndexConfig,
-        owned: bool,
+        config: &InvertedIndexConfig,
     ) -> StorageResult<Self> {
         if config.use_bm25 {
             return Err(StorageError::Index(format!(
@@ -182,39 +109,87 @@ impl InvertedIndex {
                 embedder.short_name()
             )));
         }
-        let live = {
-            let cf = ColumnFamily::SparsePostings.handle(&db)?;
-            let prefix = [TAG_FORWARD, embedder as u8];
-            let mut opts = ReadOptions::default();
-            opts.set_iterate_upper_bound(vec![TAG_FORWARD, embedder as u8 + 1]);
-            let mut it = db.raw_iterator_cf_opt(&cf, opts);
-            it.seek(prefix);
-            let mut n = 0;
-            while it.valid() {
-                n += 1;
-                it.next();
-            }
-            it.status()?;
-            n
-        };
-        let state = InvertedState {
-            db,
-            embedder,
-            vocab_size,
-            config,
-            live: AtomicUsize::new(live),
-            standalone_writes: Mutex::new(()),
-        };
-        Ok(Self { state: Arc::new(state), owned })
+        Ok(Self { embedder, vocab_size, config: config.clone(), postings: RwLock::new(Postings::default()) })
     }
 
-    fn dims(&self) -> EmbedderDims {
-        EmbedderDims::Sparse { vocab_size: self.state.vocab_size }
+    /// Payload: vocabulary size u64, slot count u64, per slot (id 16 bytes, nil when dead; live
+    /// u8; posting count u32), list count u64, per list (term u32, length u64, per posting:
+    /// slot u32, weight f32). All little-endian.
+    pub(crate) fn from_snapshot(
+        embedder: Embedder,
+        vocab_size: usize,
+        config: &InvertedIndexConfig,
+        payload: &[u8],
+    ) -> Result<Self, String> {
+        let kind = Self::new(embedder, vocab_size, config).map_err(|e| e.to_string())?;
+        let mut r = Reader(payload);
+        let stored_vocab = r.u64()? as usize;
+        if stored_vocab != vocab_size {
+            return Err(format!(
+                "snapshot has a vocabulary of {stored_vocab} terms, the schema {vocab_size}"
+            ));
+        }
+        let slots = r.u64()? as usize;
+        if slots > u32::MAX as usize || slots > payload.len() / 21 {
+            return Err(format!("snapshot claims {slots} slots in {} bytes", payload.len()));
+        }
+        let mut p = Postings {
+            ids: Vec::with_capacity(slots),
+            counts: Vec::with_capacity(slots),
+            ..Default::default()
+        };
+        for slot in 0..slots {
+            let id = Uuid::from_bytes(r.take::<16>()?);
+            let [live] = r.take::<1>()?;
+            p.counts.push(u32::from_le_bytes(r.take::<4>()?));
+            if live == 1 {
+                if p.slot_of.insert(id, slot as u32).is_some() {
+                    return Err(format!("id {id} is live in two slots"));
+                }
+                p.ids.push(Some(id));
+            } else {
+                p.ids.push(None);
+                p.dead += 1;
+            }
+        }
+        let lists = r.u64()? as usize;
+        for _ in 0..lists {
+            let term = u32::from_le_bytes(r.take::<4>()?);
+            if term as usize >= vocab_size {
+                return Err(format!("term {term} is outside the vocabulary of {vocab_size}"));
+            }
+            let len = r.u64()? as usize;
+            let bytes = r.bytes(len.checked_mul(8).ok_or("posting count overflows")?)?;
+            let mut list = Vec::with_capacity(len);
+            for c in bytes.chunks_exact(8) {
+                let slot = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                let weight = f32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+                if slot as usize >= slots || !weight.is_finite() {
+                    return Err(format!("term {term} has a posting of slot {slot} with weight {weight}"));
+                }
+                list.push(Posting { slot, weight });
+            }
+            if p.lists.insert(term, list).is_some() {
+                return Err(format!("term {term} has two posting lists"));
+            }
+        }
+        if !r.0.is_empty() {
+            return Err("snapshot payload has trailing bytes".into());
+        }
+        *kind.postings.write() = p;
+        Ok(kind)
+    }
+
+    fn sparse<'a>(&self, out: &'a EmbedderOutput) -> StorageResult<&'a SparseVector> {
+        match out {
+            EmbedderOutput::Sparse(v) => Ok(v),
+            _ => Err(StorageError::Index(format!("{}: not a sparse vector", self.embedder))),
+        }
     }
 
     /// The terms this index keeps of `v`: at least `min_weight`, the `max_terms` heaviest.
     fn indexed_terms(&self, v: &SparseVector) -> Vec<(u32, f32)> {
-        let cfg = &self.state.config;
+        let cfg = &self.config;
         let mut terms: Vec<(u32, f32)> = v
             .indices
             .iter()
@@ -225,140 +200,106 @@ impl InvertedIndex {
         if terms.len() > cfg.max_terms {
             terms.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             terms.truncate(cfg.max_terms);
-            terms.sort_by_key(|&(t, _)| t);
         }
         terms
     }
+}
 
-    /// Add the writes of one change to `batch`. Reads the current forward entry, so the caller
-    /// must keep other writers of this index out until the batch is committed.
-    pub(crate) fn stage(&self, batch: &mut WriteBatch, change: IndexChange<'_>) -> StorageResult<LiveDelta> {
-        let s = &self.state;
-        let cf = ColumnFamily::SparsePostings.handle(&s.db)?;
-        let id = match change {
-            IndexChange::Upsert(id, _) | IndexChange::Remove(id) => id,
-        };
-        let fkey = forward_key(s.embedder, id);
-        let old = s.db.get_pinned_cf(&cf, fkey)?;
-        let existed = old.is_some();
-        if let Some(old) = old {
-            let pairs = decode_pairs(&old).ok_or_else(|| StorageError::Corruption {
-                what: format!(
-                    "forward entry of {id} in {} has {} bytes, not whole (term, weight) pairs",
-                    s.embedder.short_name(),
-                    old.len()
-                ),
-            })?;
-            for (term, _) in pairs {
-                batch.delete_cf(&cf, posting_key(s.embedder, term, id));
-            }
-        }
-        match change {
-            IndexChange::Upsert(_, out) => {
-                let EmbedderOutput::Sparse(v) = out else {
-                    return Err(StorageError::Index(format!("{}: not a sparse vector", s.embedder)));
-                };
-                let terms = self.indexed_terms(v);
-                let mut forward = Vec::with_capacity(terms.len() * 8);
-                for (term, w) in terms {
-                    batch.put_cf(&cf, posting_key(s.embedder, term, id), w.to_le_bytes());
-                    batch.merge_cf(&cf, bound_key(s.embedder, term), w.to_le_bytes());
-                    forward.extend_from_slice(&term.to_le_bytes());
-                    forward.extend_from_slice(&w.to_le_bytes());
+impl MemoryIndex {
+    /// A standalone inverted index of sparse vectors over a vocabulary of `vocab_size` terms.
+    pub fn inverted(
+        embedder: Embedder,
+        vocab_size: usize,
+        config: &InvertedIndexConfig,
+    ) -> StorageResult<Self> {
+        Ok(Self::standalone(Arc::new(InvertedKind::new(embedder, vocab_size, config)?)))
+    }
+}
+
+impl MemoryKind for InvertedKind {
+    fn embedder(&self) -> Embedder {
+        self.embedder
+    }
+
+    fn index_type(&self) -> IndexType {
+        IndexType::Inverted
+    }
+
+    fn check(&self, out: &EmbedderOutput) -> StorageResult<()> {
+        check_query(
+            self.embedder,
+            out,
+            EmbedderDims::Sparse { vocab_size: self.vocab_size },
+            DEFAULT_MAX_TOKENS,
+        )
+    }
+
+    fn precision(&self) -> Option<VectorPrecision> {
+        None
+    }
+
+    fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
+        let mut p = self.postings.write();
+        for change in changes {
+            match *change {
+                IndexChange::Upsert(id, out) => {
+                    let terms = self.indexed_terms(self.sparse(out)?);
+                    p.kill(id);
+                    let slot = u32::try_from(p.ids.len()).map_err(|_| {
+                        StorageError::Index(format!("{}: more than 2^32 slots", self.embedder))
+                    })?;
+                    p.ids.push(Some(id));
+                    p.counts.push(terms.len() as u32);
+                    p.slot_of.insert(id, slot);
+                    for (term, weight) in terms {
+                        p.lists.entry(term).or_default().push(Posting { slot, weight });
+                    }
                 }
-                batch.put_cf(&cf, fkey, forward);
-                Ok(LiveDelta(if existed { 0 } else { 1 }))
-            }
-            IndexChange::Remove(_) => {
-                if existed {
-                    batch.delete_cf(&cf, fkey);
-                }
-                Ok(LiveDelta(if existed { -1 } else { 0 }))
+                IndexChange::Remove(id) => p.kill(id),
             }
         }
-    }
-
-    /// Apply a committed change's delta to the live count.
-    pub(crate) fn committed(&self, delta: LiveDelta) {
-        if delta.0 >= 0 {
-            self.state.live.fetch_add(delta.0 as usize, Ordering::SeqCst);
-        } else {
-            self.state.live.fetch_sub(delta.0.unsigned_abs(), Ordering::SeqCst);
+        if p.dead > p.live() {
+            p.compact();
         }
+        Ok(())
     }
 
-    /// Number of live entries.
-    pub fn live(&self) -> usize {
-        self.state.live.load(Ordering::SeqCst)
-    }
-
-    /// Exact top-k by dot product over one consistent RocksDB snapshot, with MaxScore
-    /// pruning (see the module documentation).
-    pub(crate) fn search_sync(
+    /// Entries with a nonzero dot product with the query, best first.
+    fn search(
         &self,
         query: &EmbedderOutput,
         limit: usize,
         threshold: Option<f32>,
         candidates: Candidates<'_>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
-        let s = &self.state;
-        check_query(s.embedder, query, self.dims(), DEFAULT_MAX_TOKENS)?;
-        let EmbedderOutput::Sparse(q) = query else { unreachable!("checked above") };
+        let q = self.sparse(query)?;
         if limit == 0 || q.is_empty() {
             return Ok(Vec::new());
         }
-        let cf = ColumnFamily::SparsePostings.handle(&s.db)?;
-        let snapshot = s.db.snapshot();
-        let read_opts = || {
-            let mut o = ReadOptions::default();
-            o.set_snapshot(&snapshot);
-            o
-        };
-        if let Candidates::Only(ids) = candidates {
-            let mut hits = self.exact_scores(&cf, &read_opts(), q, ids)?;
-            hits.retain(|h| h.score > 0.0);
-            return Ok(finish_results(hits, limit, threshold));
-        }
-
-        // Each query term's largest possible contribution; terms nobody has are dropped.
-        let bound_keys: Vec<[u8; 6]> = q.indices.iter().map(|&t| bound_key(s.embedder, t)).collect();
-        let bounds = s.db.batched_multi_get_cf_opt(&cf, &bound_keys, false, &read_opts());
-        let mut terms: Vec<(u32, f32, f32)> = Vec::with_capacity(q.len());
-        for ((&term, &qw), bound) in q.indices.iter().zip(&q.values).zip(bounds) {
-            if let Some(b) = bound? {
-                let max_w = <[u8; 4]>::try_from(&b[..]).map(f32::from_le_bytes).unwrap_or(f32::INFINITY);
-                terms.push((term, qw, qw * max_w));
+        let p = self.postings.read();
+        let mut acc = vec![0.0f32; p.ids.len()];
+        for (term, &qw) in q.indices.iter().zip(&q.values) {
+            for posting in p.lists.get(term).map_or(&[][..], Vec::as_slice) {
+                acc[posting.slot as usize] += qw * posting.weight;
             }
         }
-        terms.sort_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
-        // remaining[i]: the most the terms from i on can add to any entry's score.
-        let mut remaining = vec![0.0f32; terms.len() + 1];
-        for i in (0..terms.len()).rev() {
-            remaining[i] = remaining[i + 1] + terms[i].2;
-        }
-
-        let mut acc: HashMap<Uuid, f32, BuildHasherDefault<IdHasher>> = HashMap::default();
-        let mut visited = terms.len();
-        let mut best = 0.0f32;
-        for (i, &(term, qw, _)) in terms.iter().enumerate() {
-            // `best` bounds the k-th best, so the costlier k-th best is computed only when
-            // pruning is possible at all.
-            if acc.len() >= limit && remaining[i] < best && remaining[i] < kth_best(&acc, limit) {
-                visited = i;
-                break;
-            }
-            best = best.max(self.accumulate(&cf, read_opts(), term, qw, candidates, &mut acc)?);
-        }
-
-        let mut hits: Vec<IndexSearchResult> = if visited == terms.len() {
-            // Every posting list was read: the partial scores are the exact scores.
-            acc.into_iter().map(|(id, score)| IndexSearchResult { id, score }).collect()
-        } else {
-            // Entries that may still reach the top k get their exact score from the forward
-            // entry; the others (and entries never seen) cannot.
-            let floor = kth_best(&acc, limit) - remaining[visited];
-            let ids: Vec<Uuid> = acc.iter().filter(|&(_, &p)| p >= floor).map(|(&id, _)| id).collect();
-            self.exact_scores(&cf, &read_opts(), q, &ids)?
+        let admitted = |slot: usize| p.ids[slot].filter(|&id| candidates.admits(id));
+        let mut hits: Vec<IndexSearchResult> = match candidates {
+            Candidates::Only(ids) => ids
+                .iter()
+                .filter_map(|id| p.slot_of.get(id))
+                .filter(|&&slot| acc[slot as usize] != 0.0)
+                .map(|&slot| IndexSearchResult {
+                    id: p.ids[slot as usize].unwrap_or_default(),
+                    score: acc[slot as usize],
+                })
+                .collect(),
+            _ => acc
+                .iter()
+                .enumerate()
+                .filter(|&(_, &score)| score != 0.0 && threshold.is_none_or(|t| score >= t))
+                .filter_map(|(slot, &score)| admitted(slot).map(|id| IndexSearchResult { id, score }))
+                .collect(),
         };
         if hits.len() > limit {
             hits.select_nth_unstable_by(limit - 1, |a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
@@ -367,165 +308,69 @@ impl InvertedIndex {
         Ok(finish_results(hits, limit, threshold))
     }
 
-    /// Add `qw` × weight of every posting of `term` to `acc`; returns the largest score it
-    /// produced.
-    fn accumulate(
-        &self,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
-        mut opts: ReadOptions,
-        term: u32,
-        qw: f32,
-        candidates: Candidates<'_>,
-        acc: &mut HashMap<Uuid, f32, BuildHasherDefault<IdHasher>>,
-    ) -> StorageResult<f32> {
-        let s = &self.state;
-        let prefix = posting_prefix(s.embedder, term);
-        // The next term's prefix bounds this term's postings.
-        let upper = match term.checked_add(1) {
-            Some(next) => posting_prefix(s.embedder, next).to_vec(),
-            None => vec![TAG_POSTING, s.embedder as u8 + 1],
-        };
-        opts.set_iterate_upper_bound(upper);
-        let mut it = s.db.raw_iterator_cf_opt(cf, opts);
-        it.seek(prefix);
-        let mut best = 0.0f32;
-        while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            let (Ok(id), Ok(w)) = (<[u8; 16]>::try_from(&key[6..]), <[u8; 4]>::try_from(value)) else {
-                return Err(StorageError::Corruption {
-                    what: format!(
-                        "posting of term {term} in {} has a malformed key or value",
-                        s.embedder.short_name()
-                    ),
-                });
-            };
-            let id = Uuid::from_bytes(id);
-            if !candidates.admits(id) {
-                it.next();
-                continue;
-            }
-            let score = acc.entry(id).or_insert(0.0);
-            *score += qw * f32::from_le_bytes(w);
-            best = best.max(*score);
-            it.next();
-        }
-        it.status()?;
-        Ok(best)
+    fn contains(&self, id: Uuid) -> bool {
+        self.postings.read().slot_of.contains_key(&id)
     }
 
-    /// The exact dot products of `ids`' indexed terms with the query.
-    fn exact_scores(
-        &self,
-        cf: &Arc<rocksdb::BoundColumnFamily<'_>>,
-        opts: &ReadOptions,
-        q: &SparseVector,
-        ids: &[Uuid],
-    ) -> StorageResult<Vec<IndexSearchResult>> {
-        let s = &self.state;
-        let keys: Vec<[u8; 18]> = ids.iter().map(|&id| forward_key(s.embedder, id)).collect();
-        let values = s.db.batched_multi_get_cf_opt(cf, &keys, false, opts);
-        let mut hits = Vec::with_capacity(ids.len());
-        for (&id, value) in ids.iter().zip(values) {
-            let Some(bytes) = value? else { continue };
-            let pairs = decode_pairs(&bytes).ok_or_else(|| StorageError::Corruption {
-                what: format!("forward entry of {id} in {} is malformed", s.embedder.short_name()),
-            })?;
-            let (indices, values): (Vec<u32>, Vec<f32>) = pairs.unzip();
-            hits.push(IndexSearchResult { id, score: SparseVector::new(indices, values).dot(q) });
-        }
-        Ok(hits)
+    fn len(&self) -> usize {
+        self.postings.read().live()
     }
 
-    fn write_standalone(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
-        if self.owned {
-            return Err(owned_write_error(self.state.embedder));
+    fn removed_in_graph(&self) -> usize {
+        self.postings.read().dead
+    }
+
+    fn memory_bytes(&self) -> usize {
+        let p = self.postings.read();
+        p.lists.values().map(|l| l.capacity() * 8 + 40).sum::<usize>()
+            + p.ids.capacity() * 17
+            + p.counts.capacity() * 4
+            + p.slot_of.capacity() * 24
+    }
+
+    fn optimize(&self) -> StorageResult<()> {
+        let mut p = self.postings.write();
+        if p.dead > 0 && p.dead as f64 > REBUILD_REMOVED_SHARE * p.ids.len() as f64 {
+            p.compact();
         }
-        let _guard = self.state.standalone_writes.lock();
-        let mut batch = WriteBatch::default();
-        let mut total = 0isize;
-        for &change in changes {
-            total += self.stage(&mut batch, change)?.0;
-        }
-        self.state.db.write(batch)?;
-        self.committed(LiveDelta(total));
         Ok(())
     }
-}
 
-#[async_trait]
-impl EmbedderIndex for InvertedIndex {
-    fn embedder(&self) -> Embedder {
-        self.state.embedder
+    fn clear(&self) -> StorageResult<()> {
+        *self.postings.write() = Postings::default();
+        Ok(())
     }
 
-    fn index_type(&self) -> IndexType {
-        IndexType::Inverted
-    }
+    fn set_ef_search(&self, _ef: usize) {}
 
-    async fn add(&self, id: Uuid, embedding: &EmbedderOutput) -> StorageResult<()> {
-        self.add_batch(&[(id, embedding.clone())]).await
-    }
-
-    async fn add_batch(&self, items: &[(Uuid, EmbedderOutput)]) -> StorageResult<()> {
-        if self.owned {
-            return Err(owned_write_error(self.state.embedder));
+    fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
+        let p = self.postings.read();
+        let postings: usize = p.lists.values().map(Vec::len).sum();
+        let mut out = Vec::with_capacity(24 + p.ids.len() * 21 + p.lists.len() * 12 + postings * 8);
+        out.extend_from_slice(&(self.vocab_size as u64).to_le_bytes());
+        out.extend_from_slice(&(p.ids.len() as u64).to_le_bytes());
+        for (id, count) in p.ids.iter().zip(&p.counts) {
+            out.extend_from_slice(id.unwrap_or_default().as_bytes());
+            out.push(u8::from(id.is_some()));
+            out.extend_from_slice(&count.to_le_bytes());
         }
-        for (_, out) in items {
-            check_query(self.state.embedder, out, self.dims(), DEFAULT_MAX_TOKENS)?;
+        out.extend_from_slice(&(p.lists.len() as u64).to_le_bytes());
+        for (term, list) in &p.lists {
+            out.extend_from_slice(&term.to_le_bytes());
+            out.extend_from_slice(&(list.len() as u64).to_le_bytes());
+            for posting in list {
+                out.extend_from_slice(&posting.slot.to_le_bytes());
+                out.extend_from_slice(&posting.weight.to_le_bytes());
+            }
         }
-        let (this, items) = (self.clone(), items.to_vec());
-        run_blocking(move || {
-            let changes: Vec<_> = items.iter().map(|(id, out)| IndexChange::Upsert(*id, out)).collect();
-            this.write_standalone(&changes)
-        })
-        .await
-    }
-
-    async fn remove(&self, id: Uuid) -> StorageResult<()> {
-        let this = self.clone();
-        run_blocking(move || this.write_standalone(&[IndexChange::Remove(id)])).await
-    }
-
-    async fn search(
-        &self,
-        query: &EmbedderOutput,
-        limit: usize,
-        threshold: Option<f32>,
-    ) -> StorageResult<Vec<IndexSearchResult>> {
-        let (this, query) = (self.clone(), query.clone());
-        run_blocking(move || this.search_sync(&query, limit, threshold, Candidates::All)).await
-    }
-
-    async fn size(&self) -> StorageResult<usize> {
-        Ok(self.live())
-    }
-
-    async fn optimize(&self) -> StorageResult<()> {
-        let this = self.clone();
-        run_blocking(move || {
-            let cf = ColumnFamily::SparsePostings.handle(&this.state.db)?;
-            let e = this.state.embedder as u8;
-            this.state.db.compact_range_cf(&cf, Some([TAG_POSTING, e]), Some([TAG_POSTING, e + 1]));
-            Ok(())
-        })
-        .await
+        Ok(out)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rocksdb::{ColumnFamilyDescriptor, Options};
-
-    fn open_db(dir: &std::path::Path) -> Arc<DB> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.create_missing_column_families(true);
-        let cfs = vec![ColumnFamilyDescriptor::new(
-            ColumnFamily::SparsePostings.name(),
-            postings_cf_options(Options::default()),
-        )];
-        Arc::new(DB::open_cf_descriptors(&opts, dir, cfs).unwrap())
-    }
+    use crate::teleological::index::EmbedderIndex;
 
     fn sv(terms: &[(u32, f32)]) -> EmbedderOutput {
         EmbedderOutput::Sparse(SparseVector::new(
@@ -536,11 +381,8 @@ mod tests {
 
     #[tokio::test]
     async fn exact_dot_product_overwrite_remove_and_pruning() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = open_db(dir.path());
         let idx =
-            InvertedIndex::open(db.clone(), Embedder::SpladeKeyword, 100, InvertedIndexConfig::default())
-                .unwrap();
+            MemoryIndex::inverted(Embedder::SpladeKeyword, 100, &InvertedIndexConfig::default()).unwrap();
         let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
         idx.add(a, &sv(&[(1, 1.0), (5, 2.0)])).await.unwrap();
         idx.add(b, &sv(&[(5, 1.0), (9, 3.0)])).await.unwrap();
@@ -559,17 +401,38 @@ mod tests {
         assert!(idx.search(&sv(&[(5, 1.0), (9, 1.0)]), 10, None).await.unwrap().is_empty());
         assert_eq!(idx.size().await.unwrap(), 2);
         assert_eq!(idx.search(&sv(&[(1, 2.0)]), 10, Some(2.5)).await.unwrap().len(), 0);
-        // A reopened index counts what is there.
-        let again =
-            InvertedIndex::open(db.clone(), Embedder::SpladeKeyword, 100, InvertedIndexConfig::default())
-                .unwrap();
-        assert_eq!(again.live(), 2);
 
-        let pruned = InvertedIndex::open(
-            db,
+        // The snapshot round-trips, dead slots included; a damaged one is refused.
+        let payload = idx.kind.snapshot_payload().unwrap();
+        let back = InvertedKind::from_snapshot(
+            Embedder::SpladeKeyword,
+            100,
+            &InvertedIndexConfig::default(),
+            &payload,
+        )
+        .unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back.removed_in_graph(), 2, "a's first slot and b's");
+        assert_eq!(back.search(&sv(&[(1, 1.0)]), 10, None, Candidates::All).unwrap()[0].id, a);
+        assert!(InvertedKind::from_snapshot(
+            Embedder::SpladeKeyword,
+            100,
+            &InvertedIndexConfig::default(),
+            &payload[..payload.len() - 3]
+        )
+        .is_err());
+        assert!(InvertedKind::from_snapshot(
+            Embedder::SpladeKeyword,
+            50,
+            &InvertedIndexConfig::default(),
+            &payload
+        )
+        .is_err());
+
+        let pruned = MemoryIndex::inverted(
             Embedder::SpladeExpansion,
             100,
-            InvertedIndexConfig { max_terms: 1, min_weight: 0.5, use_bm25: false },
+            &InvertedIndexConfig { max_terms: 1, min_weight: 0.5, use_bm25: false },
         )
         .unwrap();
         pruned.add(a, &sv(&[(1, 0.1), (2, 0.9), (3, 0.7)])).await.unwrap();
@@ -580,5 +443,31 @@ mod tests {
             pruned.search(&sv(&[(200, 1.0)]), 10, None).await,
             Err(StorageError::Validation { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn compaction_keeps_every_live_entry_and_its_scores() {
+        let idx =
+            MemoryIndex::inverted(Embedder::SpladeKeyword, 1000, &InvertedIndexConfig::default()).unwrap();
+        let items: Vec<_> = (0..300u32)
+            .map(|i| (Uuid::from_u128(i as u128 + 1), sv(&[(i % 50, 1.0 + i as f32), (999, 0.5)])))
+            .collect();
+        idx.add_batch(&items).await.unwrap();
+        for (id, _) in &items[..200] {
+            idx.remove(*id).await.unwrap();
+        }
+        // The 151st removal left more dead slots than live ones and compacted the lists; 49
+        // removals followed, which `optimize` compacts (more than 20% of the slots).
+        assert_eq!(idx.removed_in_graph(), 49);
+        assert_eq!(idx.size().await.unwrap(), 100);
+        idx.optimize().await.unwrap();
+        assert_eq!(idx.removed_in_graph(), 0);
+        let hits = idx.search(&sv(&[(999, 2.0)]), 1000, None).await.unwrap();
+        assert_eq!(hits.len(), 100);
+        assert!(hits.iter().all(|h| h.score == 1.0));
+        let hits = idx.search(&sv(&[(7, 1.0)]), 10, None).await.unwrap();
+        let want: Vec<Uuid> = [257u32, 207].iter().map(|&i| Uuid::from_u128(i as u128 + 1)).collect();
+        assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), want);
+        assert_eq!(hits[0].score, 258.0);
     }
 }

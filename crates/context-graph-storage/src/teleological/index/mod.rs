@@ -2,10 +2,13 @@
 //!
 //! | kind | module | where it lives | search |
 //! |---|---|---|---|
-//! | Hnsw | [`hnsw`] | memory (usearch graph), snapshot file | approximate cosine |
-//! | Inverted | [`inverted`] | RocksDB postings, same commit as the data | exact dot product |
-//! | TokenLevel | [`token_level`] | memory (usearch multi-vector graph), snapshot file | per-token candidates, exact MaxSim rerank |
+//! | Hnsw | [`hnsw`] | memory (usearch graph, f32/f16/i8), snapshot file | approximate cosine, rescored exactly below f32 |
+//! | Inverted | [`inverted`] | memory (posting lists), snapshot file | exact dot product |
+//! | TokenLevel | [`token_level`] | memory (graph of mean vectors + tokens), snapshot file | mean-vector candidates, MaxSim rerank |
 //! | Binary | [`binary`] | memory (packed codes), snapshot file | exact Hamming scan |
+//!
+//! All four are in memory and share one lifecycle: applied after each commit, snapshotted on
+//! close, caught up from the change log (or rebuilt from the arrays) at open.
 //!
 //! Each index built on its own accepts `add`/`remove`. An index owned by a store is written
 //! only by the store's commit path; its `add`/`add_batch`/`remove` return `StorageError::Index`.
@@ -28,7 +31,6 @@ use uuid::Uuid;
 pub use config::{
     EmbedderIndexConfig, HnswConfig, IndexType, InvertedIndexConfig, TokenLevelConfig, VectorPrecision,
 };
-pub use inverted::InvertedIndex;
 pub use memory::MemoryIndex;
 pub(crate) use memory::{ExactOutputs, MemoryKind, Rescore};
 

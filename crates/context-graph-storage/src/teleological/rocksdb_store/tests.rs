@@ -365,9 +365,7 @@ async fn delete_removes_from_every_index_and_allows_restore() {
 async fn all_column_families_exist_after_open() {
     let f = Fixture::new(8);
     let store = f.open();
-    for name in
-        [CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX, "sparse_postings", "index_change_log", "store_meta"]
-    {
+    for name in [CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX, "index_change_log", "store_meta"] {
         assert!(store.db().cf_handle(name).is_some(), "{name}");
     }
     store.close().unwrap();
@@ -412,7 +410,7 @@ async fn clean_close_and_reopen_loads_every_index_without_rebuild() {
     {
         let store = f.open();
         for m in store.core().open_modes.iter() {
-            assert!(matches!(m, IndexOpenMode::Created | IndexOpenMode::Persistent), "{m:?}");
+            assert!(matches!(m, IndexOpenMode::Created), "{m:?}");
         }
         store.store_batch(&arrays).await.unwrap();
         store.delete(arrays[0].id).await.unwrap();
@@ -421,12 +419,7 @@ async fn clean_close_and_reopen_loads_every_index_without_rebuild() {
     let store = f.open();
     let stats = store.stats().await.unwrap();
     for s in &stats.indices {
-        let expected = if s.index_type == IndexType::Inverted {
-            IndexOpenMode::Persistent
-        } else {
-            IndexOpenMode::Loaded
-        };
-        assert_eq!(s.open_mode, expected, "{:?}", s.embedder);
+        assert_eq!(s.open_mode, IndexOpenMode::Loaded, "{:?}", s.embedder);
         assert_eq!(s.live, 39);
     }
     assert_indices_hold(&store, &arrays[1..], &arrays[..1]).await;
