@@ -41,6 +41,11 @@ pub fn open_with(
     RocksDbTeleologicalStore::open(path_str(path)?, config).map_err(|e| explain(e, path))
 }
 
+/// Open (or create, with `config.create_if_missing`) the store at `path` with `config`.
+pub fn open_config(path: &Path, config: StoreConfig) -> anyhow::Result<RocksDbTeleologicalStore> {
+    RocksDbTeleologicalStore::open(path_str(path)?, config).map_err(|e| explain(e, path))
+}
+
 /// Create a new store; refuses if the path already holds one.
 pub fn create(path: &Path, schema: StoreSchema) -> anyhow::Result<RocksDbTeleologicalStore> {
     if let Some(existing) =

@@ -3,8 +3,9 @@
 //! The steps, in order: obtain the dataset (given, or generated in a child process); create a
 //! store with the dataset's schema; ingest every record; time `get`; for each embedder with
 //! ground truth, sweep ef (graph indices) to the target recall and time searches there; close,
-//! measure the directory, reopen and time the first search answer; read the peak RSS. Nothing
-//! assumes the default roster: the embedders come from the dataset's `meta.json`.
+//! measure the directory, reopen and time the first search answer; optionally reopen with other
+//! index precisions (indices rebuilt) and measure the graph indices again; read the peak RSS.
+//! Nothing assumes the default roster: the embedders come from the dataset's `meta.json`.
 
 mod dataset;
 mod fused;
@@ -22,7 +23,10 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use context_graph_core::teleology::{Embedder, EmbedderOutput};
 use context_graph_datagen::Dataset;
-use context_graph_storage::{Durability, IndexOpenMode, RocksDbTeleologicalStore, TeleologicalArrayStore};
+use context_graph_storage::{
+    Durability, IndexOpenMode, IndexType, RocksDbTeleologicalStore, StoreConfig, TeleologicalArrayStore,
+    VectorPrecision,
+};
 use uuid::Uuid;
 
 use crate::commands::import::open_dataset;
@@ -84,6 +88,53 @@ pub struct BenchArgs {
     /// temporary directory by default. Put it on the disk you want to measure.
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+
+    /// Durability while ingesting: `buffered` (WAL without fsync per commit; one fsync of the
+    /// WAL at the end, inside the timed ingest) or `sync` (fsync per commit).
+    #[arg(long, value_enum, default_value_t = DurabilityArg::Buffered)]
+    pub durability: DurabilityArg,
+
+    /// Precision the dense and token-level indices hold their vectors at (f32, f16, i8);
+    /// the store's default (i8) when omitted. Results are rescored exactly below f32.
+    #[arg(long, value_name = "P", value_parser = parse_precision)]
+    pub precision: Option<VectorPrecision>,
+
+    /// Also measure these precisions (comma-separated): after the main run the store is
+    /// reopened with each, its dense and token-level indices are rebuilt from the stored
+    /// arrays (timed), and those embedders' recall, latency and index memory are measured.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_precision)]
+    pub compare_precisions: Vec<VectorPrecision>,
+}
+
+/// `--durability` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DurabilityArg {
+    Buffered,
+    Sync,
+}
+
+impl DurabilityArg {
+    fn durability(self) -> Durability {
+        match self {
+            DurabilityArg::Buffered => Durability::Buffered,
+            DurabilityArg::Sync => Durability::Sync,
+        }
+    }
+}
+
+fn parse_precision(s: &str) -> Result<VectorPrecision, String> {
+    s.parse()
+}
+
+/// The graph indices (dense and token-level) measured at one precision.
+pub struct PrecisionResult {
+    pub precision: VectorPrecision,
+    /// The main run: the reopen; other precisions: the open that rebuilt the indices.
+    pub open: Duration,
+    pub rebuilt: bool,
+    /// Memory of the dense and token-level indices together.
+    pub memory_bytes: usize,
+    pub searches: Vec<SearchResult>,
 }
 
 /// Everything one run measured.
@@ -95,6 +146,10 @@ pub struct BenchResults {
     pub generation: Option<Duration>,
     pub ingest: Duration,
     pub batch: usize,
+    pub durability: DurabilityArg,
+    /// Memory of every index after ingest, per embedder (from the store's statistics).
+    pub index_memory: Vec<(Embedder, IndexType, usize)>,
+    pub precisions: Vec<PrecisionResult>,
     pub raw_bytes: u64,
     pub disk_data: u64,
     pub disk_indices: u64,
@@ -151,14 +206,32 @@ pub async fn run(ctx: &Ctx, args: BenchArgs) -> anyhow::Result<()> {
 async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> anyhow::Result<BenchResults> {
     let schema = ds.schema().clone();
     let n = ds.meta().n;
-    let store = Arc::new(open::create(&path, schema.clone())?);
+    let precision = args.precision.unwrap_or(context_graph_storage::DEFAULT_VECTOR_PRECISION);
+    let config = |durability: Durability, precision: VectorPrecision, create: bool| StoreConfig {
+        create_if_missing: create,
+        durability,
+        schema: schema.clone(),
+        vector_precision: [precision; Embedder::COUNT],
+        ..StoreConfig::default()
+    };
+    if open::existing_schema(&path).is_ok() {
+        return Err(anyhow!("{} already holds a store", path.display()));
+    }
+    let store = Arc::new(open::open_config(&path, config(args.durability.durability(), precision, true))?);
 
-    // Ingest: the clock stops when the last commit returns. Each commit is fsynced
-    // (Durability::Sync) and every index answers for it, so the data is searchable and durable.
+    // Ingest: the clock stops when the last commit has returned (every index answers for it)
+    // and the data is durable (each commit fsynced, or one WAL fsync at the end).
     let records = ds.records().map_err(|e| anyhow!("dataset: {e}"))?.map(|r| r.map_err(anyhow::Error::from));
     let pb = progress::bar(Some(n as u64), "ingesting");
+    let started = Instant::now();
     let loaded = load(&store, &path, records, args.batch, true, &pb).await?;
+    if args.durability == DurabilityArg::Buffered {
+        store.sync().map_err(|e| open::explain(e, &path))?;
+    }
+    let ingest = started.elapsed();
     pb.finish_and_clear();
+    let index_memory =
+        store.stats().await?.indices.iter().map(|i| (i.embedder, i.index_type, i.memory_bytes)).collect();
 
     let get = latency::measure_get(&store, &loaded.ids, args.gets, args.seed).await?;
 
@@ -185,7 +258,7 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     let first = workloads.first();
     let reopen_embedder = first.map_or(Embedder::Semantic, |w| w.embedder);
     let t = Instant::now();
-    let store = open::open_with(&path, schema, Durability::Sync, false)?;
+    let store = open::open_config(&path, config(Durability::Sync, precision, false))?;
     let query = match first {
         Some(w) => w.queries[0].clone(),
         None => own_query(&store, &loaded.ids, reopen_embedder).await?,
@@ -194,6 +267,56 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     let reopen = t.elapsed();
     let stats = store.stats().await?;
     open::close(store, &path)?;
+
+    let graph_memory = |stats: &context_graph_storage::StorageStats| -> usize {
+        stats
+            .indices
+            .iter()
+            .filter(|i| matches!(i.index_type, IndexType::Hnsw | IndexType::TokenLevel))
+            .map(|i| i.memory_bytes)
+            .sum()
+    };
+    let is_graph = |w: &&Arc<workload::Workload>| {
+        matches!(schema.get(w.embedder).kind(), context_graph_core::teleology::EmbedderKind::Dense)
+            || matches!(
+                schema.get(w.embedder).kind(),
+                context_graph_core::teleology::EmbedderKind::TokenLevel
+            )
+    };
+    let mut precisions = vec![PrecisionResult {
+        precision,
+        open: reopen,
+        rebuilt: false,
+        memory_bytes: graph_memory(&stats),
+        searches: searches
+            .iter()
+            .filter(|s| matches!(s.index_type, IndexType::Hnsw | IndexType::TokenLevel))
+            .map(SearchResult::clone)
+            .collect(),
+    }];
+    for &p in args.compare_precisions.iter().filter(|&&p| p != precision) {
+        let pb = progress::bar(None, &format!("rebuilding indices at {p}"));
+        let t = Instant::now();
+        let store = Arc::new(open::open_config(&path, config(Durability::Sync, p, false))?);
+        let open_time = t.elapsed();
+        pb.finish_and_clear();
+        let memory_bytes = graph_memory(&store.stats().await?);
+        let pb = progress::bar(None, &format!("searching at {p}"));
+        let mut measured = Vec::new();
+        for w in workloads.iter().filter(is_graph) {
+            measured.push(search::measure(&store, w.clone(), args.target, args.searches).await?);
+        }
+        pb.finish_and_clear();
+        let store = Arc::try_unwrap(store).map_err(|_| anyhow!("the store is still in use"))?;
+        open::close(store, &path)?;
+        precisions.push(PrecisionResult {
+            precision: p,
+            open: open_time,
+            rebuilt: true,
+            memory_bytes,
+            searches: measured,
+        });
+    }
 
     let mut reopen_modes: Vec<(String, usize)> = Vec::new();
     for i in &stats.indices {
@@ -212,8 +335,11 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         queries: ds.meta().queries,
         roster: ds.embedders().map(|e| format!("{} {}", e.short_name(), ds.schema().get(e))).collect(),
         generation: None,
-        ingest: loaded.elapsed,
+        ingest,
         batch: args.batch,
+        durability: args.durability,
+        index_memory,
+        precisions,
         raw_bytes: loaded.raw_bytes,
         disk_data,
         disk_indices: disk_total - disk_data,

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::search::SearchResult;
-use super::BenchResults;
+use super::{BenchResults, DurabilityArg, PrecisionResult};
 use crate::output::{bytes, duration, json_line, Table};
 
 fn micros(d: std::time::Duration) -> f64 {
@@ -23,6 +23,36 @@ fn per_array(total: u64, n: usize) -> u64 {
     total / n.max(1) as u64
 }
 
+fn durability_note(r: &BenchResults) -> &'static str {
+    match r.durability {
+        DurabilityArg::Buffered => "Buffered: WAL fsynced once at the end",
+        DurabilityArg::Sync => "Sync: fsync per batch",
+    }
+}
+
+fn index_memory_total(r: &BenchResults) -> u64 {
+    r.index_memory.iter().map(|m| m.2 as u64).sum()
+}
+
+/// Lowest recall and p50 range of a precision's searches, for the comparison table.
+fn precision_summary(p: &PrecisionResult) -> (f64, String, String) {
+    let min_recall = p.searches.iter().map(|s| s.recall).fold(f64::INFINITY, f64::min);
+    let dense: Vec<&SearchResult> =
+        p.searches.iter().filter(|s| s.index_type == context_graph_storage::IndexType::Hnsw).collect();
+    let lo = dense.iter().map(|s| s.latency.p50).min();
+    let hi = dense.iter().map(|s| s.latency.p50).max();
+    let hnsw = match (lo, hi) {
+        (Some(lo), Some(hi)) => format!("{} – {}", duration(lo), duration(hi)),
+        _ => "-".into(),
+    };
+    let token = p
+        .searches
+        .iter()
+        .find(|s| s.index_type == context_graph_storage::IndexType::TokenLevel)
+        .map_or("-".into(), |s| duration(s.latency.p50));
+    (min_recall, hnsw, token)
+}
+
 pub fn print_table(r: &BenchResults) {
     say!("teleo bench: {} arrays, {} queries, dataset {}", r.n, r.queries, r.source);
     say!("roster: {}", r.roster.join(", "));
@@ -34,12 +64,23 @@ pub fn print_table(r: &BenchResults) {
     t.row(vec![
         "ingest (searchable + durable)".into(),
         format!(
-            "{:.0} arrays/s ({} arrays in {}, batches of {}, fsync per batch)",
+            "{:.0} arrays/s ({} arrays in {}, batches of {}, {})",
             ingest_rate(r),
             r.n,
             duration(r.ingest),
-            r.batch
+            r.batch,
+            durability_note(r)
         ),
+    ]);
+    let per_index: Vec<String> = r
+        .index_memory
+        .iter()
+        .filter(|m| m.2 > 0)
+        .map(|(e, _, b)| format!("{} {}", e.short_name(), bytes(*b as u64)))
+        .collect();
+    t.row(vec![
+        "index memory after ingest".into(),
+        format!("{} ({})", bytes(index_memory_total(r)), per_index.join(", ")),
     ]);
     t.row(vec![
         "disk per array".into(),
@@ -118,6 +159,31 @@ pub fn print_table(r: &BenchResults) {
         }
         t.print();
     }
+    if r.precisions.len() > 1 {
+        say!();
+        let recall = format!(">min recall@{}", r.k);
+        let mut t = Table::new(&[
+            "precision",
+            ">open",
+            ">graph index memory",
+            &recall,
+            ">HNSW p50",
+            ">token-level p50",
+        ]);
+        for p in &r.precisions {
+            let (min_recall, hnsw, token) = precision_summary(p);
+            t.row(vec![
+                p.precision.to_string(),
+                format!("{}{}", duration(p.open), if p.rebuilt { " (rebuilt)" } else { "" }),
+                bytes(p.memory_bytes as u64),
+                format!("{min_recall:.3}"),
+                hnsw,
+                token,
+            ]);
+        }
+        t.print();
+        say!("graph index memory: the dense and token-level indices; results below f32 are rescored exactly");
+    }
 }
 
 fn search_row(s: &SearchResult, _target: f64) -> Vec<String> {
@@ -139,7 +205,11 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
         json!({"metric": "dataset", "source": r.source, "n": r.n, "queries": r.queries,
                "roster": r.roster, "generation_s": r.generation.map(|t| t.as_secs_f64())}),
         json!({"metric": "ingest_arrays_per_s", "value": ingest_rate(r), "unit": "arrays/s",
-               "seconds": r.ingest.as_secs_f64(), "batch": r.batch}),
+               "seconds": r.ingest.as_secs_f64(), "batch": r.batch,
+               "durability": format!("{:?}", r.durability).to_lowercase()}),
+        json!({"metric": "index_memory_bytes", "value": index_memory_total(r), "unit": "bytes",
+               "per_embedder": r.index_memory.iter()
+                   .map(|(e, _, b)| json!({"embedder": e.short_name(), "bytes": b})).collect::<Vec<_>>()}),
         json!({"metric": "disk_bytes_per_array", "value": per_array(r.disk_total, r.n),
                "unit": "bytes", "data": per_array(r.disk_data, r.n),
                "index_snapshots": per_array(r.disk_indices, r.n),
@@ -189,6 +259,14 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
         "unit": "ms", "embedder": r.reopen_embedder.short_name(),
         "index_open_modes": r.reopen_modes.iter()
             .map(|(m, c)| json!({"mode": m, "indices": c})).collect::<Vec<_>>()}));
+    for p in &r.precisions {
+        let (min_recall, _, _) = precision_summary(p);
+        lines.push(json!({"metric": "precision", "precision": p.precision.as_str(),
+            "open_ms": millis(p.open), "rebuilt": p.rebuilt, "graph_index_memory_bytes": p.memory_bytes,
+            "min_recall": min_recall,
+            "searches": p.searches.iter().map(|s| json!({"embedder": s.embedder.short_name(),
+                "recall": s.recall, "ef": s.ef, "p50_us": micros(s.latency.p50)})).collect::<Vec<_>>()}));
+    }
     lines.push(json!({"metric": "total_s", "value": r.total.as_secs_f64(), "unit": "s"}));
     for line in &lines {
         json_line(line)?;

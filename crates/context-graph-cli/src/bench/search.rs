@@ -21,6 +21,7 @@ const EF_LADDER: [usize; 12] = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 
 const TIME_BUDGET: Duration = Duration::from_secs(5);
 
 /// What the benchmark measured for one embedder.
+#[derive(Clone)]
 pub struct SearchResult {
     pub embedder: Embedder,
     pub index_type: IndexType,

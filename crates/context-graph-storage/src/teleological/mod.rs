@@ -23,6 +23,7 @@ pub use index::{
 };
 pub use rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
+    DEFAULT_VECTOR_PRECISION,
 };
 pub use search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
 pub use store::{

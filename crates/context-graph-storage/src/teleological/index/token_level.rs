@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use context_graph_core::teleology::similarity::{dot, max_sim, normalized};
+use context_graph_core::teleology::similarity::{dot, dot_i8, max_sim, normalized};
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, TokenEmbeddings};
 use parking_lot::RwLock;
 use usearch::MetricKind;
@@ -38,7 +38,7 @@ const MIN_CANDIDATES: usize = 600;
 
 /// The graph of mean vectors: one node per entry, so the dense default fits.
 pub(crate) fn default_token_graph_config() -> HnswConfig {
-    HnswConfig::balanced()
+    HnswConfig::fast_build()
 }
 
 struct Entries {
@@ -88,18 +88,30 @@ impl StoredTokens {
         }
     }
 
-    /// MaxSim of `query` against these tokens (converted to f32 first when stored narrower).
-    fn max_sim(&self, query: &[Vec<f32>], dims: usize) -> f32 {
+    /// MaxSim of `query` against these tokens: in integers against i8 tokens (the query
+    /// quantized the same way), in f32 otherwise (f16 tokens converted first).
+    fn max_sim(&self, query: &QueryTokens, dims: usize) -> f32 {
+        let query_f32 = &query.tokens.embeddings;
         match self {
-            StoredTokens::F32(v) => max_sim(query, v, dims),
+            StoredTokens::F32(v) => max_sim(query_f32, v, dims),
             StoredTokens::F16(v) => {
                 let mut flat = vec![0.0f32; v.len()];
                 half::slice::HalfFloatSliceExt::convert_to_f32_slice(v.as_slice(), &mut flat);
-                max_sim(query, &flat, dims)
+                max_sim(query_f32, &flat, dims)
             }
             StoredTokens::I8 { codes, scale } => {
-                let flat: Vec<f32> = codes.iter().map(|&c| f32::from(c) * scale).collect();
-                max_sim(query, &flat, dims)
+                if dims == 0 || codes.len() < dims {
+                    return 0.0;
+                }
+                query
+                    .quantized
+                    .iter()
+                    .map(|(q, q_scale)| {
+                        let best = codes.chunks_exact(dims).map(|d| dot_i8(q, d)).max().unwrap_or(0);
+                        best as f32 * q_scale
+                    })
+                    .sum::<f32>()
+                    * scale
             }
         }
     }
@@ -145,6 +157,31 @@ impl StoredTokens {
                 StoredTokens::I8 { codes: bytes.iter().map(|&b| b as i8).collect(), scale }
             }
         })
+    }
+}
+
+/// A query's tokens, plus (for an i8 index) each token quantized with its own scale, so that
+/// the rerank compares bytes with bytes.
+struct QueryTokens<'a> {
+    tokens: &'a TokenEmbeddings,
+    quantized: Vec<(Vec<i8>, f32)>,
+}
+
+impl<'a> QueryTokens<'a> {
+    fn new(tokens: &'a TokenEmbeddings, precision: VectorPrecision) -> Self {
+        let quantized = match precision {
+            VectorPrecision::I8 => tokens
+                .embeddings
+                .iter()
+                .map(|t| {
+                    let max = t.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+                    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                    (t.iter().map(|&x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        Self { tokens, quantized }
     }
 }
 
@@ -302,11 +339,9 @@ impl MemoryKind for TokenLevelKind {
         }
         let entries = self.entries.read();
         let dims = self.config.dims_per_token;
+        let prepared = QueryTokens::new(q, self.precision);
         let score = |id: Uuid| {
-            entries
-                .tokens
-                .get(&id)
-                .map(|doc| IndexSearchResult { id, score: doc.max_sim(&q.embeddings, dims) })
+            entries.tokens.get(&id).map(|doc| IndexSearchResult { id, score: doc.max_sim(&prepared, dims) })
         };
         let hits: Vec<IndexSearchResult> = if let Candidates::Only(ids) = candidates {
             ids.iter().filter_map(|&id| score(id)).collect()

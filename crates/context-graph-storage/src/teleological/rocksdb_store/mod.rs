@@ -176,6 +176,13 @@ impl RocksDbTeleologicalStore {
         run_blocking(move || core.list_namespace(&ns)).await
     }
 
+    /// Make every acknowledged commit durable now (fsync the write-ahead log): what a caller
+    /// writing under `Durability::Buffered` does at the end of a load. Under `Sync` every
+    /// commit already is.
+    pub fn sync(&self) -> StorageResult<()> {
+        self.core().db.flush_wal(true).map_err(StorageError::from)
+    }
+
     /// Write snapshots of the in-memory indices now, so that a reopen after a crash replays
     /// only what comes after. `close` does this too.
     pub fn snapshot_indices(&self) -> StorageResult<()> {
