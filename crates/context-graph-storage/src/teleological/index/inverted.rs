@@ -143,6 +143,18 @@ pub struct InvertedIndex {
     owned: bool,
 }
 
+/// One key an upsert writes to `sparse_postings` (see the module documentation).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum PostingsEntry {
+    /// Posting key → the term's weight in the array (a put of the f32, LE).
+    Posting([u8; 22], f32),
+    /// Term-bound key → the weight, to be combined by `max` with the bound already stored
+    /// (a merge of the f32, LE).
+    Bound([u8; 6], f32),
+    /// Forward key → the indexed (term, weight) pairs (a put).
+    Forward([u8; 18], Vec<u8>),
+}
+
 /// What staging a change did to the number of live entries, applied once the commit succeeds.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LiveDelta(pub(crate) isize);
@@ -230,6 +242,32 @@ impl InvertedIndex {
         terms
     }
 
+    /// The entries an upsert of `out` under `id` writes, in this order: for each indexed
+    /// term its posting and its term bound, then the forward entry. The one definition of
+    /// what an indexed array looks like in `sparse_postings`, used by the commit
+    /// ([`InvertedIndex::stage`]) and by the bulk load. It writes nothing and reads nothing.
+    pub(crate) fn upsert_entries(
+        &self,
+        id: Uuid,
+        out: &EmbedderOutput,
+        mut emit: impl FnMut(PostingsEntry),
+    ) -> StorageResult<()> {
+        let e = self.state.embedder;
+        let EmbedderOutput::Sparse(v) = out else {
+            return Err(StorageError::Index(format!("{e}: not a sparse vector")));
+        };
+        let terms = self.indexed_terms(v);
+        let mut forward = Vec::with_capacity(terms.len() * 8);
+        for (term, w) in terms {
+            emit(PostingsEntry::Posting(posting_key(e, term, id), w));
+            emit(PostingsEntry::Bound(bound_key(e, term), w));
+            forward.extend_from_slice(&term.to_le_bytes());
+            forward.extend_from_slice(&w.to_le_bytes());
+        }
+        emit(PostingsEntry::Forward(forward_key(e, id), forward));
+        Ok(())
+    }
+
     /// Add the writes of one change to `batch`. Reads the current forward entry, so the caller
     /// must keep other writers of this index out until the batch is committed.
     pub(crate) fn stage(&self, batch: &mut WriteBatch, change: IndexChange<'_>) -> StorageResult<LiveDelta> {
@@ -255,18 +293,11 @@ impl InvertedIndex {
         }
         match change {
             IndexChange::Upsert(_, out) => {
-                let EmbedderOutput::Sparse(v) = out else {
-                    return Err(StorageError::Index(format!("{}: not a sparse vector", s.embedder)));
-                };
-                let terms = self.indexed_terms(v);
-                let mut forward = Vec::with_capacity(terms.len() * 8);
-                for (term, w) in terms {
-                    batch.put_cf(&cf, posting_key(s.embedder, term, id), w.to_le_bytes());
-                    batch.merge_cf(&cf, bound_key(s.embedder, term), w.to_le_bytes());
-                    forward.extend_from_slice(&term.to_le_bytes());
-                    forward.extend_from_slice(&w.to_le_bytes());
-                }
-                batch.put_cf(&cf, fkey, forward);
+                self.upsert_entries(id, out, |entry| match entry {
+                    PostingsEntry::Posting(key, weight) => batch.put_cf(&cf, key, weight.to_le_bytes()),
+                    PostingsEntry::Bound(key, weight) => batch.merge_cf(&cf, key, weight.to_le_bytes()),
+                    PostingsEntry::Forward(key, pairs) => batch.put_cf(&cf, key, pairs),
+                })?;
                 Ok(LiveDelta(if existed { 0 } else { 1 }))
             }
             IndexChange::Remove(_) => {
