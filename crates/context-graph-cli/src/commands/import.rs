@@ -26,14 +26,17 @@ pub struct ImportArgs {
     pub batch: usize,
 
     /// Bulk load into an empty store (or a new one): sorted SST files ingested into RocksDB,
-    /// then the indices built; much faster for large loads, and all or nothing.
+    /// the indices built as the arrays stream by; faster for large loads, and all or nothing.
     #[arg(
         long,
         long_help = "Bulk load: the dataset is written as sorted SST files (one per column family \
                      per chunk, in bulk_load.tmp/ inside the store), ingested into RocksDB, and \
                      the indices are built from the arrays as they stream by; one commit \
-                     publishes the whole load. Much faster than the normal import for large \
-                     loads (no write-ahead log, no per-batch commits). Needs an empty store, or \
+                     publishes the whole load. Use it for the first, large load of a store: it \
+                     skips the write-ahead log, the commit per batch and most compaction \
+                     (about 1.3-1.7x faster, with 20-35% less CPU, than the normal import on \
+                     20,000 default-roster arrays, where building the HNSW indices, the same \
+                     work in both, takes about 90% of the time). Needs an empty store, or \
                      a path without one (it is created); into a store that holds arrays, use \
                      the normal import. All or nothing: if any array is invalid, the input \
                      fails or the process dies, nothing of the load remains (after a crash, \
@@ -41,7 +44,8 @@ pub struct ImportArgs {
     )]
     pub bulk: bool,
 
-    /// Arrays per chunk of a bulk load: memory holds one chunk of arrays besides the indices.
+    /// Arrays per chunk of a bulk load: memory holds one chunk of arrays besides the indices
+    /// (5,000 default-roster arrays are about 230 MiB).
     #[arg(long, default_value_t = DEFAULT_BULK_CHUNK, requires = "bulk", value_parser = parse_chunk)]
     pub chunk: usize,
 }

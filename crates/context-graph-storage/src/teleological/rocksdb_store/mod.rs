@@ -22,8 +22,10 @@ use super::store_core::StoreCore;
 pub use super::store_meta::STORE_FORMAT_VERSION;
 use super::write_path::Mutation;
 
-/// Arrays per chunk of a bulk load when the caller has no better figure (see `bulk_load`).
-pub const DEFAULT_BULK_CHUNK: usize = 10_000;
+/// Arrays per chunk of a bulk load when the caller has no better figure (see `bulk_load`):
+/// about 230 MiB of default-roster arrays in memory. Larger chunks save little time (fewer,
+/// larger SST files to compact), smaller ones save memory but cost more compaction.
+pub const DEFAULT_BULK_CHUNK: usize = 5_000;
 
 #[cfg(test)]
 mod tests;
