@@ -305,6 +305,14 @@ async fn a_bad_array_or_input_error_in_a_later_chunk_leaves_the_store_empty() {
     assert!(err.to_string().contains("disk on fire"), "{err}");
     assert_rolled_back(&store).await;
 
+    // The caller's callback panics after the first chunk: the panic goes on, the load is
+    // rolled back on its way.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.bulk_load(ok(&data), 300, |n| assert!(n < 300, "the callback gives up"))
+    }));
+    assert!(panicked.is_err());
+    assert_rolled_back(&store).await;
+
     // The store is usable: a complete load, then a reopen.
     store.bulk_load(ok(&data), 300, |_| {}).unwrap();
     assert_eq!(store.count().await.unwrap(), 1000);

@@ -34,6 +34,7 @@
 use std::collections::{HashMap, HashSet};
 use std::error::Error;
 use std::fs;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -140,8 +141,21 @@ impl StoreCore {
             marker_written: false,
             report: BulkLoadReport::default(),
         };
-        let result = load.run(arrays, chunk.max(1), progress, &mut writer);
+        // A panic (in the caller's iterator or callback, say) must not leave half a load
+        // behind either: roll back, then let it continue.
+        let run =
+            panic::catch_unwind(AssertUnwindSafe(|| load.run(arrays, chunk.max(1), progress, &mut writer)));
         let cleaned = remove_tmp_dir(&tmp);
+        let result = match run {
+            Ok(result) => result,
+            Err(payload) => {
+                if load.marker_written {
+                    let cause = StorageError::Backend("a panic during the bulk load".into());
+                    self.roll_back(&mut writer, &cause);
+                }
+                panic::resume_unwind(payload);
+            }
+        };
         let mut report = match result {
             Ok(()) => load.report,
             Err(err) => {
@@ -496,8 +510,9 @@ fn remove_tmp_dir(tmp: &Path) -> StorageResult<()> {
 
 /// Empty the data column families and delete the marker. The store held no array when the
 /// load began, so what is there is the load's. Whole SST files are dropped first (cheap,
-/// even for a large load); the range deletions and the marker's removal are one fsynced
-/// batch, so the marker stays until the data is gone.
+/// even for a large load); the range deletions, the array count (0, as before the load, even
+/// if a failed final commit reached the disk after all) and the marker's removal are one
+/// fsynced batch, so the marker stays until the data is gone.
 fn roll_back_data(db: &DB) -> StorageResult<()> {
     let mut batch = WriteBatch::default();
     for cf in DATA_CFS {
@@ -515,7 +530,9 @@ fn roll_back_data(db: &DB) -> StorageResult<()> {
         db.delete_file_in_range_cf(&handle, [].as_slice(), end.as_slice())?;
         batch.delete_range_cf(&handle, [].as_slice(), end.as_slice());
     }
-    batch.delete_cf(&ColumnFamily::StoreMeta.handle(db)?, KEY_BULK_LOAD);
+    let meta = ColumnFamily::StoreMeta.handle(db)?;
+    batch.put_cf(&meta, KEY_ARRAY_COUNT, 0u64.to_le_bytes());
+    batch.delete_cf(&meta, KEY_BULK_LOAD);
     write_synced(db, batch)?;
     for cf in DATA_CFS {
         db.compact_range_cf(&cf.handle(db)?, None::<&[u8]>, None::<&[u8]>);
