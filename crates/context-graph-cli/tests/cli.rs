@@ -502,6 +502,91 @@ fn import_refuses_a_store_of_another_schema() {
 }
 
 #[test]
+fn import_bulk_loads_an_empty_store_all_or_nothing() {
+    let s = Scratch::new();
+    let ds = s.dataset("ds", 300);
+    s.teleo()
+        .args(["import", "--bulk", "--chunk", "120"])
+        .arg(&ds)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("bulk-imported 300 arrays"))
+        .stdout(predicate::str::contains("arrays/s"))
+        .stdout(predicate::str::contains("index build"))
+        .stdout(predicate::str::contains("the store holds 300"));
+    assert_eq!(s.count(&s.store()), 300);
+    assert!(!s.store().join("bulk_load.tmp").exists());
+
+    // The same arrays as a normal import, searchable, every index loaded on the next open.
+    let normal = s.path("normal");
+    s.teleo_at(&normal).arg("import").arg(&ds).assert().success();
+    // (A dataset has no creation times: each import stamps its arrays with the time it ran.)
+    let lines = s.export(&s.store());
+    assert!(same_but_created_at(&lines, &s.export(&normal)), "the bulk import stored other arrays");
+    let id = id_of(&lines[7]);
+    for e in ["E1", "E6", "E9", "E12"] {
+        let args = ["search", "-e", e, "--like", &id, "-k", "5", "--json"];
+        let bulk_hits = stdout_json_lines(&s.teleo().args(args).assert().success());
+        assert_eq!(bulk_hits.len(), 5, "{e}");
+        assert_eq!(bulk_hits, stdout_json_lines(&s.teleo_at(&normal).args(args).assert().success()), "{e}");
+    }
+    s.teleo()
+        .arg("stats")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("loaded snapshot"))
+        .stdout(predicate::str::contains("rebuilt").not());
+    s.teleo().args(["check", "--full"]).assert().success();
+
+    // Into a store that holds arrays: refused, with what to do instead; nothing changes.
+    s.teleo()
+        .args(["import", "--bulk"])
+        .arg(&ds)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("holds 300 arrays already; a bulk import needs an empty store"))
+        .stderr(predicate::str::contains("without --bulk"));
+    assert_eq!(s.count(&s.store()), 300);
+    // --batch is for the normal import.
+    s.teleo().args(["import", "--bulk", "--batch", "10"]).arg(&ds).assert().code(2);
+
+    // A value the store refuses (NaN in record 250's E1 vector, in the third chunk):
+    // nothing of the load remains, and the store takes the fixed dataset afterwards.
+    let e1 = ds.join("E1.f32");
+    let good = fs::read(&e1).unwrap();
+    let mut bad = good.clone();
+    bad[250 * 16 * 4..250 * 16 * 4 + 4].copy_from_slice(&f32::NAN.to_le_bytes());
+    fs::write(&e1, &bad).unwrap();
+    let fresh = s.path("fresh");
+    s.teleo_at(&fresh)
+        .args(["import", "--bulk", "--chunk", "100"])
+        .arg(&ds)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("E1"))
+        .stderr(predicate::str::contains("nothing was stored: a bulk import is all or nothing"));
+    assert_eq!(s.count(&fresh), 0);
+    fs::write(&e1, &good).unwrap();
+    s.teleo_at(&fresh).args(["import", "--bulk"]).arg(&ds).assert().success();
+    assert!(same_but_created_at(&s.export(&fresh), &lines));
+}
+
+/// Whether two exports hold the same arrays, creation times aside.
+fn same_but_created_at(a: &[String], b: &[String]) -> bool {
+    let strip = |lines: &[String]| -> Vec<Value> {
+        lines
+            .iter()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("created_at");
+                v
+            })
+            .collect()
+    };
+    a.len() == b.len() && strip(a) == strip(b)
+}
+
+#[test]
 fn check_passes_on_a_sound_store() {
     let s = Scratch::new();
     s.loaded(300);

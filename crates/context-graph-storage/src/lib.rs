@@ -14,9 +14,10 @@ pub use teleological::index::{
 };
 pub use teleological::rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
-    DEFAULT_VECTOR_PRECISION,
+    DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION,
 };
 pub use teleological::search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
 pub use teleological::store::{
     EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats, TeleologicalArrayStore,
 };
+pub use teleological::BulkLoadReport;

@@ -2,7 +2,8 @@
 //!
 //! 1. Check the index configurations against the schema.
 //! 2. Open RocksDB with every column family (creating missing ones).
-//! 3. Check the persisted format and schema, or write them for a new store.
+//! 3. Check the persisted format and schema, or write them for a new store; roll back a bulk
+//!    load that was interrupted (`bulk_load.rs`).
 //! 4. Bring up each index: sparse indices live in RocksDB and are current; each in-memory
 //!    index is loaded from its snapshot if the snapshot is intact and can be caught up,
 //!    otherwise it is marked for a rebuild (and the reason is logged).
@@ -107,43 +108,53 @@ fn max_tokens(index_configs: &[EmbedderIndexConfig; Embedder::COUNT]) -> usize {
         .unwrap_or(context_graph_core::teleology::DEFAULT_MAX_TOKENS)
 }
 
+/// The options of one column family. `cache` is the block cache shared by all of them.
+fn cf_options(config: &StoreConfig, cache: &Cache, cf: ColumnFamily) -> Options {
+    // Point lookups (bloom filters) on arrays and metadata; array bodies in blob files.
+    let (point_lookups, blobs) = match cf {
+        ColumnFamily::Arrays => (true, true),
+        ColumnFamily::Metadata => (true, false),
+        _ => (false, false),
+    };
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    if point_lookups {
+        table.set_bloom_filter(10.0, false);
+    }
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table);
+    if config.enable_compression {
+        o.set_compression_type(DBCompressionType::Lz4);
+        o.set_bottommost_compression_type(DBCompressionType::Zstd);
+    } else {
+        o.set_compression_type(DBCompressionType::None);
+    }
+    if blobs {
+        // Array bodies are tens of KB: keeping them in blob files spares compaction from
+        // rewriting them at every level.
+        o.set_enable_blob_files(true);
+        o.set_min_blob_size(ARRAY_BLOB_MIN_SIZE);
+        o.set_blob_compression_type(DBCompressionType::None);
+        o.set_enable_blob_gc(true);
+    }
+    o
+}
+
+/// Values of `teleological_arrays` at least this large are kept in blob files.
+pub(crate) const ARRAY_BLOB_MIN_SIZE: u64 = 4096;
+
+/// The options an SST file written outside the database (bulk load) for `cf` needs: the
+/// column family's own table format, filters, compression and merge operator.
+pub(crate) fn sst_file_options(config: &StoreConfig, cf: ColumnFamily) -> Options {
+    cf_options(config, &Cache::new_lru_cache(1 << 20), cf)
+}
+
 /// Step 2: RocksDB options from the store configuration.
 fn rocksdb_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor>) {
     let cache = Cache::new_lru_cache(config.cache_size_mb.max(1) << 20);
-    let cf_options = |point_lookups: bool, blobs: bool| {
-        let mut table = BlockBasedOptions::default();
-        table.set_block_cache(&cache);
-        if point_lookups {
-            table.set_bloom_filter(10.0, false);
-        }
-        let mut o = Options::default();
-        o.set_block_based_table_factory(&table);
-        if config.enable_compression {
-            o.set_compression_type(DBCompressionType::Lz4);
-            o.set_bottommost_compression_type(DBCompressionType::Zstd);
-        } else {
-            o.set_compression_type(DBCompressionType::None);
-        }
-        if blobs {
-            // Array bodies are tens of KB: keeping them in blob files spares compaction from
-            // rewriting them at every level.
-            o.set_enable_blob_files(true);
-            o.set_min_blob_size(4096);
-            o.set_blob_compression_type(DBCompressionType::None);
-            o.set_enable_blob_gc(true);
-        }
-        o
-    };
     let descriptors = ColumnFamily::ALL
         .iter()
-        .map(|&cf| {
-            let opts = match cf {
-                ColumnFamily::Arrays => cf_options(true, true),
-                ColumnFamily::Metadata => cf_options(true, false),
-                _ => cf_options(false, false),
-            };
-            ColumnFamilyDescriptor::new(cf.name(), opts)
-        })
+        .map(|&cf| ColumnFamilyDescriptor::new(cf.name(), cf_options(config, &cache, cf)))
         .collect();
     let mut db_opts = Options::default();
     db_opts.create_if_missing(config.create_if_missing);
@@ -265,6 +276,8 @@ pub(crate) fn open_core(
     let db = Arc::new(open_db(path, &config)?);
     // Step 3.
     let (counters, created) = init_or_check(&db, &SchemaRecord::new(config.schema.clone(), max_tokens))?;
+    // Before anything reads the data: undo a bulk load that did not finish.
+    let rolled_back_bulk_load = super::bulk_load::recover_interrupted(&db, path)?;
     let snapshot_dir = path.join(SNAPSHOT_DIR);
     fs::create_dir_all(&snapshot_dir)
         .map_err(|e| StorageError::Backend(format!("cannot create {}: {e}", snapshot_dir.display())))?;
@@ -360,6 +373,7 @@ pub(crate) fn open_core(
         count: AtomicUsize::new(counters.array_count as usize),
         failure: Mutex::new(None),
         attrs: RwLock::new(attrs),
+        rolled_back_bulk_load,
     };
     tracing::info!(
         "opened store at {} ({} arrays, commit {}) in {:.2?}",
@@ -465,7 +479,8 @@ fn rebuild_from_arrays(db: &DB, targets: &[Arc<dyn MemoryKind>]) -> StorageResul
     Ok(())
 }
 
-fn apply_chunk(targets: &[Arc<dyn MemoryKind>], chunk: &[TeleologicalArray]) -> StorageResult<()> {
+/// Index `chunk` (upserts, in order) in every index of `targets`, one index per worker.
+pub(crate) fn apply_chunk(targets: &[Arc<dyn MemoryKind>], chunk: &[TeleologicalArray]) -> StorageResult<()> {
     for_each_parallel(targets, |index| {
         let e = index.embedder();
         let changes: Vec<_> = chunk.iter().map(|a| IndexChange::Upsert(a.id, a.get(e))).collect();
@@ -477,7 +492,11 @@ impl StoreCore {
     /// Write a snapshot of every in-memory index at the current commit, then delete the
     /// change-log entries they all cover. Holds the writer lock, so no commit interleaves.
     pub(crate) fn persist_indices(&self) -> StorageResult<()> {
-        let mut writer = self.writer.lock();
+        self.persist_indices_locked(&mut self.writer.lock())
+    }
+
+    /// [`StoreCore::persist_indices`] for a caller that holds the writer lock.
+    pub(crate) fn persist_indices_locked(&self, writer: &mut WriterState) -> StorageResult<()> {
         let seq = writer.commit_seq;
         if writer.snapshots_at == Some(seq) {
             // Nothing was committed since the snapshots on disk were written.

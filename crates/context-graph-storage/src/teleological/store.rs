@@ -50,6 +50,16 @@ pub enum StorageError {
     /// Another process (or another open handle) holds the store.
     #[error("store at {path} is in use by another process or handle: {detail}")]
     InUse { path: String, detail: String },
+    /// A bulk load was asked of a store that holds arrays. Nothing was written.
+    #[error(
+        "bulk load needs an empty store; this one holds {count} arrays: use the normal import \
+         (store_batch) to add to it"
+    )]
+    NotEmpty { count: u64 },
+    /// The input of a bulk load failed after `arrays` arrays had been read. Nothing of the
+    /// load was kept.
+    #[error("bulk load input failed after {arrays} arrays: {source}")]
+    Input { arrays: usize, source: Box<dyn std::error::Error + Send + Sync> },
     /// An earlier write failed in a way that leaves the disk state unknown; the store refuses
     /// writes until it is reopened (reopening recovers from the last durable commit).
     #[error("store refuses writes after an earlier failure ({0}); reopen it to recover")]

@@ -90,6 +90,8 @@ pub(crate) struct StoreCore {
     pub(crate) failure: Mutex<Option<String>>,
     /// Filterable attributes of every array, updated with each commit.
     pub(crate) attrs: RwLock<AttrTable>,
+    /// Set when this open found an interrupted bulk load and removed its data: what it was.
+    pub(crate) rolled_back_bulk_load: Option<String>,
 }
 
 impl StoreCore {

@@ -16,6 +16,9 @@ pub(crate) const KEY_SCHEMA: &[u8] = b"schema";
 pub(crate) const KEY_COMMIT_SEQ: &[u8] = b"commit_seq";
 pub(crate) const KEY_ARRAY_COUNT: &[u8] = b"array_count";
 pub(crate) const KEY_LOG_TRUNCATED_THROUGH: &[u8] = b"log_truncated_through";
+/// Present only while a bulk load runs (value: the commit sequence number it started after,
+/// u64 LE). Found on open, it means the load was interrupted: its data is removed.
+pub(crate) const KEY_BULK_LOAD: &[u8] = b"bulk_load_in_progress";
 
 /// What is fixed when a store is created and checked on every open.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -33,9 +33,11 @@ impl Mutation<'_> {
 }
 
 /// A put, checked and encoded before the writer lock is taken.
-struct EncodedPut {
-    array: Vec<u8>,
-    record: MetadataRecord,
+pub(crate) struct EncodedPut {
+    /// The `teleological_arrays` value.
+    pub(crate) array: Vec<u8>,
+    /// The `array_metadata` record.
+    pub(crate) record: MetadataRecord,
 }
 
 /// `namespace_index` key: namespace bytes, 0x00, the id's 16 bytes.
@@ -200,12 +202,15 @@ impl StoreCore {
         Ok(())
     }
 
+    /// Check `array` against every rule and encode its values.
     fn encode_put(&self, array: &TeleologicalArray) -> StorageResult<EncodedPut> {
-        validate_array(array, &self.schema, self.max_tokens)?;
-        let bytes = encode_array(array)
-            .ok_or_else(|| StorageError::Serialization(format!("array {} cannot be encoded", array.id)))?;
-        let record = MetadataRecord::of(array, bytes.len());
-        Ok(EncodedPut { array: bytes, record })
+        self.validate_put(array)?;
+        encode_valid(array)
+    }
+
+    /// Every rule a stored array must pass (the schema and token limit of this store).
+    pub(crate) fn validate_put(&self, array: &TeleologicalArray) -> StorageResult<()> {
+        Ok(validate_array(array, &self.schema, self.max_tokens)?)
     }
 }
 
@@ -219,4 +224,12 @@ fn apply_cost(dims: EmbedderDims) -> usize {
         EmbedderDims::Sparse { .. } => 100,
         EmbedderDims::Binary { .. } => 10,
     }
+}
+
+/// The values of an array that passed [`StoreCore::validate_put`].
+pub(crate) fn encode_valid(array: &TeleologicalArray) -> StorageResult<EncodedPut> {
+    let bytes = encode_array(array)
+        .ok_or_else(|| StorageError::Serialization(format!("array {} cannot be encoded", array.id)))?;
+    let record = MetadataRecord::of(array, bytes.len());
+    Ok(EncodedPut { array: bytes, record })
 }

@@ -13,6 +13,7 @@ use context_graph_core::teleology::{check_sizes, Embedder, StoreSchema, Teleolog
 use uuid::Uuid;
 
 use super::blocking::run_blocking;
+use super::bulk_load::BulkLoadReport;
 pub use super::column_families::{CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX};
 use super::index::{EmbedderIndex, EmbedderIndexConfig, VectorPrecision};
 use super::recovery::open_core;
@@ -20,6 +21,11 @@ use super::store::{StorageError, StorageResult, StorageStats, TeleologicalArrayS
 use super::store_core::StoreCore;
 pub use super::store_meta::STORE_FORMAT_VERSION;
 use super::write_path::Mutation;
+
+/// Arrays per chunk of a bulk load when the caller has no better figure (see `bulk_load`):
+/// about 230 MiB of default-roster arrays in memory. Larger chunks save little time (fewer,
+/// larger SST files to compact), smaller ones save memory but cost more compaction.
+pub const DEFAULT_BULK_CHUNK: usize = 5_000;
 
 #[cfg(test)]
 mod tests;
@@ -194,6 +200,44 @@ impl RocksDbTeleologicalStore {
     /// only while the copy is cut.
     pub fn checkpoint(&self, dest: &str) -> StorageResult<()> {
         self.core().checkpoint(Path::new(dest))
+    }
+
+    /// Load `arrays` into this store, which must hold no array (else `NotEmpty`, and nothing
+    /// is written): for large loads, several times faster than `store_batch`, all or nothing.
+    ///
+    /// The input is taken `chunk` arrays at a time (memory holds one chunk, besides the
+    /// indices). Each chunk is checked with the same rules as `store` (an id may appear only
+    /// once in the whole load), written as sorted SST files, one per column family, in
+    /// `bulk_load.tmp/` inside the store, ingested into RocksDB, and applied to the in-memory
+    /// indices. When the input ends, one commit publishes the load (count, commit sequence
+    /// number) and the index snapshots are written, so a reopen loads every index.
+    ///
+    /// All or nothing: on an error (bad input in any chunk, an input error `E`, I/O) nothing
+    /// of the load remains, in the store or in its indices; after a crash, the next open
+    /// removes what an interrupted load wrote (`bulk_load_rolled_back_on_open`). While the
+    /// load runs, commits wait, and readers may see part of it (`count` stays 0 until the
+    /// end). The data written is exactly what `store_batch` would write, except the change
+    /// log: the load is one commit, with no log entry, and the snapshots cover it.
+    ///
+    /// `progress` is called with the number of arrays loaded so far (every few hundred).
+    /// Synchronous and long: in async code, call it on a blocking thread.
+    pub fn bulk_load<I, E>(
+        &self,
+        arrays: I,
+        chunk: usize,
+        mut progress: impl FnMut(usize),
+    ) -> StorageResult<BulkLoadReport>
+    where
+        I: IntoIterator<Item = Result<TeleologicalArray, E>>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.core().bulk_load(arrays.into_iter(), chunk, &mut progress)
+    }
+
+    /// What this open rolled back, if it found an interrupted bulk load (whose data it then
+    /// removed, leaving the store empty as before the load).
+    pub fn bulk_load_rolled_back_on_open(&self) -> Option<&str> {
+        self.core().rolled_back_bulk_load.as_deref()
     }
 
     /// Persist index snapshots, flush, release the path. Errors are returned, not logged away.
