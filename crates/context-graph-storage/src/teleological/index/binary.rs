@@ -3,6 +3,7 @@
 
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
+use std::thread;
 
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, DEFAULT_MAX_TOKENS};
 use parking_lot::RwLock;
@@ -12,6 +13,7 @@ use super::key_map::Reader;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
 use super::{finish_results, Candidates, IndexChange, IndexSearchResult, IndexType, VectorPrecision};
+use crate::teleological::parallel::map_parallel;
 use crate::teleological::store::{StorageError, StorageResult};
 use context_graph_core::teleology::similarity::{hamming, pack_words};
 
@@ -22,6 +24,10 @@ struct Codes {
     slot_of: HashMap<Uuid, usize>,
     words: Vec<u64>,
 }
+
+/// Indices of at least this many codes are scanned in parallel parts (below it, starting the
+/// threads costs more than it saves).
+const PARALLEL_SCAN_MIN: usize = 32_768;
 
 pub(crate) struct BinaryKind {
     embedder: Embedder,
@@ -150,22 +156,38 @@ impl MemoryKind for BinaryKind {
             return Ok(Vec::new());
         }
         let codes = self.codes.read();
-        // The best `limit` so far in a max-heap of (distance, id): the scan is bound by memory
-        // bandwidth (a 10,000-bit code is 1.25 KB), so it keeps nothing else per code.
-        let mut best: BinaryHeap<(u32, Uuid)> = BinaryHeap::with_capacity(limit + 1);
+        // The best `limit` so far in a max-heap of (distance, id). The scan is bound by memory
+        // bandwidth (a 10,000-bit code is 1.25 KB), so it keeps nothing else per code, and a
+        // large index is scanned in parts, one per core, whose best are merged.
         let all = matches!(candidates, Candidates::All);
-        for (slot, code) in codes.words.chunks_exact(self.words).enumerate() {
-            let id = codes.ids[slot];
-            if !all && !candidates.admits(id) {
-                continue;
+        let scan = |slots: &std::ops::Range<usize>| -> StorageResult<BinaryHeap<(u32, Uuid)>> {
+            let mut best: BinaryHeap<(u32, Uuid)> = BinaryHeap::with_capacity(limit + 1);
+            let words = &codes.words[slots.start * self.words..slots.end * self.words];
+            for (&id, code) in codes.ids[slots.clone()].iter().zip(words.chunks_exact(self.words)) {
+                if !all && !candidates.admits(id) {
+                    continue;
+                }
+                let d = hamming(&q, code);
+                if best.len() < limit {
+                    best.push((d, id));
+                } else if best.peek().is_some_and(|&worst| (d, id) < worst) {
+                    best.pop();
+                    best.push((d, id));
+                }
             }
-            let d = hamming(&q, code);
-            if best.len() < limit {
-                best.push((d, id));
-            } else if best.peek().is_some_and(|&worst| (d, id) < worst) {
-                best.pop();
-                best.push((d, id));
-            }
+            Ok(best)
+        };
+        let n = codes.ids.len();
+        let parts =
+            if n >= PARALLEL_SCAN_MIN { thread::available_parallelism().map_or(1, |c| c.get()) } else { 1 };
+        let ranges: Vec<std::ops::Range<usize>> =
+            (0..parts).map(|p| p * n / parts..(p + 1) * n / parts).collect();
+        let mut best: BinaryHeap<(u32, Uuid)> = BinaryHeap::with_capacity(limit * parts + 1);
+        for part in map_parallel(&ranges, scan)? {
+            best.extend(part);
+        }
+        while best.len() > limit {
+            best.pop();
         }
         let bits = self.bits as f32;
         let hits =
@@ -225,6 +247,32 @@ impl MemoryKind for BinaryKind {
 mod tests {
     use super::*;
     use crate::teleological::index::EmbedderIndex;
+
+    #[tokio::test]
+    async fn a_parallel_scan_returns_the_exact_best() {
+        let n = PARALLEL_SCAN_MIN + 5_000;
+        let idx = MemoryIndex::binary(Embedder::Hdc, 64);
+        let code =
+            |i: u64| EmbedderOutput::Binary(i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes().to_vec());
+        let items: Vec<_> = (0..n as u64).map(|i| (Uuid::from_u128(i as u128), code(i))).collect();
+        idx.add_batch(&items).await.unwrap();
+        let q = code(123_456_789);
+        let EmbedderOutput::Binary(qb) = &q else { unreachable!() };
+        let mut want: Vec<(u32, Uuid)> = items
+            .iter()
+            .map(|(id, c)| {
+                let EmbedderOutput::Binary(cb) = c else { unreachable!() };
+                let d = u64::from_le_bytes(cb[..8].try_into().unwrap())
+                    ^ u64::from_le_bytes(qb[..8].try_into().unwrap());
+                (d.count_ones(), *id)
+            })
+            .collect();
+        want.sort();
+        let got = idx.search(&q, 25, None).await.unwrap();
+        let got: Vec<(u32, Uuid)> =
+            got.iter().map(|h| (((1.0 - h.score) * 64.0).round() as u32, h.id)).collect();
+        assert_eq!(got, want[..25].to_vec());
+    }
 
     #[tokio::test]
     async fn exact_hamming_with_removals_and_snapshot() {
