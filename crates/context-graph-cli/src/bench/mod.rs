@@ -134,6 +134,9 @@ pub struct PrecisionResult {
     pub rebuilt: bool,
     /// Memory of the dense and token-level indices together.
     pub memory_bytes: usize,
+    /// Peak RSS of the process while this precision was measured (its rebuild and searches);
+    /// for the main run, the peak of the whole run up to the reopen.
+    pub peak_rss: Option<u64>,
     pub searches: Vec<SearchResult>,
 }
 
@@ -283,7 +286,10 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
                 context_graph_core::teleology::EmbedderKind::TokenLevel
             )
     };
+    // The run's peak, before any comparison (whose rebuilds hold other precisions) counts.
+    let peak_rss = system::peak_rss_bytes();
     let mut precisions = vec![PrecisionResult {
+        peak_rss,
         precision,
         open: reopen,
         rebuilt: false,
@@ -295,6 +301,7 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
             .collect(),
     }];
     for &p in args.compare_precisions.iter().filter(|&&p| p != precision) {
+        let reset = system::reset_peak_rss();
         let pb = progress::bar(None, &format!("rebuilding indices at {p}"));
         let t = Instant::now();
         let store = Arc::new(open::open_config(&path, config(Durability::Sync, p, false))?);
@@ -309,11 +316,13 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         pb.finish_and_clear();
         let store = Arc::try_unwrap(store).map_err(|_| anyhow!("the store is still in use"))?;
         open::close(store, &path)?;
+        let peak_rss = if reset { system::peak_rss_bytes() } else { None };
         precisions.push(PrecisionResult {
             precision: p,
             open: open_time,
             rebuilt: true,
             memory_bytes,
+            peak_rss,
             searches: measured,
         });
     }
@@ -344,7 +353,7 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         disk_data,
         disk_indices: disk_total - disk_data,
         disk_total,
-        peak_rss: system::peak_rss_bytes(),
+        peak_rss,
         get,
         k,
         target: args.target,

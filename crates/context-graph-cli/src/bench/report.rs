@@ -166,6 +166,7 @@ pub fn print_table(r: &BenchResults) {
             "precision",
             ">open",
             ">graph index memory",
+            ">peak RSS",
             &recall,
             ">HNSW p50",
             ">token-level p50",
@@ -176,6 +177,7 @@ pub fn print_table(r: &BenchResults) {
                 p.precision.to_string(),
                 format!("{}{}", duration(p.open), if p.rebuilt { " (rebuilt)" } else { "" }),
                 bytes(p.memory_bytes as u64),
+                p.peak_rss.map_or("unavailable".into(), bytes),
                 format!("{min_recall:.3}"),
                 hnsw,
                 token,
@@ -263,6 +265,7 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
         let (min_recall, _, _) = precision_summary(p);
         lines.push(json!({"metric": "precision", "precision": p.precision.as_str(),
             "open_ms": millis(p.open), "rebuilt": p.rebuilt, "graph_index_memory_bytes": p.memory_bytes,
+            "peak_rss_bytes": p.peak_rss,
             "min_recall": min_recall,
             "searches": p.searches.iter().map(|s| json!({"embedder": s.embedder.short_name(),
                 "recall": s.recall, "ef": s.ef, "p50_us": micros(s.latency.p50)})).collect::<Vec<_>>()}));

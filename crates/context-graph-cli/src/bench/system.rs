@@ -9,6 +9,12 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Start a new peak: the kernel resets `VmHWM` to the current RSS when "5" is written to
+/// /proc/self/clear_refs (Linux). Returns whether it did.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

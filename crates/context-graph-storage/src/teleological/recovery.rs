@@ -40,7 +40,7 @@ use super::index::{
     EmbedderIndexConfig, HnswConfig, IndexChange, IndexType, MemoryIndex, MemoryKind, Rescore,
     VectorPrecision,
 };
-use super::parallel::for_each_parallel;
+use super::parallel::{for_each_parallel, map_parallel};
 use super::rocksdb_store::StoreConfig;
 use super::store::{IndexOpenMode, StorageError, StorageResult};
 use super::store_core::{DisabledIndex, IndexSlot, StoreCore, StoredSlots, WriterState};
@@ -288,7 +288,34 @@ pub(crate) fn open_core(
     let mut pending = Vec::new();
     let mut rebuild = Vec::new();
     let rescore = Rescore { source: Arc::new(StoredSlots(db.clone())), factor: config.rescore_factor };
+    // Snapshots are read and decoded in parallel (a few GB at 100,000 arrays: most of an open).
+    let embedders: Vec<Embedder> = Embedder::all().collect();
+    let mut snapshots = map_parallel(&embedders, |&e| {
+        let c = &index_configs[e.index()];
+        if created || !c.enabled {
+            return Ok(None);
+        }
+        let (dims, precision) = (config.schema.get(e), config.vector_precision[e.index()]);
+        Ok(Some(read_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
+            if snap.seq > counters.commit_seq {
+                return Err(format!(
+                    "snapshot reflects commit {} but the data ends at {}",
+                    snap.seq, counters.commit_seq
+                ));
+            }
+            if snap.seq < counters.log_truncated_through {
+                return Err(format!(
+                    "snapshot reflects commit {}, older than the change log (from {})",
+                    snap.seq,
+                    counters.log_truncated_through + 1
+                ));
+            }
+            load_memory_index(e, dims, c, precision, &snap.payload).map(|index| (snap.seq, index))
+        })))
+    })?
+    .into_iter();
     for e in Embedder::all() {
+        let loaded = snapshots.next().flatten();
         let c = &index_configs[e.index()];
         let dims = config.schema.get(e);
         let precision = config.vector_precision[e.index()];
@@ -301,22 +328,7 @@ pub(crate) fn open_core(
             modes.push(IndexOpenMode::Created);
             new_memory_index(e, dims, c, precision)?
         } else {
-            let loaded = read_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
-                if snap.seq > counters.commit_seq {
-                    return Err(format!(
-                        "snapshot reflects commit {} but the data ends at {}",
-                        snap.seq, counters.commit_seq
-                    ));
-                }
-                if snap.seq < counters.log_truncated_through {
-                    return Err(format!(
-                        "snapshot reflects commit {}, older than the change log (from {})",
-                        snap.seq,
-                        counters.log_truncated_through + 1
-                    ));
-                }
-                load_memory_index(e, dims, c, precision, &snap.payload).map(|index| (snap.seq, index))
-            });
+            let loaded = loaded.unwrap_or_else(|| Err("no snapshot was read".into()));
             match loaded {
                 Ok((seq, index)) => {
                     modes.push(IndexOpenMode::Loaded);
