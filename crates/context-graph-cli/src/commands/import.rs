@@ -26,17 +26,17 @@ pub struct ImportArgs {
     pub batch: usize,
 
     /// Bulk load into an empty store (or a new one): sorted SST files ingested into RocksDB,
-    /// the indices built as the arrays stream by; faster for large loads, and all or nothing.
+    /// the indices built as the arrays stream by; all or nothing.
     #[arg(
         long,
         long_help = "Bulk load: the dataset is written as sorted SST files (one per column family \
                      per chunk, in bulk_load.tmp/ inside the store), ingested into RocksDB, and \
                      the indices are built from the arrays as they stream by; one commit \
                      publishes the whole load. Use it for the first, large load of a store: it \
-                     skips the write-ahead log, the commit per batch and most compaction \
-                     (about 1.3-1.7x faster, with 20-35% less CPU, than the normal import on \
-                     20,000 default-roster arrays, where building the HNSW indices, the same \
-                     work in both, takes about 90% of the time). Needs an empty store, or \
+                     skips the write-ahead log and the commit per batch. Building the indices, \
+                     the same work in both paths, is most of the time, so it is no faster than \
+                     the normal import on this 2-core machine (docs/PERFORMANCE.md); what it \
+                     adds is that the load is one unit. Needs an empty store, or \
                      a path without one (it is created); into a store that holds arrays, use \
                      the normal import. All or nothing: if any array is invalid, the input \
                      fails or the process dies, nothing of the load remains (after a crash, \

@@ -4,9 +4,9 @@
 //! 2. Open RocksDB with every column family (creating missing ones).
 //! 3. Check the persisted format and schema, or write them for a new store; roll back a bulk
 //!    load that was interrupted (`bulk_load.rs`).
-//! 4. Bring up each index: sparse indices live in RocksDB and are current; each in-memory
-//!    index is loaded from its snapshot if the snapshot is intact and can be caught up,
-//!    otherwise it is marked for a rebuild (and the reason is logged).
+//! 4. Bring up each index: it is loaded from its snapshot (snapshots are read and decoded in
+//!    parallel) if the snapshot is intact and can be caught up, otherwise it is marked for a
+//!    rebuild (and the reason is logged).
 //! 5. Catch up the loaded indices by replaying the change log after each one's snapshot.
 //! 6. Rebuild the marked indices from `teleological_arrays`.
 //!

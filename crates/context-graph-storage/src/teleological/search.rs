@@ -3,7 +3,7 @@
 //!
 //! A search asks each embedder the comparison names and the query has (slots left `Pending`
 //! are skipped) for `overfetch × limit` candidates. The namespace and time filters are applied
-//! inside each index search (filtered HNSW, filtered postings); when a namespace holds few
+//! inside each index search (filtered HNSW, filtered posting lists); when a namespace holds few
 //! arrays, its members are scored exhaustively instead, so a small namespace still gets exact
 //! answers. Every candidate's exact score in every searched embedder is then computed from
 //! the stored array, the scores are fused as the [`ComparisonType`] says, and the best
