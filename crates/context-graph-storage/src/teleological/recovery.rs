@@ -144,7 +144,7 @@ fn cf_options(config: &StoreConfig, cache: &Cache, cf: ColumnFamily) -> Options 
 pub(crate) const ARRAY_BLOB_MIN_SIZE: u64 = 4096;
 
 /// The options an SST file written outside the database (bulk load) for `cf` needs: the
-/// column family's own table format, filters, compression and merge operator.
+/// column family's own table format, filters and compression.
 pub(crate) fn sst_file_options(config: &StoreConfig, cf: ColumnFamily) -> Options {
     cf_options(config, &Cache::new_lru_cache(1 << 20), cf)
 }

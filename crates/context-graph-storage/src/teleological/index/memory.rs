@@ -1,4 +1,4 @@
-//! The common shape of the three in-memory index kinds (HNSW, token-level, binary), and the
+//! The common shape of the four in-memory index kinds (HNSW, inverted, token-level, binary), and the
 //! one adapter that turns any of them into an [`EmbedderIndex`].
 
 use std::sync::Arc;

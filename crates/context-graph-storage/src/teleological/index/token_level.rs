@@ -64,9 +64,7 @@ impl StoredTokens {
             VectorPrecision::F32 => StoredTokens::F32(flat),
             VectorPrecision::F16 => StoredTokens::F16(flat.iter().map(|&x| half::f16::from_f32(x)).collect()),
             VectorPrecision::I8 => {
-                let max = flat.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-                let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                let codes = flat.iter().map(|&x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect();
+                let (codes, scale) = quantize_to_max(&flat);
                 StoredTokens::I8 { codes, scale }
             }
         }
@@ -170,19 +168,19 @@ struct QueryTokens<'a> {
 impl<'a> QueryTokens<'a> {
     fn new(tokens: &'a TokenEmbeddings, precision: VectorPrecision) -> Self {
         let quantized = match precision {
-            VectorPrecision::I8 => tokens
-                .embeddings
-                .iter()
-                .map(|t| {
-                    let max = t.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-                    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                    (t.iter().map(|&x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
-                })
-                .collect(),
+            VectorPrecision::I8 => tokens.embeddings.iter().map(|t| quantize_to_max(t)).collect(),
             _ => Vec::new(),
         };
         Self { tokens, quantized }
     }
+}
+
+/// `v` as bytes scaled so that its largest magnitude is 127, and the scale (value = code ×
+/// scale). Tokens are not unit vectors in general, so each gets its own scale.
+fn quantize_to_max(v: &[f32]) -> (Vec<i8>, f32) {
+    let max = v.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    (v.iter().map(|&x| (x / scale).round().clamp(-127.0, 127.0) as i8).collect(), scale)
 }
 
 fn precision_byte(p: VectorPrecision) -> u8 {
