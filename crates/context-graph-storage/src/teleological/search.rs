@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::attrs::AttrTable;
 use super::blocking::run_blocking;
-use super::index::{Candidates, IndexSearchResult};
+use super::index::{finish_results, Candidates, IndexSearchResult};
 use super::rocksdb_store::RocksDbTeleologicalStore;
 use super::store::{EmbedderIndexStats, StorageError, StorageResult, TeleologicalArrayStore};
 use super::store_core::{IndexSlot, StoreCore};
@@ -141,9 +141,12 @@ impl StoreCore {
         let per_embedder = limit.saturating_mul(self.config.search_overfetch.max(1));
 
         // Candidates from each embedder, with the namespace and time filters inside the search.
+        // `arrays` collects the stored arrays read on the way (for rescoring), so that each is
+        // read once.
+        let mut arrays = BTreeMap::new();
         let lists = if *filter == SearchFilter::default() {
             // No filter: the attributes are not needed, and commits need not wait for this search.
-            self.candidate_lists(query, &embedders, per_embedder, Candidates::All, |_| true)?
+            self.candidate_lists(query, &embedders, per_embedder, Candidates::All, |_| true, &mut arrays)?
         } else {
             let attrs = self.attrs.read();
             let restriction = self.restriction(&attrs, filter);
@@ -153,21 +156,21 @@ impl StoreCore {
                 Restriction::Members(ids) => Candidates::Only(ids),
                 Restriction::Predicate => Candidates::Matching(&admits),
             };
-            self.candidate_lists(query, &embedders, per_embedder, candidates, |id| {
-                passes_post_filters(&attrs, filter, id)
-            })?
+            self.candidate_lists(
+                query,
+                &embedders,
+                per_embedder,
+                candidates,
+                |id| passes_post_filters(&attrs, filter, id),
+                &mut arrays,
+            )?
         };
 
         // Exact per-embedder scores of every candidate, from the stored arrays.
-        let ids: Vec<Uuid> = {
-            let mut seen = HashSet::new();
-            lists
-                .iter()
-                .flat_map(|(_, hits)| hits.iter().map(|h| h.id))
-                .filter(|id| seen.insert(*id))
-                .collect()
-        };
-        let arrays = self.retrieve_existing(&ids)?;
+        let ids: HashSet<Uuid> = lists.iter().flat_map(|(_, hits)| hits.iter().map(|h| h.id)).collect();
+        self.read_missing(&mut arrays, &ids.iter().copied().collect::<Vec<_>>())?;
+        // Arrays read for rescoring that no list kept are not candidates.
+        arrays.retain(|id, _| ids.contains(id));
         let ranks: Vec<HashMap<Uuid, usize>> = lists
             .iter()
             .map(|(_, hits)| hits.iter().enumerate().map(|(i, h)| (h.id, i + 1)).collect())
@@ -176,11 +179,7 @@ impl StoreCore {
         for array in arrays.values() {
             let mut per = [None; Embedder::COUNT];
             for &e in &embedders {
-                let bits = match self.schema.get(e) {
-                    EmbedderDims::Binary { bits } => bits,
-                    _ => 0,
-                };
-                per[e.index()] = score(query.get(e), array.get(e), bits);
+                per[e.index()] = self.exact_score(query, array, e);
             }
             let fused = fuse(comparison, &embedders, &per, &ranks, array.id);
             if filter.min_similarity.is_some_and(|min| fused < min) {
@@ -196,7 +195,20 @@ impl StoreCore {
         Ok(results)
     }
 
-    /// Each embedder's candidates among `candidates`, best first, keeping those `keep` admits.
+    /// The exact score of `array` for `query` in embedder `e`, as the schema defines it.
+    fn exact_score(&self, query: &TeleologicalArray, array: &TeleologicalArray, e: Embedder) -> Option<f32> {
+        let bits = match self.schema.get(e) {
+            EmbedderDims::Binary { bits } => bits,
+            _ => 0,
+        };
+        score(query.get(e), array.get(e), bits)
+    }
+
+    /// Each embedder's candidates among `candidates`, best first by exact score, keeping those
+    /// `keep` admits. An index holding reduced precision is asked for `rescore_factor` times as
+    /// many, which are rescored from their stored arrays (read into `arrays`, where the fused
+    /// scoring finds them) and cut back: the same answer as the index's own rescoring, without
+    /// reading the arrays twice.
     fn candidate_lists(
         &self,
         query: &TeleologicalArray,
@@ -204,15 +216,31 @@ impl StoreCore {
         per_embedder: usize,
         candidates: Candidates<'_>,
         keep: impl Fn(Uuid) -> bool,
+        arrays: &mut BTreeMap<Uuid, TeleologicalArray>,
     ) -> StorageResult<Vec<(Embedder, Vec<IndexSearchResult>)>> {
         let mut lists = Vec::with_capacity(embedders.len());
         for &e in embedders {
             let hits = match self.slot(e) {
                 IndexSlot::Memory(m) => {
                     m.kind.check(query.get(e))?;
-                    // Ranked by exact scores (rescored when the index holds reduced precision),
-                    // so that rank fusion sees the true order.
-                    m.search_sync(query.get(e), per_embedder, None, candidates)?
+                    match m.rescore_factor() {
+                        None => m.kind.search(query.get(e), per_embedder, None, candidates)?,
+                        Some(factor) => {
+                            let wanted = per_embedder.saturating_mul(factor);
+                            let approximate = m.kind.search(query.get(e), wanted, None, candidates)?;
+                            let ids: Vec<Uuid> = approximate.iter().map(|h| h.id).collect();
+                            self.read_missing(arrays, &ids)?;
+                            let exact = ids
+                                .iter()
+                                .filter_map(|id| {
+                                    let a = arrays.get(id)?;
+                                    self.exact_score(query, a, e)
+                                        .map(|score| IndexSearchResult { id: *id, score })
+                                })
+                                .collect();
+                            finish_results(exact, per_embedder, None)
+                        }
+                    }
                 }
                 IndexSlot::Disabled(_) => {
                     return Err(StorageError::Index(format!(
@@ -245,9 +273,10 @@ impl StoreCore {
         }
     }
 
-    /// The arrays of `ids` that still exist (a concurrent delete may have removed some).
-    fn retrieve_existing(&self, ids: &[Uuid]) -> StorageResult<BTreeMap<Uuid, TeleologicalArray>> {
-        let mut out = BTreeMap::new();
+    /// Add to `out` the arrays of `ids` it lacks and that still exist (a concurrent delete
+    /// may have removed some).
+    fn read_missing(&self, out: &mut BTreeMap<Uuid, TeleologicalArray>, ids: &[Uuid]) -> StorageResult<()> {
+        let ids: Vec<Uuid> = ids.iter().copied().filter(|id| !out.contains_key(id)).collect();
         for chunk in ids.chunks(256) {
             match self.retrieve_batch(chunk) {
                 Ok(arrays) => out.extend(arrays.into_iter().map(|a| (a.id, a))),
@@ -265,7 +294,7 @@ impl StoreCore {
                 Err(e) => return Err(e),
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Rebuild every in-memory index from `teleological_arrays`.

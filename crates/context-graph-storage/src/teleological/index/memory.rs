@@ -84,6 +84,12 @@ impl MemoryIndex {
         Self { kind, owned: true, rescore: approximate.then_some(rescore) }
     }
 
+    /// The multiple of a search's limit rescored exactly; `None` when the index's own scores
+    /// are exact (or it has nothing to rescore from).
+    pub(crate) fn rescore_factor(&self) -> Option<usize> {
+        self.rescore.as_ref().map(|r| r.factor.max(1))
+    }
+
     /// A search with exact scores when the index can get them: directly at full precision,
     /// through rescoring from the stored arrays otherwise (standalone reduced-precision
     /// indices have nothing to rescore from and return their approximate scores).
@@ -97,7 +103,7 @@ impl MemoryIndex {
         let Some(rescore) = &self.rescore else {
             return self.kind.search(query, limit, threshold, candidates);
         };
-        let wanted = limit.saturating_mul(rescore.factor.max(1));
+        let wanted = limit.saturating_mul(self.rescore_factor().unwrap_or(1));
         let approximate = self.kind.search(query, wanted, None, candidates)?;
         let ids: Vec<Uuid> = approximate.iter().map(|h| h.id).collect();
         let exact = rescore
