@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use context_graph_core::encoding::decode_array;
 use context_graph_core::teleology::similarity::score;
 use context_graph_core::teleology::{
     ComparisonType, Embedder, EmbedderDims, EmbedderWeights, TeleologicalArray,
@@ -24,7 +25,7 @@ use super::blocking::run_blocking;
 use super::index::{finish_results, Candidates, IndexSearchResult};
 use super::rocksdb_store::RocksDbTeleologicalStore;
 use super::store::{EmbedderIndexStats, StorageError, StorageResult, TeleologicalArrayStore};
-use super::store_core::{IndexSlot, StoreCore};
+use super::store_core::{read_arrays, IndexSlot, StoreCore};
 
 /// A namespace with at most this many arrays (or this share of the store, whichever is
 /// larger) is searched exhaustively rather than through the graphs.
@@ -278,20 +279,10 @@ impl StoreCore {
     fn read_missing(&self, out: &mut BTreeMap<Uuid, TeleologicalArray>, ids: &[Uuid]) -> StorageResult<()> {
         let ids: Vec<Uuid> = ids.iter().copied().filter(|id| !out.contains_key(id)).collect();
         for chunk in ids.chunks(256) {
-            match self.retrieve_batch(chunk) {
-                Ok(arrays) => out.extend(arrays.into_iter().map(|a| (a.id, a))),
-                Err(StorageError::NotFound(_)) => {
-                    for &id in chunk {
-                        match self.retrieve(id) {
-                            Ok(a) => {
-                                out.insert(id, a);
-                            }
-                            Err(StorageError::NotFound(_)) => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
+            for (id, array) in read_arrays(&self.db, chunk, decode_array)? {
+                if let Some(array) = array {
+                    out.insert(id, array);
                 }
-                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use context_graph_core::encoding::{decode_array, decode_metadata, decode_slot};
+use context_graph_core::encoding::{decode_array, decode_metadata, decode_slot, DecodeError};
 use context_graph_core::teleology::{Embedder, EmbedderOutput, StoreSchema, TeleologicalArray};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{ReadOptions, DB};
@@ -47,18 +47,31 @@ pub(crate) struct StoredSlots(pub(crate) Arc<DB>);
 
 impl ExactOutputs for StoredSlots {
     fn outputs(&self, e: Embedder, ids: &[Uuid]) -> StorageResult<Vec<(Uuid, EmbedderOutput)>> {
-        let cf = ColumnFamily::Arrays.handle(&self.0)?;
-        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, value) in ids.iter().zip(self.0.batched_multi_get_cf(&cf, &keys, false)) {
-            if let Some(bytes) = value? {
-                let slot = decode_slot(&bytes, e)
-                    .map_err(|err| StorageError::corrupt(format_args!("array {id}"), err))?;
-                out.push((*id, slot));
-            }
-        }
-        Ok(out)
+        let values = read_arrays(&self.0, ids, |bytes| decode_slot(bytes, e))?;
+        Ok(values.into_iter().filter_map(|(id, slot)| Some((id, slot?))).collect())
     }
+}
+
+/// The values of `ids` in `teleological_arrays`, in the order given, each decoded by `decode`
+/// (`None` for an id not stored). A value that does not decode is `Corruption` naming the id.
+pub(crate) fn read_arrays<T>(
+    db: &DB,
+    ids: &[Uuid],
+    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+) -> StorageResult<Vec<(Uuid, Option<T>)>> {
+    let cf = ColumnFamily::Arrays.handle(db)?;
+    let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, value) in ids.iter().zip(db.batched_multi_get_cf(&cf, &keys, false)) {
+        let decoded = match value? {
+            Some(bytes) => {
+                Some(decode(&bytes).map_err(|err| StorageError::corrupt(format_args!("array {id}"), err))?)
+            }
+            None => None,
+        };
+        out.push((*id, decoded));
+    }
+    Ok(out)
 }
 
 /// The mutable state only a committing writer touches.
@@ -121,15 +134,10 @@ impl StoreCore {
     }
 
     pub(crate) fn retrieve_batch(&self, ids: &[Uuid]) -> StorageResult<Vec<TeleologicalArray>> {
-        let cf = ColumnFamily::Arrays.handle(&self.db)?;
-        let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
-        let values = self.db.batched_multi_get_cf(&cf, &keys, false);
-        let mut out = Vec::with_capacity(ids.len());
-        for (id, value) in ids.iter().zip(values) {
-            let bytes = value?.ok_or(StorageError::NotFound(*id))?;
-            out.push(decode_array(&bytes).map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))?);
-        }
-        Ok(out)
+        read_arrays(&self.db, ids, decode_array)?
+            .into_iter()
+            .map(|(id, array)| array.ok_or(StorageError::NotFound(id)))
+            .collect()
     }
 
     pub(crate) fn exists(&self, id: Uuid) -> StorageResult<bool> {
