@@ -691,6 +691,7 @@ fn bench_measures_a_dataset_of_another_roster() {
         "ingest_arrays_per_s",
         "disk_bytes_per_array",
         "peak_rss_bytes",
+        "peak_rss_ingest_search_bytes",
         "get_p50_us",
         "get_p99_us",
         "recall_at_10",

@@ -157,6 +157,9 @@ pub struct BenchResults {
     pub disk_data: u64,
     pub disk_indices: u64,
     pub disk_total: u64,
+    /// Peak RSS up to the end of the searches (ingest and search only).
+    pub peak_rss_serving: Option<u64>,
+    /// Peak RSS of the whole run up to the reopen, including close and the in-process reopen.
     pub peak_rss: Option<u64>,
     pub get: Latencies,
     pub k: usize,
@@ -250,6 +253,9 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     let queries = ds.queries().map_err(|e| anyhow!("dataset: {e}"))?;
     let fused = fused::measure(&store, ds, &loaded.ids, &queries, k).await?;
 
+    // Ingest and search are done: their peak, before close and the in-process reopen add
+    // theirs (the freed store's memory is kept by the allocator while the reopen allocates).
+    let peak_rss_serving = system::peak_rss_bytes();
     let t = Instant::now();
     let store = Arc::try_unwrap(store).map_err(|_| anyhow!("the store is still in use"))?;
     open::close(store, &path)?;
@@ -353,6 +359,7 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         disk_data,
         disk_indices: disk_total - disk_data,
         disk_total,
+        peak_rss_serving,
         peak_rss,
         get,
         k,

@@ -90,8 +90,9 @@ pub struct SearchArgs {
     #[arg(long, value_name = "ID")]
     pub exclude: Vec<Uuid>,
 
-    /// Search breadth (HNSW ef_search) for graph indices (dense, token-level) for this search;
-    /// higher is slower and finds more of the true neighbours. Exact indices ignore it.
+    /// Search breadth for approximate indices, for this search: HNSW ef_search (dense); for
+    /// token-level, 20 × max(k, N) candidates are scored by MaxSim (default N 10). Higher is
+    /// slower and finds more of the true neighbours. Exact indices ignore it.
     #[arg(long, value_name = "N")]
     pub ef: Option<usize>,
 }

@@ -31,13 +31,14 @@ impl StoreCore {
             let writer = self.writer.lock();
             self.check_writable()?;
             Checkpoint::new(&self.db)?.create_checkpoint(dest.join(DATA_DIR))?;
+            // Taken in memory while commits wait, written after they resume.
             let payloads = map_parallel(&memory, |kind| kind.snapshot_payload())?;
             (writer.commit_seq, payloads)
         };
         let dir = dest.join(SNAPSHOT_DIR);
         fs::create_dir_all(&dir).map_err(|e| io("create the snapshot directory", e))?;
         for (index, payload) in memory.iter().zip(&payloads) {
-            write_index_snapshot(&dir, index.as_ref(), seq, payload)?;
+            write_index_snapshot(&dir, index.as_ref(), seq, Some(payload))?;
         }
         tracing::info!("checkpoint of commit {seq} written to {}", dest.display());
         Ok(())

@@ -34,8 +34,8 @@ use super::column_families::{ColumnFamily, CF_RETIRED_SPARSE_POSTINGS};
 use super::index::binary::BinaryKind;
 use super::index::hnsw::HnswKind;
 use super::index::inverted::InvertedKind;
-use super::index::snapshot::{read_snapshot, snapshot_path, write_index_snapshot};
-use super::index::token_level::{default_token_graph_config, TokenLevelKind};
+use super::index::snapshot::{open_snapshot, snapshot_path, write_index_snapshot, SnapshotFile};
+use super::index::token_level::TokenLevelKind;
 use super::index::{
     EmbedderIndexConfig, HnswConfig, IndexChange, IndexType, MemoryIndex, MemoryKind, Rescore,
     VectorPrecision,
@@ -195,12 +195,9 @@ struct Pending {
     mode: IndexOpenMode,
 }
 
-/// The graph configuration of a dense or token-level slot: the one given, else the default.
-fn graph_config(dims: EmbedderDims, c: &EmbedderIndexConfig) -> HnswConfig {
-    c.hnsw_config.clone().unwrap_or_else(|| match dims {
-        EmbedderDims::Dense(d) => HnswConfig::default_for_dims(d),
-        _ => default_token_graph_config(),
-    })
+/// The graph configuration of a dense slot: the one given, else the default for its size.
+fn graph_config(dims: usize, c: &EmbedderIndexConfig) -> HnswConfig {
+    c.hnsw_config.clone().unwrap_or_else(|| HnswConfig::default_for_dims(dims))
 }
 
 fn new_memory_index(
@@ -209,15 +206,11 @@ fn new_memory_index(
     c: &EmbedderIndexConfig,
     precision: VectorPrecision,
 ) -> StorageResult<Arc<dyn MemoryKind>> {
-    let graph = graph_config(dims, c);
     Ok(match dims {
-        EmbedderDims::Dense(d) => Arc::new(HnswKind::new(e, d, &graph, precision)?),
-        EmbedderDims::TokenLevel { .. } => Arc::new(TokenLevelKind::new(
-            e,
-            &c.token_level_config.clone().unwrap_or_default(),
-            &graph,
-            precision,
-        )?),
+        EmbedderDims::Dense(d) => Arc::new(HnswKind::new(e, d, &graph_config(d, c), precision)?),
+        EmbedderDims::TokenLevel { .. } => {
+            Arc::new(TokenLevelKind::new(e, &c.token_level_config.clone().unwrap_or_default(), precision))
+        }
         EmbedderDims::Binary { bits } => Arc::new(BinaryKind::new(e, bits)),
         EmbedderDims::Sparse { vocab_size } => {
             Arc::new(InvertedKind::new(e, vocab_size, &c.inverted_config.clone().unwrap_or_default())?)
@@ -230,24 +223,29 @@ fn load_memory_index(
     dims: EmbedderDims,
     c: &EmbedderIndexConfig,
     precision: VectorPrecision,
-    payload: &[u8],
+    snapshot: SnapshotFile,
 ) -> Result<Arc<dyn MemoryKind>, String> {
-    let graph = graph_config(dims, c);
     Ok(match dims {
-        EmbedderDims::Dense(d) => Arc::new(HnswKind::from_snapshot(e, d, &graph, precision, payload)?),
-        EmbedderDims::TokenLevel { .. } => Arc::new(TokenLevelKind::from_snapshot(
-            e,
-            &c.token_level_config.clone().unwrap_or_default(),
-            &graph,
-            precision,
-            payload,
-        )?),
-        EmbedderDims::Binary { bits } => Arc::new(BinaryKind::from_snapshot(e, bits, payload)?),
+        EmbedderDims::TokenLevel { .. } => {
+            // The largest snapshot: decoded as it is read, never held whole beside the index.
+            let mut stream = snapshot.stream();
+            let config = c.token_level_config.clone().unwrap_or_default();
+            let index = TokenLevelKind::from_snapshot(e, &config, precision, &mut stream)?;
+            stream.finish()?;
+            Arc::new(index)
+        }
+        EmbedderDims::Dense(d) => {
+            let payload = snapshot.into_payload()?;
+            Arc::new(HnswKind::from_snapshot(e, d, &graph_config(d, c), precision, &payload)?)
+        }
+        EmbedderDims::Binary { bits } => {
+            Arc::new(BinaryKind::from_snapshot(e, bits, &snapshot.into_payload()?)?)
+        }
         EmbedderDims::Sparse { vocab_size } => Arc::new(InvertedKind::from_snapshot(
             e,
             vocab_size,
             &c.inverted_config.clone().unwrap_or_default(),
-            payload,
+            &snapshot.into_payload()?,
         )?),
     })
 }
@@ -288,15 +286,18 @@ pub(crate) fn open_core(
     let mut pending = Vec::new();
     let mut rebuild = Vec::new();
     let rescore = Rescore { source: Arc::new(StoredSlots(db.clone())), factor: config.rescore_factor };
-    // Snapshots are read and decoded in parallel (a few GB at 100,000 arrays: most of an open).
-    let embedders: Vec<Embedder> = Embedder::all().collect();
-    let mut snapshots = map_parallel(&embedders, |&e| {
+    // Snapshots are read and decoded in parallel (a few GB at 100,000 arrays: most of an open),
+    // largest first, so that no worker is left decoding a large one alone at the end.
+    let mut embedders: Vec<Embedder> = Embedder::all().collect();
+    let snapshot_bytes = |e: &Embedder| fs::metadata(snapshot_path(&snapshot_dir, *e)).map_or(0, |m| m.len());
+    embedders.sort_by_key(|e| std::cmp::Reverse(snapshot_bytes(e)));
+    let mut decoded = map_parallel(&embedders, |&e| {
         let c = &index_configs[e.index()];
         if created || !c.enabled {
             return Ok(None);
         }
         let (dims, precision) = (config.schema.get(e), config.vector_precision[e.index()]);
-        Ok(Some(read_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
+        Ok(Some(open_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
             if snap.seq > counters.commit_seq {
                 return Err(format!(
                     "snapshot reflects commit {} but the data ends at {}",
@@ -310,10 +311,16 @@ pub(crate) fn open_core(
                     counters.log_truncated_through + 1
                 ));
             }
-            load_memory_index(e, dims, c, precision, &snap.payload).map(|index| (snap.seq, index))
+            let seq = snap.seq;
+            load_memory_index(e, dims, c, precision, snap).map(|index| (seq, index))
         })))
-    })?
-    .into_iter();
+    })?;
+    // Back in slot order.
+    let mut snapshots: Vec<_> = (0..Embedder::COUNT).map(|_| None).collect();
+    for (e, result) in embedders.iter().zip(decoded.drain(..)) {
+        snapshots[e.index()] = result;
+    }
+    let mut snapshots = snapshots.into_iter();
     for e in Embedder::all() {
         let loaded = snapshots.next().flatten();
         let c = &index_configs[e.index()];
@@ -519,7 +526,7 @@ impl StoreCore {
         self.db.flush_wal(true)?;
         let dir = self.snapshot_dir();
         for_each_parallel(&self.memory_indices(), |index| {
-            write_index_snapshot(&dir, index.as_ref(), seq, &index.snapshot_payload()?)
+            write_index_snapshot(&dir, index.as_ref(), seq, None)
         })?;
         if seq > writer.log_truncated_through {
             let log_cf = ColumnFamily::ChangeLog.handle(&self.db)?;

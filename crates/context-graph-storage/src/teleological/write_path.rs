@@ -215,12 +215,13 @@ impl StoreCore {
 }
 
 /// A rough relative cost of applying one array to an index of this shape: graph inserts cost
-/// in proportion to the vector width; token-level inserts one mean vector and keeps the
-/// tokens; postings and binary codes are cheap.
+/// in proportion to the vector width (~2,000 distances of `d` values each); token-level tags
+/// each token with a centroid (~256 distances of `per_token` values per token, ~36 tokens);
+/// postings and binary codes are cheap.
 fn apply_cost(dims: EmbedderDims) -> usize {
     match dims {
         EmbedderDims::Dense(d) => d,
-        EmbedderDims::TokenLevel { per_token } => 2 * per_token,
+        EmbedderDims::TokenLevel { per_token } => 5 * per_token,
         EmbedderDims::Sparse { .. } => 100,
         EmbedderDims::Binary { .. } => 10,
     }

@@ -178,8 +178,8 @@ pub struct TokenLevelConfig {
     pub max_tokens: usize,
     /// Floats per token; must equal the schema's.
     pub dims_per_token: usize,
-    /// `true`: per-token ANN candidates, then exact MaxSim over them. `false`: exact MaxSim
-    /// over every entry (slow, exact).
+    /// `true`: candidates from token-centroid posting lists (once the index holds 1,024
+    /// entries), then MaxSim over them. `false`: MaxSim over every entry (slow, exact).
     pub approximate: bool,
 }
 
@@ -194,7 +194,7 @@ impl Default for TokenLevelConfig {
 pub struct EmbedderIndexConfig {
     pub embedder: Embedder,
     pub index_type: IndexType,
-    /// Set for `Hnsw` (and used for the token graph of `TokenLevel` when given).
+    /// Set for `Hnsw` (ignored by the other kinds: the token-level index has no graph).
     pub hnsw_config: Option<HnswConfig>,
     pub inverted_config: Option<InvertedIndexConfig>,
     pub token_level_config: Option<TokenLevelConfig>,

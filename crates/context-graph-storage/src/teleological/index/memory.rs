@@ -14,7 +14,7 @@ use super::{
     VectorPrecision,
 };
 use crate::teleological::blocking::run_blocking;
-use crate::teleological::store::StorageResult;
+use crate::teleological::store::{StorageError, StorageResult};
 
 /// An index kept in memory and persisted as a snapshot file. Methods are synchronous; the
 /// async adapter runs them on a blocking thread.
@@ -46,8 +46,19 @@ pub(crate) trait MemoryKind: Send + Sync + 'static {
     fn clear(&self) -> StorageResult<()>;
     /// Set the graph's search breadth (HNSW `ef_search`); exact indices have none.
     fn set_ef_search(&self, ef: usize);
-    /// The snapshot payload (the file header is added by the caller).
-    fn snapshot_payload(&self) -> StorageResult<Vec<u8>>;
+    /// The snapshot payload in memory (the file header is added by the caller). A kind
+    /// implements this or [`MemoryKind::write_payload`]; each defaults to the other.
+    fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_payload(&mut out)?;
+        Ok(out)
+    }
+    /// Stream the snapshot payload into `out`. Large kinds implement this, so that writing a
+    /// snapshot needs no second copy of the index in memory.
+    fn write_payload(&self, out: &mut dyn std::io::Write) -> StorageResult<()> {
+        let payload = self.snapshot_payload()?;
+        out.write_all(&payload).map_err(|e| StorageError::Backend(format!("writing a snapshot: {e}")))
+    }
 }
 
 /// The full-precision outputs of stored arrays: what a store-owned index rescores its

@@ -4,7 +4,7 @@
 //! |---|---|---|---|
 //! | Hnsw | [`hnsw`] | memory (usearch graph, f32/f16/i8), snapshot file | approximate cosine, rescored exactly below f32 |
 //! | Inverted | [`inverted`] | memory (posting lists), snapshot file | exact dot product |
-//! | TokenLevel | [`token_level`] | memory (graph of mean vectors + tokens), snapshot file | mean-vector candidates, MaxSim rerank |
+//! | TokenLevel | [`token_level`] | memory (tokens, centroids, posting lists), snapshot file | centroid-posting candidates, MaxSim rerank |
 //! | Binary | [`binary`] | memory (packed codes), snapshot file | exact Hamming scan |
 //!
 //! All four are in memory and share one lifecycle: applied after each commit, snapshotted on
@@ -14,6 +14,7 @@
 //! only by the store's commit path; its `add`/`add_batch`/`remove` return `StorageError::Index`.
 
 pub mod binary;
+mod centroids;
 mod config;
 pub mod hnsw;
 pub mod inverted;

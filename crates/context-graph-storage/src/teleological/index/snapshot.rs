@@ -3,20 +3,25 @@
 //! Layout (all integers little-endian), documented in `docs/FORMAT.md`:
 //! `magic "TELEOIDX" | format u32 | embedder u8 | kind u8 | reserved u16 | seq u64 |
 //!  payload_len u64 | crc32(payload) u32 | payload`.
-//! A snapshot reflects exactly the commits up to `seq`. It is written to a temporary file,
-//! fsynced, then renamed over the old one, so a crash leaves either the old or the new file.
+//! A snapshot reflects exactly the commits up to `seq`. It is written to a temporary file
+//! (payload streamed first, header filled in last), fsynced, then renamed over the old one,
+//! so a crash leaves either the old or the new file. It is read either whole or as a stream
+//! (the token-level index, the largest, is decoded as it is read, so that its payload is
+//! never in memory beside the structure built from it).
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use context_graph_core::teleology::Embedder;
+use crc32fast::Hasher;
 
+use super::key_map::Reader;
 use super::IndexType;
 
 const MAGIC: &[u8; 8] = b"TELEOIDX";
 /// Format version of snapshot files.
-pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 3;
 const HEADER_LEN: usize = 36;
 
 fn kind_byte(kind: IndexType) -> u8 {
@@ -33,28 +38,39 @@ pub(crate) fn snapshot_path(dir: &Path, embedder: Embedder) -> PathBuf {
     dir.join(format!("{}.snap", embedder.short_name()))
 }
 
-/// Write `payload` as the snapshot of `embedder` reflecting commit `seq`, atomically.
+/// Write the snapshot of `embedder` reflecting commit `seq`, atomically: `write_payload`
+/// streams the payload into the file (through a buffer), and the header, which holds the
+/// payload's length and checksum, is filled in afterwards. No copy of the payload is held in
+/// memory.
 pub(crate) fn write_snapshot(
     path: &Path,
     embedder: Embedder,
     kind: IndexType,
     seq: u64,
-    payload: &[u8],
+    write_payload: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    let mut header = Vec::with_capacity(HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-    header.push(embedder as u8);
-    header.push(kind_byte(kind));
-    header.extend_from_slice(&[0, 0]);
-    header.extend_from_slice(&seq.to_le_bytes());
-    header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
     let tmp = path.with_extension("snap.tmp");
     {
-        let mut f = File::create(&tmp)?;
-        f.write_all(&header)?;
-        f.write_all(payload)?;
+        let f = File::create(&tmp)?;
+        (&f).write_all(&[0u8; HEADER_LEN])?;
+        let mut out = Summing { inner: BufWriter::with_capacity(1 << 20, &f), crc: Hasher::new(), len: 0 };
+        write_payload(&mut out)?;
+        out.inner.flush()?;
+        let Summing { inner, crc, len } = out;
+        drop(inner);
+        let crc = crc.finalize();
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        header.push(embedder as u8);
+        header.push(kind_byte(kind));
+        header.extend_from_slice(&[0, 0]);
+        header.extend_from_slice(&seq.to_le_bytes());
+        header.extend_from_slice(&len.to_le_bytes());
+        header.extend_from_slice(&crc.to_le_bytes());
+        let mut handle = &f;
+        handle.seek(SeekFrom::Start(0))?;
+        handle.write_all(&header)?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
@@ -64,16 +80,40 @@ pub(crate) fn write_snapshot(
     Ok(())
 }
 
-/// Write the snapshot of an in-memory index whose payload is `payload`, reflecting commit
-/// `seq`, into the snapshot directory `dir`.
+/// A writer that checksums and counts what passes through it.
+struct Summing<W: Write> {
+    inner: W,
+    crc: Hasher,
+    len: u64,
+}
+
+impl<W: Write> Write for Summing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Write the snapshot of an in-memory index, reflecting commit `seq`, into the snapshot
+/// directory `dir`: streamed from the index, or from `payload` when the caller already holds it.
 pub(crate) fn write_index_snapshot(
     dir: &Path,
     index: &dyn super::MemoryKind,
     seq: u64,
-    payload: &[u8],
+    payload: Option<&[u8]>,
 ) -> crate::teleological::store::StorageResult<()> {
     let e = index.embedder();
-    write_snapshot(&snapshot_path(dir, e), e, index.index_type(), seq, payload).map_err(|err| {
+    write_snapshot(&snapshot_path(dir, e), e, index.index_type(), seq, |out| match payload {
+        Some(bytes) => out.write_all(bytes),
+        None => index.write_payload(out).map_err(|err| std::io::Error::other(err.to_string())),
+    })
+    .map_err(|err| {
         crate::teleological::store::StorageError::Backend(format!(
             "writing the snapshot of {} to {}: {err}",
             e.short_name(),
@@ -82,15 +122,47 @@ pub(crate) fn write_index_snapshot(
     })
 }
 
-/// A snapshot read back and checked: the commit it reflects and its payload.
+/// A snapshot file whose header has been read and checked, positioned at its payload.
 #[derive(Debug)]
-pub(crate) struct Snapshot {
+pub(crate) struct SnapshotFile {
+    /// The commit the snapshot reflects.
     pub(crate) seq: u64,
-    pub(crate) payload: Vec<u8>,
+    len: u64,
+    crc: u32,
+    file: File,
 }
 
-/// Read and check the snapshot of `embedder`. The error says why it cannot be used.
-pub(crate) fn read_snapshot(path: &Path, embedder: Embedder, kind: IndexType) -> Result<Snapshot, String> {
+impl SnapshotFile {
+    /// The whole payload, checked against its checksum.
+    pub(crate) fn into_payload(mut self) -> Result<Vec<u8>, String> {
+        let mut payload = Vec::with_capacity(self.len as usize);
+        self.file.read_to_end(&mut payload).map_err(|e| format!("cannot read snapshot: {e}"))?;
+        if crc32fast::hash(&payload) != self.crc {
+            return Err("snapshot fails its checksum".into());
+        }
+        Ok(payload)
+    }
+
+    /// The payload as a stream, for decoders that build their structure as they read (the
+    /// payload is never in memory whole). Call [`PayloadStream::finish`] after decoding: the
+    /// checksum can only be checked at the end.
+    pub(crate) fn stream(self) -> PayloadStream {
+        PayloadStream {
+            inner: BufReader::with_capacity(1 << 20, self.file),
+            remaining: self.len,
+            crc: Hasher::new(),
+            expected_crc: self.crc,
+        }
+    }
+}
+
+/// Read and check the header of the snapshot of `embedder`. The error says why it cannot be
+/// used.
+pub(crate) fn open_snapshot(
+    path: &Path,
+    embedder: Embedder,
+    kind: IndexType,
+) -> Result<SnapshotFile, String> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("no snapshot file".into()),
@@ -122,34 +194,124 @@ pub(crate) fn read_snapshot(path: &Path, embedder: Embedder, kind: IndexType) ->
             HEADER_LEN as u64 + len
         ));
     }
-    let mut payload = Vec::with_capacity(len as usize);
-    f.read_to_end(&mut payload).map_err(|e| format!("cannot read snapshot: {e}"))?;
-    if crc32fast::hash(&payload) != crc {
-        return Err("snapshot fails its checksum".into());
+    Ok(SnapshotFile { seq, len, crc, file: f })
+}
+
+/// A source of snapshot payload bytes: a slice in memory ([`Reader`]) or a file being
+/// streamed ([`PayloadStream`]). Decoders written against it work on both.
+pub(crate) trait PayloadRead {
+    /// Fill `buf`, or fail if fewer bytes remain.
+    fn read_into(&mut self, buf: &mut [u8]) -> Result<(), String>;
+    /// Bytes left in the payload.
+    fn remaining(&self) -> usize;
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut out = [0u8; N];
+        self.read_into(&mut out)?;
+        Ok(out)
     }
-    Ok(Snapshot { seq, payload })
+
+    /// `n` bytes, refused before allocating if fewer remain (a damaged count cannot make a
+    /// decoder allocate more than the file holds).
+    fn vec(&mut self, n: usize) -> Result<Vec<u8>, String> {
+        if n > self.remaining() {
+            return Err("snapshot payload is truncated".into());
+        }
+        let mut out = vec![0u8; n];
+        self.read_into(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl PayloadRead for Reader<'_> {
+    fn read_into(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        buf.copy_from_slice(self.bytes(buf.len())?);
+        Ok(())
+    }
+
+    fn remaining(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// A snapshot payload read from its file as it is decoded.
+pub(crate) struct PayloadStream {
+    inner: BufReader<File>,
+    remaining: u64,
+    crc: Hasher,
+    expected_crc: u32,
+}
+
+impl PayloadRead for PayloadStream {
+    fn read_into(&mut self, buf: &mut [u8]) -> Result<(), String> {
+        if buf.len() as u64 > self.remaining {
+            return Err("snapshot payload is truncated".into());
+        }
+        self.inner.read_exact(buf).map_err(|e| format!("cannot read snapshot: {e}"))?;
+        self.crc.update(buf);
+        self.remaining -= buf.len() as u64;
+        Ok(())
+    }
+
+    fn remaining(&self) -> usize {
+        self.remaining as usize
+    }
+}
+
+impl PayloadStream {
+    /// After decoding: the whole payload was read and matches its checksum.
+    pub(crate) fn finish(self) -> Result<(), String> {
+        if self.remaining != 0 {
+            return Err("snapshot payload has trailing bytes".into());
+        }
+        if self.crc.finalize() != self.expected_crc {
+            return Err("snapshot fails its checksum".into());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The commit and whole payload of a snapshot, or why it cannot be used.
+    fn read_snapshot(path: &Path, embedder: Embedder, kind: IndexType) -> Result<(u64, Vec<u8>), String> {
+        let file = open_snapshot(path, embedder, kind)?;
+        let seq = file.seq;
+        Ok((seq, file.into_payload()?))
+    }
+
     #[test]
     fn round_trip_and_every_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = snapshot_path(dir.path(), Embedder::Code);
         assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("no snapshot"));
-        write_snapshot(&path, Embedder::Code, IndexType::Hnsw, 42, b"payload bytes").unwrap();
-        let s = read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap();
-        assert_eq!((s.seq, s.payload.as_slice()), (42, &b"payload bytes"[..]));
+        write_snapshot(&path, Embedder::Code, IndexType::Hnsw, 42, |out| out.write_all(b"payload bytes"))
+            .unwrap();
+        let (seq, payload) = read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap();
+        assert_eq!((seq, payload.as_slice()), (42, &b"payload bytes"[..]));
         assert!(read_snapshot(&path, Embedder::Graph, IndexType::Hnsw).is_err());
         assert!(read_snapshot(&path, Embedder::Code, IndexType::Binary).is_err());
+
+        // Streamed: the same bytes; reading past the end and stopping short are both errors.
+        let stream = || open_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap().stream();
+        let mut s = stream();
+        assert_eq!(s.vec(7).unwrap(), b"payload");
+        assert!(s.vec(100).unwrap_err().contains("truncated"));
+        assert!(s.finish().unwrap_err().contains("trailing"));
+        let mut s = stream();
+        assert_eq!(s.vec(13).unwrap(), b"payload bytes");
+        s.finish().unwrap();
 
         let good = fs::read(&path).unwrap();
         let mut flipped = good.clone();
         *flipped.last_mut().unwrap() ^= 1;
         fs::write(&path, &flipped).unwrap();
         assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("checksum"));
+        let mut s = stream();
+        s.vec(13).unwrap();
+        assert!(s.finish().unwrap_err().contains("checksum"), "a streamed read finds the damage at the end");
         fs::write(&path, &good[..good.len() - 3]).unwrap();
         assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("truncated"));
         fs::write(&path, &good[..10]).unwrap();

@@ -168,8 +168,10 @@ impl RocksDbTeleologicalStore {
         &self.core().schema
     }
 
-    /// Set the search breadth (HNSW `ef_search`) of one embedder's graph for this open, e.g.
-    /// to trade latency for recall. No effect on exact indices (inverted, binary).
+    /// Set the search breadth of one embedder's approximate index for this open, e.g. to
+    /// trade latency for recall: HNSW `ef_search` for a dense slot; for the token-level slot,
+    /// `20 × max(limit, ef)` candidates are scored by MaxSim (default ef 10). No effect on
+    /// exact indices (inverted, binary).
     pub fn set_ef_search(&self, embedder: Embedder, ef: usize) {
         if let super::store_core::IndexSlot::Memory(m) = self.core().slot(embedder) {
             m.kind.set_ef_search(ef.max(1));
