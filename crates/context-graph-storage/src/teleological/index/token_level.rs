@@ -385,15 +385,18 @@ impl Entries {
             probes *= 2;
         };
         if found.len() < rerank && !matches!(candidates, Candidates::All) {
-            // A filter left too few of the entries found: consider every admitted entry.
+            // A filter left too few of the entries found: every admitted entry goes to step 2
+            // (a filter this selective admits few, so step 2 stays cheap).
             found = self.live().map(|(s, _)| s).filter(admitted).collect();
+        } else {
+            keep_best(&mut found, SHORTLIST, |s| total[s as usize]);
         }
-        keep_best(&mut found, SHORTLIST, |s| total[s as usize]);
         // Step 2: the centroid interaction.
-        let interaction: HashMap<u32, f32> = found
-            .iter()
-            .map(|&slot| {
-                let mut best = vec![f32::NEG_INFINITY; nq];
+        let mut best = vec![f32::NEG_INFINITY; nq];
+        let mut scored: Vec<(u32, f32)> = found
+            .into_iter()
+            .map(|slot| {
+                best.fill(f32::NEG_INFINITY);
                 for &t in self.entry(slot).map_or(&[][..], |e| &e.tags[..]) {
                     let row = &scores[t as usize * nq..(t as usize + 1) * nq];
                     best.iter_mut().zip(row).for_each(|(b, &s)| *b = b.max(s));
@@ -401,8 +404,11 @@ impl Entries {
                 (slot, best.iter().filter(|b| b.is_finite()).sum())
             })
             .collect();
-        keep_best(&mut found, rerank, |s| interaction[&s]);
-        Some(found)
+        if scored.len() > rerank && rerank > 0 {
+            scored.select_nth_unstable_by(rerank - 1, |a, b| b.1.total_cmp(&a.1));
+        }
+        scored.truncate(rerank);
+        Some(scored.into_iter().map(|(slot, _)| slot).collect())
     }
 }
 
