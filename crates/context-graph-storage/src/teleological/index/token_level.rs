@@ -596,7 +596,7 @@ impl MemoryKind for TokenLevelKind {
                 .map(score)
                 .collect()
         } else if let Some(slots) =
-            entries.shortlist(&q.embeddings, rerank, candidates).filter(|_| self.config.approximate)
+            self.config.approximate.then(|| entries.shortlist(&q.embeddings, rerank, candidates)).flatten()
         {
             slots.into_iter().filter_map(|s| entries.entry(s)).map(score).collect()
         } else {
