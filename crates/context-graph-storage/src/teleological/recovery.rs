@@ -290,7 +290,7 @@ pub(crate) fn open_core(
     // largest first, so that no worker is left decoding a large one alone at the end.
     let mut embedders: Vec<Embedder> = Embedder::all().collect();
     let snapshot_bytes = |e: &Embedder| fs::metadata(snapshot_path(&snapshot_dir, *e)).map_or(0, |m| m.len());
-    embedders.sort_by_key(|e| std::cmp::Reverse(snapshot_bytes(e)));
+    embedders.sort_by_cached_key(|e| std::cmp::Reverse(snapshot_bytes(e)));
     let mut decoded = map_parallel(&embedders, |&e| {
         let c = &index_configs[e.index()];
         if created || !c.enabled {

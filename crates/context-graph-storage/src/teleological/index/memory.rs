@@ -46,15 +46,10 @@ pub(crate) trait MemoryKind: Send + Sync + 'static {
     fn clear(&self) -> StorageResult<()>;
     /// Set the graph's search breadth (HNSW `ef_search`); exact indices have none.
     fn set_ef_search(&self, ef: usize);
-    /// The snapshot payload in memory (the file header is added by the caller). A kind
-    /// implements this or [`MemoryKind::write_payload`]; each defaults to the other.
-    fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
-        let mut out = Vec::new();
-        self.write_payload(&mut out)?;
-        Ok(out)
-    }
-    /// Stream the snapshot payload into `out`. Large kinds implement this, so that writing a
-    /// snapshot needs no second copy of the index in memory.
+    /// The snapshot payload in memory (the file header is added by the caller).
+    fn snapshot_payload(&self) -> StorageResult<Vec<u8>>;
+    /// Stream the snapshot payload into `out`. By default the in-memory payload; large kinds
+    /// override it, so that writing a snapshot needs no second copy of the index in memory.
     fn write_payload(&self, out: &mut dyn std::io::Write) -> StorageResult<()> {
         let payload = self.snapshot_payload()?;
         out.write_all(&payload).map_err(|e| StorageError::Backend(format!("writing a snapshot: {e}")))

@@ -277,27 +277,26 @@ impl Entries {
     /// Train the centroids on the stored tokens and tag every entry (see the module doc).
     fn train(&mut self, embedder: Embedder, dims: usize) {
         let started = std::time::Instant::now();
-        let mut sample = Vec::new();
-        for (_, e) in self.live() {
-            if sample.len() >= TRAIN_SAMPLE_TOKENS * dims {
-                break;
-            }
-            sample.extend_from_slice(&e.tokens.to_f32());
-        }
-        let centroids = Centroids::train(&sample, dims);
-        let sample_tokens = sample.len() / dims.max(1);
-        drop(sample);
-        let mut postings = vec![Vec::new(); centroids.len()];
-        // Tag all entries in one pass over their tokens, so the work splits over the cores.
+        // Every entry's tokens in f32, in slot order, dequantized once: the training sample
+        // is their first TRAIN_SAMPLE_TOKENS (whole entries), and all of them are tagged.
         let slots: Vec<u32> = self.live().map(|(s, _)| s).collect();
         let mut flat = Vec::new();
         let mut ends = Vec::with_capacity(slots.len());
+        let mut sample_len = None;
         for &s in &slots {
+            if sample_len.is_none() && flat.len() >= TRAIN_SAMPLE_TOKENS * dims {
+                sample_len = Some(flat.len());
+            }
             flat.extend_from_slice(
                 &self.slots[s as usize].as_ref().map(|e| e.tokens.to_f32()).unwrap_or_default(),
             );
             ends.push(flat.len() / dims);
         }
+        let sample = &flat[..sample_len.unwrap_or(flat.len())];
+        let centroids = Centroids::train(sample, dims);
+        let sample_tokens = sample.len() / dims.max(1);
+        let mut postings = vec![Vec::new(); centroids.len()];
+        // Tag all entries in one pass over their tokens, so the work splits over the cores.
         let all_tags = centroids.nearest_all(&flat);
         drop(flat);
         let mut start = 0;
@@ -648,6 +647,12 @@ impl MemoryKind for TokenLevelKind {
 
     fn set_ef_search(&self, ef: usize) {
         self.breadth.store(ef.max(1), Ordering::Relaxed);
+    }
+
+    fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
+        let mut out = Vec::new();
+        self.write_payload(&mut out)?;
+        Ok(out)
     }
 
     /// Streamed entry by entry: the tokens are most of the store's index memory, and a
