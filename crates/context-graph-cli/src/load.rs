@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
 use context_graph_core::teleology::TeleologicalArray;
-use context_graph_storage::{RocksDbTeleologicalStore, TeleologicalArrayStore};
+use context_graph_storage::{RocksDbTeleologicalStore, TeleologicalArrayStore, WriteOutcome};
 use indicatif::ProgressBar;
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -65,13 +65,8 @@ where
     while let Some(batch) = rx.recv().await {
         if let Err(e) = store.store_batch(&batch.arrays).await {
             let first = batch.arrays.first().map(|a| a.id).unwrap_or_default();
-            return Err(anyhow!(
-                "{:#}\nnote: nothing of this batch of {} arrays (the first is {first}) was \
-                 written; the {} arrays before it were",
-                crate::open::explain(e, path),
-                batch.arrays.len(),
-                done.stored
-            ));
+            let note = batch_note(e.write_outcome(), batch.arrays.len(), first, done.stored);
+            return Err(anyhow!("{:#}\nnote: {note}", crate::open::explain(e, path)));
         }
         done.stored += batch.arrays.len();
         for a in &batch.arrays {
@@ -95,6 +90,27 @@ where
     reader.join().map_err(|_| anyhow!("the input reader thread panicked"))?;
     done.elapsed = started.elapsed();
     Ok(done)
+}
+
+/// What a failed batch left behind, in words: the store's error says which of the three
+/// outcomes a commit had (`WriteOutcome`), and the note must not claim more.
+pub fn batch_note(outcome: WriteOutcome, len: usize, first: Uuid, stored_before: usize) -> String {
+    let batch = format!("this batch of {len} arrays (the first is {first})");
+    match outcome {
+        WriteOutcome::NotWritten => {
+            format!("nothing of {batch} was written; the {stored_before} arrays before it were")
+        }
+        WriteOutcome::Committed => format!(
+            "{batch} IS stored (its commit is durable), as are the {stored_before} arrays before it, \
+             but an index is behind; the next command that opens the store brings every index up \
+             to date"
+        ),
+        WriteOutcome::Unknown => format!(
+            "whether {batch} was stored is unknown until the store is reopened (it is then wholly \
+             there or wholly absent); the {stored_before} arrays before it were stored. Storing an \
+             id again replaces it, so running the same input again is safe"
+        ),
+    }
 }
 
 /// The reader thread: cut the input into batches. A batch never holds one id twice (the
@@ -133,5 +149,26 @@ where
     }
     if !arrays.is_empty() {
         let _ = send(arrays, None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use context_graph_storage::StorageError;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_batch_is_described_as_what_its_error_says_it_left() {
+        let id = Uuid::from_u128(7);
+        let committed = StorageError::CommittedNotIndexed { seq: 4, detail: "E7 failed".into() };
+        let note = batch_note(committed.write_outcome(), 3, id, 10);
+        assert!(note.contains("IS stored") && !note.contains("nothing"), "{note}");
+        let unknown = StorageError::OutcomeUnknown { seq: 4, detail: "fdatasync failed".into() };
+        let note = batch_note(unknown.write_outcome(), 3, id, 10);
+        assert!(note.contains("unknown") && !note.contains("nothing of"), "{note}");
+        let refused = StorageError::ReadOnlyAfterFailure("earlier".into());
+        let note = batch_note(refused.write_outcome(), 3, id, 10);
+        assert!(note.starts_with("nothing of this batch of 3 arrays"), "{note}");
     }
 }

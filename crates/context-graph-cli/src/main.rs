@@ -89,10 +89,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    let result = runtime.block_on(run(cli));
+    // Output that could not be written is a failure even when the command itself worked.
+    let lost_output = output::take_write_error();
+    match (result, lost_output) {
+        (Ok(()), None) => ExitCode::SUCCESS,
+        (Ok(()), Some(e)) => {
+            eprintln!("error: writing the output to stdout failed: {e}");
+            ExitCode::FAILURE
+        }
+        (Err(e), lost) => {
             eprintln!("error: {e:#}");
+            if let Some(lost) = lost {
+                eprintln!("error: writing the output to stdout failed too: {lost}");
+            }
             ExitCode::FAILURE
         }
     }

@@ -99,6 +99,15 @@ pub fn explain(e: StorageError, path: &Path) -> anyhow::Error {
         StorageError::ReadOnlyAfterFailure(_) => {
             "hint: run the command again: reopening recovers from the last durable commit"
         }
+        StorageError::CommittedNotIndexed { .. } => {
+            "hint: the data is safe; the next command that opens the store replays the change \
+             into every index"
+        }
+        StorageError::OutcomeUnknown { .. } => {
+            "hint: the disk reported an error while making the write durable; check the disk, \
+             then read the ids back (`teleo get`) after the store is reopened to see whether the \
+             write is there"
+        }
         _ => "",
     };
     let msg = format!("store at {}: {e}", path.display());

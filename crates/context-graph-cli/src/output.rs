@@ -1,12 +1,14 @@
 //! What commands print: aligned tables for people, JSON lines for scripts.
 
 use std::io::Write;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Serialize;
 
 /// `println!` that ignores a closed stdout: after `teleo ls | head` the reader has what it
-/// wanted, and a panic or an error message would be noise.
+/// wanted, and a panic or an error message would be noise. Any other write error (a full
+/// disk under `> file`) is kept, and `main` exits with it (see [`take_write_error`]).
 macro_rules! say {
     () => {
         $crate::output::say_line(format_args!(""))
@@ -16,9 +18,29 @@ macro_rules! say {
     };
 }
 
-/// One line on stdout; a write error (closed pipe) is ignored, see `say!`.
+/// One line on stdout; see `say!` for what happens to a write error.
 pub fn say_line(args: std::fmt::Arguments<'_>) {
-    let _ = writeln!(std::io::stdout().lock(), "{args}");
+    note_write(writeln!(std::io::stdout().lock(), "{args}"));
+}
+
+/// The first stdout write error other than a closed pipe.
+static WRITE_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
+
+/// Keep `result`'s error unless it is a closed pipe (the reader left: not a failure).
+fn note_write(result: std::io::Result<()>) {
+    if let Err(e) = result {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            let mut first = WRITE_ERROR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            first.get_or_insert(e);
+        }
+    }
+}
+
+/// The first error writing to stdout (other than a closed pipe), once output is done: a
+/// command whose output was lost must not exit 0. Flushes stdout first.
+pub fn take_write_error() -> Option<std::io::Error> {
+    note_write(std::io::stdout().flush());
+    WRITE_ERROR.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take()
 }
 
 /// A table printed with columns padded to their widest cell.
@@ -70,8 +92,7 @@ impl Table {
                     }
                 }
             }
-            // A closed stdout (e.g. `| head`) is not an error worth reporting.
-            let _ = writeln!(out, "{}", s.trim_end());
+            note_write(writeln!(out, "{}", s.trim_end()));
         };
         line(&self.header, &mut out);
         let rule: Vec<String> = width.iter().map(|&w| "-".repeat(w)).collect();
@@ -85,7 +106,7 @@ impl Table {
 /// Print one value as a line of JSON.
 pub fn json_line(value: &impl Serialize) -> anyhow::Result<()> {
     let text = serde_json::to_string(value)?;
-    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    note_write(writeln!(std::io::stdout().lock(), "{text}"));
     Ok(())
 }
 

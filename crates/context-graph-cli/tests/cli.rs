@@ -744,3 +744,98 @@ fn bench_generates_a_dataset_when_none_is_given() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn output_that_cannot_be_written_is_a_failure() {
+    let s = Scratch::new();
+    s.loaded(20);
+    // A full disk under `> file`: the command must not report success.
+    let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_teleo"))
+        .arg("--db")
+        .arg(s.store())
+        .arg("ls")
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "ls > /dev/full exited 0");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("writing the output to stdout failed"), "{stderr}");
+    // A reader that went away (`| head`) is no failure.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_teleo"))
+        .arg("--db")
+        .arg(s.store())
+        .arg("count")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            drop(child.stdout.take());
+            child.wait()
+        })
+        .unwrap();
+    assert!(out.success(), "a closed pipe is not an error: {out:?}");
+}
+
+#[test]
+fn absurd_search_limits_are_refused_without_aborting() {
+    let s = Scratch::new();
+    s.loaded(30);
+    let id = id_of(&s.export(&s.store())[0]);
+    for args in [
+        vec!["search", "--embedder", "E1", "--like", &id, "-k", "10000000000"],
+        vec!["search", "--embedder", "E9", "--like", &id, "-k", "10000000000"],
+        vec!["search", "--embedders", "E1,E6", "--like", &id, "-k", "10000000000"],
+    ] {
+        let out = s.teleo().args(&args).assert().failure().code(1);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(stderr.contains("more than the maximum of 10000"), "{args:?}: {stderr}");
+    }
+    let out = s.teleo().args(["search", "--embedder", "E1", "--like", &id, "--ef", "100000000000"]).assert();
+    let stderr = String::from_utf8_lossy(&out.failure().code(1).get_output().stderr).into_owned();
+    assert!(stderr.contains("--ef 100000000000") && stderr.contains("outside 1..=10000"), "{stderr}");
+    // The largest allowed values work (and are clamped to what the store holds).
+    let out = s
+        .teleo()
+        .args(["search", "--embedder", "E1", "--like", &id, "-k", "10000", "--ef", "10000", "--json"])
+        .assert()
+        .success();
+    let hits = stdout_json_lines(&out);
+    assert_eq!(hits.len(), 29, "every other array, once");
+}
+
+/// Overwrite a key of a store's column family with bytes that do not decode.
+fn corrupt(store: &Path, cf: &str, key: &[u8]) {
+    let data = store.join("data");
+    let opts = rocksdb::Options::default();
+    let cfs = rocksdb::DB::list_cf(&opts, &data).unwrap();
+    let db = rocksdb::DB::open_cf(&opts, &data, &cfs).unwrap();
+    let handle = db.cf_handle(cf).unwrap();
+    db.put_cf(&handle, key, [1u8, 0xc1]).unwrap();
+    db.flush_cf(&handle).unwrap();
+}
+
+#[test]
+fn a_damaged_record_leaves_the_store_usable_and_check_names_it() {
+    let s = Scratch::new();
+    s.loaded(60);
+    let lines = s.export(&s.store());
+    let victim = uuid::Uuid::parse_str(&id_of(&lines[7])).unwrap();
+    corrupt(&s.store(), "array_metadata", victim.as_bytes());
+    // The store opens and serves: counts, stats, searches, the other arrays.
+    assert_eq!(s.count(&s.store()), 60);
+    s.teleo().arg("stats").assert().success();
+    s.teleo().args(["get", &id_of(&lines[8])]).assert().success();
+    s.teleo().args(["search", "--embedder", "E1", "--like", &id_of(&lines[8])]).assert().success();
+    let out = s.teleo().args(["check", "--json"]).assert().failure();
+    let bad: Vec<Value> = stdout_json_lines(&out).into_iter().filter(|f| f["ok"] == false).collect();
+    assert!(
+        bad.iter()
+            .any(|f| f["area"] == "damage" && f["detail"].as_str().unwrap().contains(&victim.to_string())),
+        "{bad:?}"
+    );
+    // Storing the array again repairs it.
+    let path = s.path("victim.ndjson");
+    fs::write(&path, format!("{}\n", lines[7])).unwrap();
+    s.teleo().arg("put").arg(&path).assert().success();
+    s.teleo().arg("check").assert().success();
+}

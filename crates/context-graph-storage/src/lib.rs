@@ -14,10 +14,27 @@ pub use teleological::index::{
 };
 pub use teleological::rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
-    DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION,
+    DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH, MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
 };
 pub use teleological::search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
 pub use teleological::store::{
-    EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats, TeleologicalArrayStore,
+    DamageReport, EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
+    TeleologicalArrayStore, WriteOutcome,
 };
 pub use teleological::BulkLoadReport;
+
+/// Entry points for the coverage-guided fuzzer in `fuzz/`; compiled only with the `fuzzing`
+/// cfg that cargo-fuzz sets.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Decoder `which` applied to `bytes`; whether they were accepted. Never panics.
+    pub fn decode(which: u8, bytes: &[u8]) -> bool {
+        crate::teleological::fuzz_decode(which, bytes)
+    }
+}
+
+/// The README's example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;

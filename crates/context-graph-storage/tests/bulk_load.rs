@@ -102,6 +102,8 @@ fn assert_data_empty(store: &RocksDbTeleologicalStore) {
 
 /// The top 10 of every embedder's index and of a fused search, for a few queries.
 async fn searches(store: &RocksDbTeleologicalStore) -> Vec<Vec<(uuid::Uuid, f32)>> {
+    // The token-level centroids are trained in the background: compare finished indices.
+    store.wait_for_upkeep();
     let g = generator();
     let mut out = Vec::new();
     for q in 0..5 {

@@ -148,6 +148,12 @@ pub struct BenchResults {
     pub roster: Vec<String>,
     pub generation: Option<Duration>,
     pub ingest: Duration,
+    /// Background index work (centroid training, graph rebuilds) still running when the
+    /// ingest ended, waited for before the searches.
+    pub upkeep_after_ingest: Duration,
+    /// `StoreConfig::rescore_factor`: reduced-precision indices walk at least this many times
+    /// the limit.
+    pub rescore_factor: usize,
     pub batch: usize,
     pub durability: DurabilityArg,
     /// Memory of every index after ingest, per embedder (from the store's statistics).
@@ -236,6 +242,11 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     }
     let ingest = started.elapsed();
     pb.finish_and_clear();
+    // Centroid training and graph rebuilds run beside the commits; searches are measured on
+    // the finished indices.
+    let t = Instant::now();
+    store.wait_for_upkeep();
+    let upkeep_after_ingest = t.elapsed();
     let index_memory =
         store.stats().await?.indices.iter().map(|i| (i.embedder, i.index_type, i.memory_bytes)).collect();
 
@@ -351,6 +362,8 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         roster: ds.embedders().map(|e| format!("{} {}", e.short_name(), ds.schema().get(e))).collect(),
         generation: None,
         ingest,
+        upkeep_after_ingest,
+        rescore_factor: StoreConfig::default().rescore_factor,
         batch: args.batch,
         durability: args.durability,
         index_memory,

@@ -72,6 +72,13 @@ pub fn print_table(r: &BenchResults) {
             durability_note(r)
         ),
     ]);
+    t.row(vec![
+        "background index work after ingest".into(),
+        format!(
+            "{} (centroid training, graph rebuilds; commits never wait for it)",
+            duration(r.upkeep_after_ingest)
+        ),
+    ]);
     let per_index: Vec<String> = r
         .index_memory
         .iter()
@@ -138,6 +145,11 @@ pub fn print_table(r: &BenchResults) {
         ]);
     }
     t.print();
+    say!(
+        "ef: the search breadth really walked: the ef set, or the {}-fold candidates an index \
+         holding reduced precision asks for to rescore, if more",
+        r.rescore_factor
+    );
     if r.searches.iter().any(|s| !s.target_met) {
         say!("* below the recall target of {:.2} at every ef tried; the best is shown", r.target);
     }
@@ -216,6 +228,7 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
         json!({"metric": "ingest_arrays_per_s", "value": ingest_rate(r), "unit": "arrays/s",
                "seconds": r.ingest.as_secs_f64(), "batch": r.batch,
                "durability": format!("{:?}", r.durability).to_lowercase()}),
+        json!({"metric": "upkeep_after_ingest_s", "value": r.upkeep_after_ingest.as_secs_f64(), "unit": "s"}),
         json!({"metric": "index_memory_bytes", "value": index_memory_total(r), "unit": "bytes",
                "per_embedder": r.index_memory.iter()
                    .map(|(e, _, b)| json!({"embedder": e.short_name(), "bytes": b})).collect::<Vec<_>>()}),

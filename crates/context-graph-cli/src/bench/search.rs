@@ -25,11 +25,13 @@ const TIME_BUDGET: Duration = Duration::from_secs(5);
 pub struct SearchResult {
     pub embedder: Embedder,
     pub index_type: IndexType,
-    /// The ef chosen; `None` for exact indices, which have no search breadth.
+    /// The search breadth the chosen setting really walks with (`search_breadth`: the ef
+    /// set, or the candidates the rescoring of a reduced-precision index asks for, if more);
+    /// `None` for exact indices, which have no search breadth.
     pub ef: Option<usize>,
     pub recall: f64,
     pub target_met: bool,
-    /// (ef, recall) of every setting tried.
+    /// (breadth walked, recall) of every distinct setting tried.
     pub sweep: Vec<(usize, f64)>,
     pub latency: Latencies,
     pub qps: f64,
@@ -48,22 +50,31 @@ pub async fn measure(
     let graph = matches!(index_type, IndexType::Hnsw | IndexType::TokenLevel);
     let mut sweep = Vec::new();
     let (ef, recall) = if graph {
-        let mut best = (EF_LADDER[0], f64::MIN);
+        // (ef set, breadth walked, recall)
+        let mut best = (EF_LADDER[0], 0, f64::MIN);
+        let mut last_walked = None;
         for ef in EF_LADDER {
-            store.set_ef_search(e, ef);
+            store.set_ef_search(e, ef)?;
+            // Settings below the candidate count the search asks for walk the same breadth:
+            // measured once, reported as the breadth really walked.
+            let walked = store.search_breadth(e, work.k).unwrap_or(ef);
+            if last_walked == Some(walked) {
+                continue;
+            }
+            last_walked = Some(walked);
             let r = work.recall(store).await?;
-            sweep.push((ef, r));
-            if r > best.1 {
-                best = (ef, r);
+            sweep.push((walked, r));
+            if r > best.2 {
+                best = (ef, walked, r);
             }
             if r >= target {
-                best = (ef, r);
+                best = (ef, walked, r);
                 break;
             }
         }
         // Below target everywhere: report the best setting found.
-        store.set_ef_search(e, best.0);
-        (Some(best.0), best.1)
+        store.set_ef_search(e, best.0)?;
+        (Some(best.1), best.2)
     } else {
         (None, work.recall(store).await?)
     };

@@ -59,7 +59,7 @@ pub struct SearchArgs {
     #[arg(long, value_name = "ID")]
     pub like: Option<Uuid>,
 
-    /// Number of results.
+    /// Number of results (at most 10000, the store's MAX_SEARCH_LIMIT).
     #[arg(long, short = 'k', default_value_t = 10)]
     pub k: usize,
 
@@ -90,9 +90,10 @@ pub struct SearchArgs {
     #[arg(long, value_name = "ID")]
     pub exclude: Vec<Uuid>,
 
-    /// Search breadth for approximate indices, for this search: HNSW ef_search (dense); for
-    /// token-level, 20 × max(k, N) candidates are scored by MaxSim (default N 10). Higher is
-    /// slower and finds more of the true neighbours. Exact indices ignore it.
+    /// Search breadth for approximate indices, for this search (1 to 10000, the store's
+    /// MAX_EF_SEARCH): HNSW ef_search (dense); for token-level, 20 × max(k, N) candidates are
+    /// scored by MaxSim (default N 10). Higher is slower and finds more of the true
+    /// neighbours. Exact indices ignore it.
     #[arg(long, value_name = "N")]
     pub ef: Option<usize>,
 }
@@ -240,7 +241,7 @@ async fn search(ctx: &Ctx, store: &RocksDbTeleologicalStore, args: &SearchArgs) 
             )
         })?;
         if let Some(ef) = args.ef {
-            store.set_ef_search(e, ef);
+            store.set_ef_search(e, ef).map_err(|err| anyhow!("--ef {ef}: {err}"))?;
         }
     }
     let mut exclude = args.exclude.clone();

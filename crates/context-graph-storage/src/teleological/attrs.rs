@@ -10,7 +10,7 @@ use rocksdb::DB;
 use uuid::Uuid;
 
 use super::column_families::ColumnFamily;
-use super::store::{StorageError, StorageResult};
+use super::error::StorageResult;
 
 /// One array's filterable attributes.
 #[derive(Debug, Clone)]
@@ -28,26 +28,39 @@ pub(crate) struct AttrTable {
 }
 
 impl AttrTable {
-    /// Read from `array_metadata` (small records; no array body is decoded).
-    pub(crate) fn load(db: &DB) -> StorageResult<Self> {
+    /// Read from `array_metadata` (small records; no array body is decoded). A record that
+    /// does not decode, or a key that is not an id, is skipped: the array is then known to no
+    /// filter (it is still stored, and `stats` reports it as damaged). Returns the table and
+    /// how many records were skipped.
+    pub(crate) fn load(db: &DB) -> StorageResult<(Self, usize)> {
         let cf = ColumnFamily::Metadata.handle(db)?;
         let mut it = db.raw_iterator_cf(&cf);
         it.seek_to_first();
         let mut table = AttrTable::default();
+        let mut skipped = 0;
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            let id = Uuid::from_slice(key).map_err(|_| StorageError::Corruption {
-                what: "array_metadata key is not 16 bytes".into(),
-            })?;
-            let record = decode_metadata(value)
-                .map_err(|e| StorageError::corrupt(format_args!("metadata of {id}"), e))?;
-            table.put(id, &record);
+            // `decode_metadata` refuses a creation time out of range, so `created_at` is known.
+            let record = decode_metadata(value).ok();
+            match (Uuid::from_slice(key), record.as_ref().and_then(|r| r.created_at().map(|t| (r, t)))) {
+                (Ok(id), Some((record, created_at))) => table.put(id, record, created_at),
+                (id, _) => {
+                    skipped += 1;
+                    tracing::warn!(
+                        "the array_metadata record of {} is damaged: the array is left out of filtered \
+                         searches and stats until it is stored again",
+                        id.map_or_else(|_| format!("the malformed key {key:02x?}"), |id| id.to_string())
+                    );
+                }
+            }
             it.next();
         }
         it.status()?;
-        Ok(table)
+        Ok((table, skipped))
     }
 
-    pub(crate) fn put(&mut self, id: Uuid, record: &MetadataRecord) {
+    /// Set the attributes of `id` from its metadata record; `created_at` is the array's
+    /// creation time (the record's, which the callers have as a checked value).
+    pub(crate) fn put(&mut self, id: Uuid, record: &MetadataRecord, created_at: DateTime<Utc>) {
         self.remove(id);
         let namespace: Option<Arc<str>> =
             record.namespace.as_deref().map(|ns| match self.by_namespace.get_key_value(ns) {
@@ -57,11 +70,8 @@ impl AttrTable {
         if let Some(ns) = &namespace {
             self.by_namespace.entry(ns.clone()).or_default().insert(id);
         }
-        let attrs = Attrs {
-            namespace,
-            created_at: record.created_at().unwrap_or_default(),
-            memory_type: record.memory_type.as_deref().map(Arc::from),
-        };
+        let attrs =
+            Attrs { namespace, created_at, memory_type: record.memory_type.as_deref().map(Arc::from) };
         self.by_id.insert(id, attrs);
     }
 

@@ -1,6 +1,6 @@
 //! Running synchronous RocksDB and index work off the async runtime's threads.
 
-use super::store::{StorageError, StorageResult};
+use super::error::{StorageError, StorageResult};
 
 /// Run `f` on tokio's blocking pool when called inside a tokio runtime (so that a runtime
 /// thread is never held by RocksDB or index work), or inline under any other executor.

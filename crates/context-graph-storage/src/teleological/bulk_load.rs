@@ -46,9 +46,9 @@ use uuid::Uuid;
 
 use super::change_log::log_key;
 use super::column_families::ColumnFamily;
+use super::error::{StorageError, StorageResult};
 use super::index::MemoryKind;
 use super::recovery::{apply_chunk, sst_file_options};
-use super::store::{StorageError, StorageResult};
 use super::store_core::{StoreCore, WriterState};
 use super::store_meta::{KEY_ARRAY_COUNT, KEY_BULK_LOAD, KEY_COMMIT_SEQ, KEY_LOG_TRUNCATED_THROUGH};
 use super::write_path::{encode_valid, namespace_key};
@@ -214,6 +214,8 @@ struct Load<'a> {
 
 /// The SST files of one chunk, by column family.
 type ChunkFiles = Vec<(ColumnFamily, PathBuf)>;
+/// An array's id, metadata record and creation time, for the filter attributes.
+type ChunkRecord = (Uuid, context_graph_core::encoding::MetadataRecord, chrono::DateTime<chrono::Utc>);
 
 impl Load<'_> {
     fn run<I, E>(
@@ -264,8 +266,8 @@ impl Load<'_> {
             let t = Instant::now();
             {
                 let mut attrs = self.core.attrs.write();
-                for (id, record) in &records {
-                    attrs.put(*id, record);
+                for (id, record, created_at) in &records {
+                    attrs.put(*id, record, *created_at);
                 }
             }
             for step in batch.chunks(INDEX_STEP) {
@@ -273,6 +275,8 @@ impl Load<'_> {
                 self.report.arrays += step.len();
                 progress(self.report.arrays);
             }
+            // Centroid training, once due, runs beside the rest of the load.
+            self.core.upkeep.start_needed(&self.memory);
             self.report.index_build += t.elapsed();
             self.report.chunks += 1;
         }
@@ -287,10 +291,7 @@ impl Load<'_> {
 
     /// Steps 1 and 2 for one chunk: check it, then write its SST files. Returns the files and
     /// the chunk's metadata records (for the filter attributes).
-    fn write_chunk(
-        &mut self,
-        batch: &[TeleologicalArray],
-    ) -> StorageResult<(ChunkFiles, Vec<(Uuid, context_graph_core::encoding::MetadataRecord)>)> {
+    fn write_chunk(&mut self, batch: &[TeleologicalArray]) -> StorageResult<(ChunkFiles, Vec<ChunkRecord>)> {
         for a in batch {
             if !self.seen.insert(a.id) {
                 return Err(StorageError::Validation {
@@ -325,7 +326,7 @@ impl Load<'_> {
             if let Some(ns) = a.namespace() {
                 namespace_keys.push(namespace_key(ns, a.id));
             }
-            records.push((a.id, enc.record));
+            records.push((a.id, enc.record, a.created_at));
         }
         let mut files =
             vec![(ColumnFamily::Arrays, arrays_sst.finish()?), (ColumnFamily::Metadata, meta_sst.finish()?)];

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rocksdb::{BoundColumnFamily, DB};
 
-use super::store::{StorageError, StorageResult};
+use super::error::{StorageError, StorageResult};
 
 /// Array bodies: UUID (16 bytes) → format byte + MessagePack array.
 pub const CF_ARRAYS: &str = "teleological_arrays";

@@ -12,10 +12,14 @@ mod bulk_load;
 mod change_log;
 mod checkpoint;
 mod column_families;
+mod config;
+mod damage;
+mod error;
 mod parallel;
 mod recovery;
 mod store_core;
 mod store_meta;
+mod upkeep;
 mod write_path;
 
 pub use bulk_load::BulkLoadReport;
@@ -25,9 +29,20 @@ pub use index::{
 };
 pub use rocksdb_store::{
     Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
-    DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION,
+    DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH, MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
 };
 pub use search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
 pub use store::{
-    EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats, TeleologicalArrayStore,
+    DamageReport, EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
+    TeleologicalArrayStore, WriteOutcome,
 };
+
+/// Decoder `which` (mod 7: six snapshot decoders, then the change log) applied to `bytes`,
+/// for the fuzzer in `fuzz/`; whether the bytes were accepted.
+#[cfg(fuzzing)]
+pub(crate) fn fuzz_decode(which: u8, bytes: &[u8]) -> bool {
+    match which as usize % (index::decoders::KINDS + 1) {
+        k if k < index::decoders::KINDS => index::decoders::decode(k, bytes),
+        _ => change_log::decode_entry(bytes).is_ok(),
+    }
+}

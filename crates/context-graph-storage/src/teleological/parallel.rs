@@ -1,9 +1,10 @@
 //! Spreading independent work (one embedder's index each) over the available cores.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
-use super::store::{StorageError, StorageResult};
+use super::error::{StorageError, StorageResult};
 
 /// `f` of every item, in item order, computed on up to as many threads as there are cores.
 /// Every item is attempted even if one fails (so all indices see the same changes); the
@@ -13,34 +14,45 @@ pub(crate) fn map_parallel<T: Sync, R: Send>(
     f: impl Fn(&T) -> StorageResult<R> + Sync,
 ) -> StorageResult<Vec<R>> {
     let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    // A panic in `f` (a bug in an index library, say) is that item's error: the caller learns
+    // of it like any other failure, and the other items still run.
+    let f = |item: &T| {
+        panic::catch_unwind(AssertUnwindSafe(|| f(item)))
+            .unwrap_or_else(|_| Err(StorageError::Index("an index worker panicked".into())))
+    };
     if workers <= 1 {
-        let results: Vec<_> = items.iter().map(&f).collect();
+        let results: Vec<_> = items.iter().map(f).collect();
         return results.into_iter().collect();
     }
     let next = AtomicUsize::new(0);
+    let work = || {
+        let mut done = Vec::new();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(item) = items.get(i) else { break };
+            done.push((i, f(item)));
+        }
+        done
+    };
     let mut results: Vec<(usize, StorageResult<R>)> = thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break };
-                        done.push((i, f(item)));
-                    }
-                    done
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    vec![(usize::MAX, Err(StorageError::Index("an index worker panicked".into())))]
-                })
-            })
-            .collect()
+        // The calling thread is one of the workers; a helper thread the system cannot start
+        // leaves its share to the others (never a panic).
+        let helpers: Vec<_> =
+            (1..workers).filter_map(|_| thread::Builder::new().spawn_scoped(s, work).ok()).collect();
+        let mut results = work();
+        for h in helpers {
+            // `f` catches panics, so a helper cannot panic; joined all the same.
+            results.extend(h.join().unwrap_or_default());
+        }
+        results
     });
+    if results.len() != items.len() {
+        return Err(StorageError::Index(format!(
+            "{} of {} parallel items were lost",
+            items.len() - results.len(),
+            items.len()
+        )));
+    }
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
 }

@@ -19,7 +19,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Instant;
 
-use context_graph_core::encoding::{decode_array, decode_slot};
+use context_graph_core::encoding::decode_slot;
 use context_graph_core::teleology::{Embedder, EmbedderDims, TeleologicalArray};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
@@ -31,6 +31,8 @@ use uuid::Uuid;
 use super::attrs::AttrTable;
 use super::change_log::{decode_entry, log_key, seq_of_key, LogOp};
 use super::column_families::{ColumnFamily, CF_RETIRED_SPARSE_POSTINGS};
+use super::config::{StoreConfig, MAX_EF_SEARCH};
+use super::damage::DamageLog;
 use super::index::binary::BinaryKind;
 use super::index::hnsw::HnswKind;
 use super::index::inverted::InvertedKind;
@@ -41,10 +43,10 @@ use super::index::{
     VectorPrecision,
 };
 use super::parallel::{for_each_parallel, map_parallel};
-use super::rocksdb_store::StoreConfig;
 use super::store::{IndexOpenMode, StorageError, StorageResult};
-use super::store_core::{DisabledIndex, IndexSlot, StoreCore, StoredSlots, WriterState};
+use super::store_core::{decode_array_of, DisabledIndex, IndexSlot, StoreCore, StoredSlots, WriterState};
 use super::store_meta::{init_or_check, SchemaRecord, KEY_LOG_TRUNCATED_THROUGH, STORE_FORMAT_VERSION};
+use super::upkeep::Upkeep;
 
 /// Subdirectory of the store holding RocksDB.
 pub(crate) const DATA_DIR: &str = "data";
@@ -86,6 +88,9 @@ fn check_configs(
                 c.index_type.as_str()
             ));
         }
+        if let Some(h) = &c.hnsw_config {
+            check_graph_config(e, h)?;
+        }
         if let (EmbedderDims::TokenLevel { per_token }, Some(t)) = (dims, &c.token_level_config) {
             if t.dims_per_token != per_token {
                 return mismatch(format!(
@@ -98,6 +103,31 @@ fn check_configs(
     }
     Ok(())
 }
+
+/// A graph configuration the index library can build: usearch sizes its buffers by these
+/// numbers, so absurd ones are refused here (as `Validation`) rather than by an allocation
+/// failure.
+fn check_graph_config(e: Embedder, h: &HnswConfig) -> StorageResult<()> {
+    let bad = |what: &str, value: usize, range: std::ops::RangeInclusive<usize>| {
+        (!range.contains(&value)).then(|| StorageError::Validation {
+            id: None,
+            embedder: Some(e),
+            reason: format!("HNSW {what} of {value} is outside {}..={}", range.start(), range.end()),
+        })
+    };
+    let checks = [
+        bad("m", h.m, 2..=MAX_GRAPH_DEGREE),
+        bad("ef_construction", h.ef_construction, 1..=MAX_EF_SEARCH),
+        bad("ef_search", h.ef_search, 1..=MAX_EF_SEARCH),
+    ];
+    match checks.into_iter().flatten().next() {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+/// The largest HNSW `m` (links per node) a configuration may ask for.
+const MAX_GRAPH_DEGREE: usize = 256;
 
 /// The token limit the configurations ask for (the token-level slot's, else the default).
 fn max_tokens(index_configs: &[EmbedderIndexConfig; Embedder::COUNT]) -> usize {
@@ -250,11 +280,16 @@ fn load_memory_index(
     })
 }
 
+/// What [`open_core`] puts around each in-memory index before the store uses it: the index
+/// itself in production; tests put a fault-injecting index around it.
+pub(crate) type IndexWrap = dyn Fn(Arc<dyn MemoryKind>) -> Arc<dyn MemoryKind>;
+
 /// Open (or create) the store at `path`: the recovery path, steps 1 to 6.
 pub(crate) fn open_core(
     path: &Path,
     config: StoreConfig,
     index_configs: [EmbedderIndexConfig; Embedder::COUNT],
+    wrap: &IndexWrap,
 ) -> StorageResult<StoreCore> {
     let started = Instant::now();
     // Step 1.
@@ -285,7 +320,11 @@ pub(crate) fn open_core(
     let mut modes = Vec::with_capacity(Embedder::COUNT);
     let mut pending = Vec::new();
     let mut rebuild = Vec::new();
-    let rescore = Rescore { source: Arc::new(StoredSlots(db.clone())), factor: config.rescore_factor };
+    let damage = Arc::new(Mutex::new(DamageLog::default()));
+    let rescore = Rescore {
+        source: Arc::new(StoredSlots { db: db.clone(), damage: damage.clone() }),
+        factor: config.rescore_factor,
+    };
     // Snapshots are read and decoded in parallel (a few GB at 100,000 arrays: most of an open),
     // largest first, so that no worker is left decoding a large one alone at the end.
     let mut embedders: Vec<Embedder> = Embedder::all().collect();
@@ -331,49 +370,76 @@ pub(crate) fn open_core(
             modes.push(IndexOpenMode::Disabled);
             continue;
         }
-        let index = if created {
+        let (index, from_seq) = if created {
             modes.push(IndexOpenMode::Created);
-            new_memory_index(e, dims, c, precision)?
+            (new_memory_index(e, dims, c, precision)?, None)
         } else {
-            let loaded = loaded.unwrap_or_else(|| Err("no snapshot was read".into()));
-            match loaded {
+            match loaded.unwrap_or_else(|| Err("no snapshot was read".into())) {
                 Ok((seq, index)) => {
                     modes.push(IndexOpenMode::Loaded);
-                    pending.push(Pending {
-                        embedder: e,
-                        index: index.clone(),
-                        from_seq: seq,
-                        mode: IndexOpenMode::Loaded,
-                    });
-                    index
+                    (index, Some(seq))
                 }
                 Err(reason) => {
                     tracing::warn!(
                         "index {} will be rebuilt from teleological_arrays: {reason}",
                         e.short_name()
                     );
-                    modes.push(IndexOpenMode::Rebuilt { reason: reason.clone() });
-                    let index = new_memory_index(e, dims, c, precision)?;
-                    rebuild.push(index.clone());
-                    index
+                    modes.push(IndexOpenMode::Rebuilt { reason });
+                    (new_memory_index(e, dims, c, precision)?, None)
                 }
             }
         };
+        let index = wrap(index);
+        match (created, from_seq) {
+            (true, _) => {}
+            (false, Some(from_seq)) => pending.push(Pending {
+                embedder: e,
+                index: index.clone(),
+                from_seq,
+                mode: IndexOpenMode::Loaded,
+            }),
+            (false, None) => rebuild.push(index.clone()),
+        }
         slots.push(IndexSlot::Memory(MemoryIndex::owned(index, rescore.clone())));
     }
 
+    // Step 5.
+    match catch_up(&db, &mut pending, &mut damage.lock()) {
+        Ok(()) => {
+            for p in &pending {
+                modes[p.embedder.index()] = p.mode.clone();
+            }
+        }
+        // A damaged change-log entry: which ids it changed is unknown, so an index caught up
+        // through it cannot be trusted. Rebuild those indices instead.
+        Err(StorageError::Corruption { what }) => {
+            let reason = format!("the change log is damaged ({what}); rebuilt from teleological_arrays");
+            tracing::warn!("indices loaded from snapshots will be rebuilt: {reason}");
+            for p in &pending {
+                p.index.clear()?;
+                modes[p.embedder.index()] = IndexOpenMode::Rebuilt { reason: reason.clone() };
+                rebuild.push(p.index.clone());
+            }
+        }
+        Err(e) => return Err(e),
+    }
     // The snapshots on disk are current if every in-memory index loaded one of the last commit.
     let snapshots_at =
         (!created && rebuild.is_empty() && pending.iter().all(|p| p.from_seq == counters.commit_seq))
             .then_some(counters.commit_seq);
-    // Step 5.
-    catch_up(&db, &mut pending)?;
-    for p in &pending {
-        modes[p.embedder.index()] = p.mode.clone();
-    }
     // Step 6.
-    rebuild_from_arrays(&db, &rebuild)?;
-    let attrs = AttrTable::load(&db)?;
+    rebuild_from_arrays(&db, &rebuild, &mut damage.lock())?;
+    let (attrs, damaged_metadata) = AttrTable::load(&db)?;
+    let damaged_arrays = damage.lock().report(Vec::new(), 0);
+    if damaged_metadata > 0 || !damaged_arrays.is_empty() {
+        tracing::warn!(
+            "opened {} degraded: {damaged_metadata} damaged metadata records, {} damaged arrays and \
+             {} malformed keys are skipped (stats and `teleo check` list them)",
+            path.display(),
+            damaged_arrays.arrays.len(),
+            damaged_arrays.malformed_keys
+        );
+    }
 
     let core = StoreCore {
         db,
@@ -393,7 +459,11 @@ pub(crate) fn open_core(
         failure: Mutex::new(None),
         attrs: RwLock::new(attrs),
         rolled_back_bulk_load,
+        damage,
+        upkeep: Upkeep::default(),
     };
+    // Work a loaded index still owes (training its centroids, say) starts now, aside.
+    core.upkeep.start_needed(&core.memory_indices());
     tracing::info!(
         "opened store at {} ({} arrays, commit {}) in {:.2?}",
         path.display(),
@@ -406,8 +476,10 @@ pub(crate) fn open_core(
 
 /// Step 5: replay the change log after each loaded snapshot. An upsert indexes the array's
 /// current value (if it still exists); replaying in commit order ends in exactly the current
-/// data, whatever happened to an id after the entry.
-fn catch_up(db: &DB, pending: &mut [Pending]) -> StorageResult<()> {
+/// data, whatever happened to an id after the entry. A current value that does not decode is
+/// removed from the indices (none may serve a stale version of it) and logged in `damage`; a
+/// damaged log entry is `Corruption`.
+fn catch_up(db: &DB, pending: &mut [Pending], damage: &mut DamageLog) -> StorageResult<()> {
     let Some(start) = pending.iter().map(|p| p.from_seq).min() else {
         return Ok(());
     };
@@ -431,11 +503,15 @@ fn catch_up(db: &DB, pending: &mut [Pending]) -> StorageResult<()> {
         for p in pending.iter_mut().filter(|p| p.from_seq < seq) {
             for (op, bytes) in ops.iter().zip(&current) {
                 match (*op, bytes) {
-                    (LogOp::Upsert(id), Some(bytes)) => {
-                        let out = decode_slot(bytes, p.embedder)
-                            .map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))?;
-                        p.index.apply(&[IndexChange::Upsert(id, &out)])?;
-                    }
+                    (LogOp::Upsert(id), Some(bytes)) => match decode_slot(bytes, p.embedder) {
+                        Ok(out) if p.index.check(&out).is_ok() => {
+                            p.index.apply(&[IndexChange::Upsert(id, &out)])?
+                        }
+                        _ => {
+                            damage.array(id);
+                            p.index.apply(&[IndexChange::Remove(id)])?;
+                        }
+                    },
                     // Stored, then deleted by a later commit, whose entry removes it.
                     (LogOp::Upsert(_), None) => {}
                     (LogOp::Remove(id), _) => p.index.apply(&[IndexChange::Remove(id)])?,
@@ -457,15 +533,24 @@ fn catch_up(db: &DB, pending: &mut [Pending]) -> StorageResult<()> {
 }
 
 /// Empty `targets` and fill them again from every stored array.
-pub(crate) fn refill_from_arrays(db: &DB, targets: &[Arc<dyn MemoryKind>]) -> StorageResult<()> {
+pub(crate) fn refill_from_arrays(
+    db: &DB,
+    targets: &[Arc<dyn MemoryKind>],
+    damage: &mut DamageLog,
+) -> StorageResult<()> {
     for index in targets {
         index.clear()?;
     }
-    rebuild_from_arrays(db, targets)
+    rebuild_from_arrays(db, targets, damage)
 }
 
-/// Step 6: fill empty indices from every stored array.
-fn rebuild_from_arrays(db: &DB, targets: &[Arc<dyn MemoryKind>]) -> StorageResult<()> {
+/// Step 6: fill empty indices from every stored array. A value that does not decode (or
+/// does not fit an index) is skipped and logged in `damage`: the rest of the store is indexed.
+fn rebuild_from_arrays(
+    db: &DB,
+    targets: &[Arc<dyn MemoryKind>],
+    damage: &mut DamageLog,
+) -> StorageResult<()> {
     if targets.is_empty() {
         return Ok(());
     }
@@ -476,10 +561,11 @@ fn rebuild_from_arrays(db: &DB, targets: &[Arc<dyn MemoryKind>]) -> StorageResul
     let mut chunk: Vec<TeleologicalArray> = Vec::with_capacity(REBUILD_CHUNK);
     let mut done = 0usize;
     while let (Some(key), Some(value)) = (it.key(), it.value()) {
-        let array = decode_array(value).map_err(|e| {
-            StorageError::corrupt(format_args!("array {}", Uuid::from_slice(key).unwrap_or_default()), e)
-        })?;
-        chunk.push(array);
+        match Uuid::from_slice(key).map(|id| (id, decode_array_of(id, value))) {
+            Ok((_, Ok(array))) if fits(targets, &array) => chunk.push(array),
+            Ok((id, _)) => damage.array(id),
+            Err(_) => damage.malformed_array_key(),
+        }
         if chunk.len() == REBUILD_CHUNK {
             apply_chunk(targets, &chunk)?;
             done += chunk.len();
@@ -496,6 +582,12 @@ fn rebuild_from_arrays(db: &DB, targets: &[Arc<dyn MemoryKind>]) -> StorageResul
     let names: Vec<_> = targets.iter().map(|index| index.embedder().short_name()).collect();
     tracing::warn!("rebuilt indices {names:?} from {done} arrays in {:.2?}", started.elapsed());
     Ok(())
+}
+
+/// Whether every slot of `array` that `targets` index is one they accept (a stored array
+/// passed validation when it was written; one that no longer does is damaged).
+fn fits(targets: &[Arc<dyn MemoryKind>], array: &TeleologicalArray) -> bool {
+    targets.iter().all(|index| index.check(array.get(index.embedder())).is_ok())
 }
 
 /// Index `chunk` (upserts, in order) in every index of `targets`, one index per worker.
@@ -515,12 +607,27 @@ impl StoreCore {
     }
 
     /// [`StoreCore::persist_indices`] for a caller that holds the writer lock.
+    ///
+    /// Refused on a store that refuses writes: after a failed commit or rebuild the indices
+    /// may be behind the data (or part-filled), and a snapshot would hide that while the log
+    /// trim deleted what the next open must replay. A failure here (a snapshot file, the WAL
+    /// flush, the trim) leaves the files in an unknown state: the store then refuses writes
+    /// until reopened (the old snapshots and the change log still describe every commit).
     pub(crate) fn persist_indices_locked(&self, writer: &mut WriterState) -> StorageResult<()> {
+        self.check_writable()?;
         let seq = writer.commit_seq;
         if writer.snapshots_at == Some(seq) {
             // Nothing was committed since the snapshots on disk were written.
             return Ok(());
         }
+        let written = self.write_snapshots(writer, seq);
+        if let Err(e) = &written {
+            self.fail(format!("writing the index snapshots of commit {seq} failed ({e})"));
+        }
+        written
+    }
+
+    fn write_snapshots(&self, writer: &mut WriterState, seq: u64) -> StorageResult<()> {
         // The snapshots must never be ahead of durable data (Buffered writes are in the WAL
         // but maybe not on disk yet).
         self.db.flush_wal(true)?;

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use context_graph_core::encoding::decode_array;
 use context_graph_core::teleology::similarity::score;
 use context_graph_core::teleology::{
     ComparisonType, Embedder, EmbedderDims, EmbedderWeights, TeleologicalArray,
@@ -22,10 +21,11 @@ use uuid::Uuid;
 
 use super::attrs::AttrTable;
 use super::blocking::run_blocking;
+use super::config::{check_limit, MAX_FUSED_CANDIDATES};
 use super::index::{finish_results, Candidates, IndexSearchResult};
 use super::rocksdb_store::RocksDbTeleologicalStore;
 use super::store::{EmbedderIndexStats, StorageError, StorageResult, TeleologicalArrayStore};
-use super::store_core::{read_arrays, IndexSlot, StoreCore};
+use super::store_core::{decode_array_of, read_arrays, IndexSlot, OnDamage, StoreCore};
 
 /// A namespace with at most this many arrays (or this share of the store, whichever is
 /// larger) is searched exhaustively rather than through the graphs.
@@ -94,7 +94,9 @@ impl IndexedTeleologicalStore for RocksDbTeleologicalStore {
     }
 
     async fn index_stats(&self) -> StorageResult<Vec<EmbedderIndexStats>> {
-        Ok(self.core_arc().index_stats())
+        // Each index's figures are read under its lock, which a commit may hold for a while.
+        let core = self.core_arc();
+        run_blocking(move || Ok(core.index_stats())).await
     }
 
     async fn rebuild_indices(&self) -> StorageResult<()> {
@@ -109,6 +111,9 @@ enum Restriction {
     Members(Vec<Uuid>),
     Predicate,
 }
+
+/// The exact score of every searched embedder, of each candidate read so far.
+type Scored = BTreeMap<Uuid, [Option<f32>; Embedder::COUNT]>;
 
 impl StoreCore {
     pub(crate) fn fused_search(
@@ -134,24 +139,26 @@ impl StoreCore {
                 reason,
             })?;
         }
+        check_limit(limit)?;
         if limit == 0 {
             return Ok(Vec::new());
         }
         let default_filter = SearchFilter::default();
         let filter = filter.unwrap_or(&default_filter);
-        let per_embedder = limit.saturating_mul(self.config.search_overfetch.max(1));
+        let per_embedder =
+            limit.saturating_mul(self.config.search_overfetch.max(1)).min(MAX_FUSED_CANDIDATES);
 
         // Candidates from each embedder, with the namespace and time filters inside the search.
-        // `arrays` collects the stored arrays read on the way (for rescoring), so that each is
-        // read once.
-        let mut arrays = BTreeMap::new();
+        // `scored` collects the exact scores of the arrays read on the way (for rescoring), so
+        // that each array is read once and dropped at once: memory holds scores, not arrays.
+        // The attributes are read under their lock one id at a time, never across a search, so
+        // that a commit waiting to update them waits for one lookup, not for the search.
+        let mut scored = Scored::new();
         let lists = if *filter == SearchFilter::default() {
-            // No filter: the attributes are not needed, and commits need not wait for this search.
-            self.candidate_lists(query, &embedders, per_embedder, Candidates::All, |_| true, &mut arrays)?
+            self.candidate_lists(query, &embedders, per_embedder, Candidates::All, |_| true, &mut scored)?
         } else {
-            let attrs = self.attrs.read();
-            let restriction = self.restriction(&attrs, filter);
-            let admits = |id: Uuid| admitted_by_index_filters(&attrs, filter, id);
+            let restriction = self.restriction(&self.attrs.read(), filter);
+            let admits = |id: Uuid| admitted_by_index_filters(&self.attrs.read(), filter, id);
             let candidates = match &restriction {
                 Restriction::None => Candidates::All,
                 Restriction::Members(ids) => Candidates::Only(ids),
@@ -162,31 +169,27 @@ impl StoreCore {
                 &embedders,
                 per_embedder,
                 candidates,
-                |id| passes_post_filters(&attrs, filter, id),
-                &mut arrays,
+                |id| passes_post_filters(&self.attrs.read(), filter, id),
+                &mut scored,
             )?
         };
 
         // Exact per-embedder scores of every candidate, from the stored arrays.
         let ids: HashSet<Uuid> = lists.iter().flat_map(|(_, hits)| hits.iter().map(|h| h.id)).collect();
-        self.read_missing(&mut arrays, &ids.iter().copied().collect::<Vec<_>>())?;
+        self.score_missing(&mut scored, query, &embedders, &ids.iter().copied().collect::<Vec<_>>())?;
         // Arrays read for rescoring that no list kept are not candidates.
-        arrays.retain(|id, _| ids.contains(id));
+        scored.retain(|id, _| ids.contains(id));
         let ranks: Vec<HashMap<Uuid, usize>> = lists
             .iter()
             .map(|(_, hits)| hits.iter().enumerate().map(|(i, h)| (h.id, i + 1)).collect())
             .collect();
-        let mut results = Vec::with_capacity(arrays.len());
-        for array in arrays.values() {
-            let mut per = [None; Embedder::COUNT];
-            for &e in &embedders {
-                per[e.index()] = self.exact_score(query, array, e);
-            }
-            let fused = fuse(comparison, &embedders, &per, &ranks, array.id);
+        let mut results = Vec::with_capacity(scored.len());
+        for (&id, per) in &scored {
+            let fused = fuse(comparison, &embedders, per, &ranks, id);
             if filter.min_similarity.is_some_and(|min| fused < min) {
                 continue;
             }
-            results.push(SearchResult { id: array.id, score: fused, rank: 0, per_embedder_scores: per });
+            results.push(SearchResult { id, score: fused, rank: 0, per_embedder_scores: *per });
         }
         results.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         results.truncate(limit);
@@ -207,7 +210,7 @@ impl StoreCore {
 
     /// Each embedder's candidates among `candidates`, best first by exact score, keeping those
     /// `keep` admits. An index holding reduced precision is asked for `rescore_factor` times as
-    /// many, which are rescored from their stored arrays (read into `arrays`, where the fused
+    /// many, which are rescored from their stored arrays (scored into `scored`, where the fused
     /// scoring finds them) and cut back: the same answer as the index's own rescoring, without
     /// reading the arrays twice.
     fn candidate_lists(
@@ -217,26 +220,28 @@ impl StoreCore {
         per_embedder: usize,
         candidates: Candidates<'_>,
         keep: impl Fn(Uuid) -> bool,
-        arrays: &mut BTreeMap<Uuid, TeleologicalArray>,
+        scored: &mut Scored,
     ) -> StorageResult<Vec<(Embedder, Vec<IndexSearchResult>)>> {
         let mut lists = Vec::with_capacity(embedders.len());
         for &e in embedders {
             let hits = match self.slot(e) {
                 IndexSlot::Memory(m) => {
                     m.kind.check(query.get(e))?;
+                    m.usable()?;
+                    // Never more than the index holds: the limit sizes buffers in the index.
+                    let per_embedder = per_embedder.min(m.kind.len());
                     match m.rescore_factor() {
                         None => m.kind.search(query.get(e), per_embedder, None, candidates)?,
                         Some(factor) => {
-                            let wanted = per_embedder.saturating_mul(factor);
+                            let wanted = per_embedder.saturating_mul(factor).min(m.kind.len());
                             let approximate = m.kind.search(query.get(e), wanted, None, candidates)?;
                             let ids: Vec<Uuid> = approximate.iter().map(|h| h.id).collect();
-                            self.read_missing(arrays, &ids)?;
+                            self.score_missing(scored, query, embedders, &ids)?;
                             let exact = ids
                                 .iter()
                                 .filter_map(|id| {
-                                    let a = arrays.get(id)?;
-                                    self.exact_score(query, a, e)
-                                        .map(|score| IndexSearchResult { id: *id, score })
+                                    let score = scored.get(id)?[e.index()]?;
+                                    Some(IndexSearchResult { id: *id, score })
                                 })
                                 .collect();
                             finish_results(exact, per_embedder, None)
@@ -274,26 +279,51 @@ impl StoreCore {
         }
     }
 
-    /// Add to `out` the arrays of `ids` it lacks and that still exist (a concurrent delete
-    /// may have removed some).
-    fn read_missing(&self, out: &mut BTreeMap<Uuid, TeleologicalArray>, ids: &[Uuid]) -> StorageResult<()> {
-        let ids: Vec<Uuid> = ids.iter().copied().filter(|id| !out.contains_key(id)).collect();
+    /// Score, in every embedder of `embedders`, the arrays of `ids` that `scored` lacks and
+    /// that still exist (a concurrent delete may have removed some; a damaged value is left
+    /// out and logged). Each array is decoded, scored and dropped.
+    fn score_missing(
+        &self,
+        scored: &mut Scored,
+        query: &TeleologicalArray,
+        embedders: &[Embedder],
+        ids: &[Uuid],
+    ) -> StorageResult<()> {
+        let ids: Vec<Uuid> = ids.iter().copied().filter(|id| !scored.contains_key(id)).collect();
         for chunk in ids.chunks(256) {
-            for (id, array) in read_arrays(&self.db, chunk, decode_array)? {
+            for (id, array) in read_arrays(&self.db, chunk, decode_array_of, OnDamage::Skip(&self.damage))? {
                 if let Some(array) = array {
-                    out.insert(id, array);
+                    let mut per = [None; Embedder::COUNT];
+                    for &e in embedders {
+                        per[e.index()] = self.exact_score(query, &array, e);
+                    }
+                    scored.insert(id, per);
                 }
             }
         }
         Ok(())
     }
 
-    /// Rebuild every in-memory index from `teleological_arrays`.
+    /// Rebuild every in-memory index from `teleological_arrays`. If it fails, the indices are
+    /// part-filled: they are marked unusable (searches fail) and the store refuses writes, so
+    /// that nothing persists them; a reopen loads the snapshots and the change log again.
     pub(crate) fn rebuild_memory_indices(&self) -> StorageResult<()> {
         let mut writer = self.writer.lock();
+        self.check_writable()?;
         // The rebuilt graphs differ from the snapshot files: the next close rewrites them.
         writer.snapshots_at = None;
-        super::recovery::refill_from_arrays(&self.db, &self.memory_indices())
+        let rebuilt =
+            super::recovery::refill_from_arrays(&self.db, &self.memory_indices(), &mut self.damage.lock());
+        if let Err(e) = &rebuilt {
+            let why = format!("rebuilding the indices failed ({e}); they are incomplete");
+            for slot in &self.slots {
+                if let IndexSlot::Memory(m) = slot {
+                    m.mark_unusable(&why);
+                }
+            }
+            self.fail(why);
+        }
+        rebuilt
     }
 }
 

@@ -15,9 +15,11 @@ use uuid::Uuid;
 
 use super::attrs::AttrTable;
 use super::column_families::ColumnFamily;
+use super::config::StoreConfig;
+use super::damage::DamageLog;
 use super::index::{EmbedderIndex, ExactOutputs, IndexSearchResult, IndexType, MemoryIndex, MemoryKind};
-use super::rocksdb_store::StoreConfig;
 use super::store::{EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats};
+use super::upkeep::Upkeep;
 
 /// The index serving one slot.
 pub(crate) enum IndexSlot {
@@ -42,31 +44,63 @@ impl IndexSlot {
 }
 
 /// The full-precision slots of the stored arrays, read for rescoring (one slot decoded per
-/// array; the others' payloads are skipped, not copied).
-pub(crate) struct StoredSlots(pub(crate) Arc<DB>);
+/// array; the others' payloads are skipped, not copied). A damaged array is left out (and
+/// logged), so that one bad value does not fail every search that meets it.
+pub(crate) struct StoredSlots {
+    pub(crate) db: Arc<DB>,
+    pub(crate) damage: Arc<Mutex<DamageLog>>,
+}
 
 impl ExactOutputs for StoredSlots {
     fn outputs(&self, e: Embedder, ids: &[Uuid]) -> StorageResult<Vec<(Uuid, EmbedderOutput)>> {
-        let values = read_arrays(&self.0, ids, |bytes| decode_slot(bytes, e))?;
+        let values =
+            read_arrays(&self.db, ids, |_, bytes| decode_slot(bytes, e), OnDamage::Skip(&self.damage))?;
         Ok(values.into_iter().filter_map(|(id, slot)| Some((id, slot?))).collect())
     }
 }
 
+/// The array stored under `id`: its value decoded, and checked to be the array of that id (a
+/// value moved under another key must never be returned as that key's array).
+pub(crate) fn decode_array_of(id: Uuid, bytes: &[u8]) -> Result<TeleologicalArray, DecodeError> {
+    let array = decode_array(bytes)?;
+    if array.id != id {
+        return Err(DecodeError::Malformed(format!("the value stored under {id} holds array {}", array.id)));
+    }
+    Ok(array)
+}
+
+/// What [`read_arrays`] does with a value that does not decode.
+#[derive(Clone, Copy)]
+pub(crate) enum OnDamage<'a> {
+    /// Fail with `Corruption` naming the id (a read the caller asked for by id).
+    Fail,
+    /// Leave it out, as if absent, and record it (searches: the other candidates still count).
+    Skip(&'a Mutex<DamageLog>),
+}
+
 /// The values of `ids` in `teleological_arrays`, in the order given, each decoded by `decode`
-/// (`None` for an id not stored). A value that does not decode is `Corruption` naming the id.
+/// (`None` for an id not stored, or damaged under [`OnDamage::Skip`]).
 pub(crate) fn read_arrays<T>(
     db: &DB,
     ids: &[Uuid],
-    decode: impl Fn(&[u8]) -> Result<T, DecodeError>,
+    decode: impl Fn(Uuid, &[u8]) -> Result<T, DecodeError>,
+    on_damage: OnDamage<'_>,
 ) -> StorageResult<Vec<(Uuid, Option<T>)>> {
     let cf = ColumnFamily::Arrays.handle(db)?;
     let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
     let mut out = Vec::with_capacity(ids.len());
     for (id, value) in ids.iter().zip(db.batched_multi_get_cf(&cf, &keys, false)) {
         let decoded = match value? {
-            Some(bytes) => {
-                Some(decode(&bytes).map_err(|err| StorageError::corrupt(format_args!("array {id}"), err))?)
-            }
+            Some(bytes) => match (decode(*id, &bytes), on_damage) {
+                (Ok(v), _) => Some(v),
+                (Err(_), OnDamage::Skip(log)) => {
+                    log.lock().array(*id);
+                    None
+                }
+                (Err(err), OnDamage::Fail) => {
+                    return Err(StorageError::corrupt(format_args!("array {id}"), err))
+                }
+            },
             None => None,
         };
         out.push((*id, decoded));
@@ -105,6 +139,10 @@ pub(crate) struct StoreCore {
     pub(crate) attrs: RwLock<AttrTable>,
     /// Set when this open found an interrupted bulk load and removed its data: what it was.
     pub(crate) rolled_back_bulk_load: Option<String>,
+    /// Damaged array values found since the open (shared with the rescoring reader).
+    pub(crate) damage: Arc<Mutex<DamageLog>>,
+    /// Background index work (centroid training, graph rebuilds).
+    pub(crate) upkeep: Upkeep,
 }
 
 impl StoreCore {
@@ -130,14 +168,37 @@ impl StoreCore {
     pub(crate) fn retrieve(&self, id: Uuid) -> StorageResult<TeleologicalArray> {
         let cf = ColumnFamily::Arrays.handle(&self.db)?;
         let bytes = self.db.get_pinned_cf(&cf, id.as_bytes())?.ok_or(StorageError::NotFound(id))?;
-        decode_array(&bytes).map_err(|e| StorageError::corrupt(format_args!("array {id}"), e))
+        decode_array_of(id, &bytes).map_err(|e| {
+            self.damage.lock().array(id);
+            StorageError::corrupt(format_args!("array {id}"), e)
+        })
     }
 
     pub(crate) fn retrieve_batch(&self, ids: &[Uuid]) -> StorageResult<Vec<TeleologicalArray>> {
-        read_arrays(&self.db, ids, decode_array)?
-            .into_iter()
-            .map(|(id, array)| array.ok_or(StorageError::NotFound(id)))
-            .collect()
+        let arrays = read_arrays(&self.db, ids, decode_array_of, OnDamage::Fail).inspect_err(|e| {
+            if let StorageError::Corruption { .. } = e {
+                // Record which values are damaged (the error names the first).
+                let _ = read_arrays(&self.db, ids, decode_array_of, OnDamage::Skip(&self.damage));
+            }
+        })?;
+        arrays.into_iter().map(|(id, array)| array.ok_or(StorageError::NotFound(id))).collect()
+    }
+
+    /// The `namespace_index` keys naming `id`, found by a scan: for an id whose metadata
+    /// record (which names its namespace) is damaged.
+    pub(crate) fn namespace_keys_of(&self, id: Uuid) -> StorageResult<Vec<Vec<u8>>> {
+        let cf = ColumnFamily::NamespaceIndex.handle(&self.db)?;
+        let mut it = self.db.raw_iterator_cf(&cf);
+        it.seek_to_first();
+        let mut keys = Vec::new();
+        while let Some(key) = it.key() {
+            if key.len() >= 17 && key[key.len() - 17] == 0 && key.ends_with(id.as_bytes()) {
+                keys.push(key.to_vec());
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(keys)
     }
 
     pub(crate) fn exists(&self, id: Uuid) -> StorageResult<bool> {
@@ -194,15 +255,23 @@ impl StoreCore {
             newest_array: None,
             indices: self.index_stats(),
             commit_seq,
+            damaged: Default::default(),
         };
         let mut namespaces = BTreeSet::new();
+        let (mut damaged, mut malformed_keys) = (Vec::new(), 0);
         while let (Some(key), Some(value)) = (it.key(), it.value()) {
-            let rec = decode_metadata(value).map_err(|e| {
-                StorageError::corrupt(
-                    format_args!("metadata of {}", Uuid::from_slice(key).unwrap_or_default()),
-                    e,
-                )
-            })?;
+            let Ok(id) = Uuid::from_slice(key) else {
+                malformed_keys += 1;
+                it.next();
+                continue;
+            };
+            let Ok(rec) = decode_metadata(value) else {
+                // Counted as an array (it is one), described by nothing else.
+                stats.total_arrays += 1;
+                damaged.push(id);
+                it.next();
+                continue;
+            };
             stats.total_arrays += 1;
             stats.total_bytes += rec.encoded_size;
             let t = rec.created_at();
@@ -215,6 +284,7 @@ impl StoreCore {
         }
         it.status()?;
         stats.namespaces = namespaces.into_iter().collect();
+        stats.damaged = self.damage.lock().report(damaged, malformed_keys);
         Ok(stats)
     }
 

@@ -5,8 +5,8 @@ use rocksdb::{WriteBatch, DB};
 use serde::{Deserialize, Serialize};
 
 use super::column_families::ColumnFamily;
+use super::error::{StorageError, StorageResult};
 use super::index::IndexType;
-use super::store::{StorageError, StorageResult};
 
 /// Version of the whole on-disk layout (`docs/FORMAT.md`). `open` refuses any other.
 pub const STORE_FORMAT_VERSION: u32 = 2;

@@ -10,10 +10,10 @@ use uuid::Uuid;
 
 use super::change_log::{encode_entry, log_key, LogOp};
 use super::column_families::ColumnFamily;
+use super::config::Durability;
+use super::error::{StorageError, StorageResult};
 use super::index::IndexChange;
 use super::parallel::for_each_parallel;
-use super::rocksdb_store::Durability;
-use super::store::{StorageError, StorageResult};
 use super::store_core::StoreCore;
 use super::store_meta::{KEY_ARRAY_COUNT, KEY_COMMIT_SEQ};
 
@@ -30,6 +30,14 @@ impl Mutation<'_> {
             Mutation::Delete(id) => *id,
         }
     }
+}
+
+/// What a commit found stored under an id before it.
+enum Existing {
+    Absent,
+    Present(MetadataRecord),
+    /// A metadata record that does not decode, and the `namespace_index` keys of the id.
+    Damaged(Vec<Vec<u8>>),
 }
 
 /// A put, checked and encoded before the writer lock is taken.
@@ -58,17 +66,20 @@ impl StoreCore {
     /// 2. Take the writer lock (commits happen one at a time); refuse if an earlier failure
     ///    left the state unknown.
     /// 3. Read the current metadata records of the ids: existence (for `NotFound` and the
-    ///    count) and the old namespace to remove.
+    ///    count) and the old namespace to remove. A record that does not decode is replaced
+    ///    or deleted like any other (its namespace entries are found by a scan).
     /// 4. Build one `WriteBatch`: array bodies, metadata records, namespace entries, the
     ///    change-log entry for the in-memory indices, the commit sequence number and the
     ///    array count.
-    /// 5. Write it, fsynced under `Durability::Sync`. If this fails, nothing is visible; the
-    ///    store refuses further writes until reopened, because the disk state is unknown.
-    ///    Then update the in-memory filter attributes.
+    /// 5. Write it, fsynced under `Durability::Sync`. If the write fails, the store refuses
+    ///    further writes until reopened: a failed fsync is `OutcomeUnknown` (the record is in
+    ///    the log and a reopen may replay it), any other failure wrote nothing. Then update
+    ///    the in-memory filter attributes.
     /// 6. Apply the change to the in-memory indices, one embedder per worker. Validation in
     ///    step 1 means this cannot fail on input; if the index library fails anyway, the data
-    ///    is committed but the indices are behind, so the store refuses writes and the next
-    ///    open replays the change log.
+    ///    is committed but an index is behind: `CommittedNotIndexed`, and the store refuses
+    ///    writes (and snapshots) until reopened, when the change log brings every index up
+    ///    to date.
     /// 7. Publish the new count and release the lock.
     pub(crate) fn commit(&self, mutations: &[Mutation<'_>]) -> StorageResult<()> {
         // Step 1.
@@ -107,16 +118,16 @@ impl StoreCore {
         let mut old_records = Vec::with_capacity(mutations.len());
         for (m, value) in mutations.iter().zip(self.db.batched_multi_get_cf(&meta_cf, &keys, false)) {
             let old = match value? {
-                Some(bytes) => Some(
-                    decode_metadata(&bytes)
-                        .map_err(|e| StorageError::corrupt(format_args!("metadata of {}", m.id()), e))?,
-                ),
-                None => None,
+                None => Existing::Absent,
+                Some(bytes) => match decode_metadata(&bytes) {
+                    Ok(record) => Existing::Present(record),
+                    // A damaged record can still be replaced or deleted (that is how it is
+                    // repaired); its namespace entry is found by a scan instead.
+                    Err(_) => Existing::Damaged(self.namespace_keys_of(m.id())?),
+                },
             };
-            if old.is_none() {
-                if let Mutation::Delete(id) = m {
-                    return Err(StorageError::NotFound(*id));
-                }
+            if let (Existing::Absent, Mutation::Delete(id)) = (&old, m) {
+                return Err(StorageError::NotFound(*id));
             }
             old_records.push(old);
         }
@@ -129,9 +140,16 @@ impl StoreCore {
         let mut count = writer.array_count;
         for ((m, enc), old) in mutations.iter().zip(&encoded).zip(&old_records) {
             let id = m.id();
-            if let Some(old_ns) = old.as_ref().and_then(|r| r.namespace.as_deref()) {
-                batch.delete_cf(&ns_cf, namespace_key(old_ns, id));
+            match old {
+                Existing::Present(record) => {
+                    if let Some(old_ns) = record.namespace.as_deref() {
+                        batch.delete_cf(&ns_cf, namespace_key(old_ns, id));
+                    }
+                }
+                Existing::Damaged(keys) => keys.iter().for_each(|k| batch.delete_cf(&ns_cf, k)),
+                Existing::Absent => {}
             }
+            let existed = !matches!(old, Existing::Absent);
             match (m, enc) {
                 (Mutation::Put(array), Some(enc)) => {
                     batch.put_cf(&arrays_cf, id.as_bytes(), &enc.array);
@@ -139,13 +157,13 @@ impl StoreCore {
                     if let Some(ns) = array.namespace() {
                         batch.put_cf(&ns_cf, namespace_key(ns, id), []);
                     }
-                    count += u64::from(old.is_none());
+                    count += u64::from(!existed);
                     log.push(LogOp::Upsert(id));
                 }
                 _ => {
                     batch.delete_cf(&arrays_cf, id.as_bytes());
                     batch.delete_cf(&meta_cf, id.as_bytes());
-                    count -= 1;
+                    count = count.saturating_sub(1);
                     log.push(LogOp::Remove(id));
                 }
             }
@@ -160,7 +178,7 @@ impl StoreCore {
         let mut opts = WriteOptions::default();
         opts.set_sync(self.config.durability == Durability::Sync);
         if let Err(e) = self.db.write_opt(batch, &opts) {
-            let err = StorageError::from(e);
+            let err = commit_write_error(seq, e);
             self.fail(format!("commit {seq} failed: {err}"));
             return Err(err);
         }
@@ -170,11 +188,13 @@ impl StoreCore {
             let mut attrs = self.attrs.write();
             for (m, enc) in mutations.iter().zip(&encoded) {
                 match (m, enc) {
-                    (Mutation::Put(array), Some(enc)) => attrs.put(array.id, &enc.record),
+                    (Mutation::Put(array), Some(enc)) => attrs.put(array.id, &enc.record, array.created_at),
                     _ => attrs.remove(m.id()),
                 }
             }
         }
+        // Whatever was damaged under these ids has just been replaced or deleted.
+        self.damage.lock().repaired(&ids);
 
         // Step 6. Costliest indices first, so that the workers finish together.
         let mut indices = self.memory_indices();
@@ -191,13 +211,18 @@ impl StoreCore {
             index.apply(&changes)
         });
         if let Err(err) = applied {
-            self.fail(format!("commit {seq} is durable but an index failed to apply it ({err})"));
+            // The data is committed: the count is, too. The change log holds the commit, so
+            // the reopen the store now asks for replays it into every index.
             self.count.store(count as usize, Ordering::SeqCst);
+            let err = StorageError::CommittedNotIndexed { seq, detail: err.to_string() };
+            self.fail(err.to_string());
             return Err(err);
         }
 
         // Step 7.
         self.count.store(count as usize, Ordering::SeqCst);
+        // Long work this commit made due (training centroids, rebuilding a graph) runs aside.
+        self.upkeep.start_needed(&indices);
         drop(writer);
         Ok(())
     }
@@ -212,6 +237,26 @@ impl StoreCore {
     pub(crate) fn validate_put(&self, array: &TeleologicalArray) -> StorageResult<()> {
         Ok(validate_array(array, &self.schema, self.max_tokens)?)
     }
+}
+
+/// The error of a commit whose RocksDB write failed. A failed fsync of the write-ahead log
+/// leaves the record in the log file (it may be on disk or not, and a reopen may replay it):
+/// the outcome is unknown. Any other failure (appending to the log, a full disk, a refused
+/// write) happens before the log holds the whole record, and RocksDB's recovery drops a torn
+/// record: nothing was written.
+fn commit_write_error(seq: u64, e: rocksdb::Error) -> StorageError {
+    let message = e.clone().into_string();
+    // RocksDB names the failed call first ("IO error: While fdatasync: <file>: <errno>"); the
+    // file name is not looked at (a path may contain anything).
+    let sync_failed =
+        ["While fsync", "While fdatasync", "While sync"].iter().any(|call| message.contains(call));
+    if e.kind() == rocksdb::ErrorKind::IOError && sync_failed {
+        return StorageError::OutcomeUnknown {
+            seq,
+            detail: format!("syncing the write-ahead log failed: {message}"),
+        };
+    }
+    StorageError::from(e)
 }
 
 /// A rough relative cost of applying one array to an index of this shape: graph inserts cost

@@ -79,27 +79,57 @@ pub fn array(slot: u64, version: u64) -> TeleologicalArray {
     a
 }
 
-/// One write call of the workload.
+/// One call of the workload.
 #[derive(Debug, Clone)]
 pub enum Op {
     /// `store` of one array, or `store_batch` of several: (slot, version) each.
     Put(Vec<(u64, u64)>),
     Delete(u64),
+    /// `bulk_load` of these (slot, version) into the empty store.
+    Bulk(Vec<(u64, u64)>),
+    /// `snapshot_indices`: snapshot files written, the change log trimmed.
+    Snapshot,
+    /// `close` (snapshots, log trim, flushes), then `open` again.
+    Reopen,
+    /// `checkpoint` into a new directory.
+    Checkpoint,
 }
 
-/// Operation `n` of the cycle seeded with `seed`.
-pub fn op(seed: u64, n: u64) -> Op {
+impl Op {
+    /// A short name for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Put(items) if items.len() == 1 => "store",
+            Op::Put(_) => "store_batch",
+            Op::Delete(_) => "delete",
+            Op::Bulk(_) => "bulk_load",
+            Op::Snapshot => "snapshot",
+            Op::Reopen => "close+open",
+            Op::Checkpoint => "checkpoint",
+        }
+    }
+}
+
+/// Operation `n` of the cycle seeded with `seed`, over ids `0..universe`: mostly writes, and
+/// one in twenty a snapshot, a close and reopen, or a checkpoint (`with_maintenance`).
+pub fn op(seed: u64, n: u64, universe: u64, with_maintenance: bool) -> Op {
     let mut rng = StdRng::seed_from_u64(seed ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d));
     let version = seed * 1_000_000 + n * 100;
-    match rng.random_range(0..10) {
-        0..=3 => Op::Put(vec![(rng.random_range(0..UNIVERSE), version)]),
-        4..=6 => {
+    match rng.random_range(0..20) {
+        0..=7 => Op::Put(vec![(rng.random_range(0..universe), version)]),
+        8..=13 => {
             let size = rng.random_range(2..12);
-            let mut slots: Vec<u64> = (0..size).map(|_| rng.random_range(0..UNIVERSE)).collect();
+            let mut slots: Vec<u64> = (0..size).map(|_| rng.random_range(0..universe)).collect();
             slots.sort_unstable();
             slots.dedup();
             Op::Put(slots.into_iter().enumerate().map(|(j, s)| (s, version + j as u64)).collect())
         }
-        _ => Op::Delete(rng.random_range(0..UNIVERSE)),
+        14..=18 => Op::Delete(rng.random_range(0..universe)),
+        _ if !with_maintenance => Op::Delete(rng.random_range(0..universe)),
+        _ => match rng.random_range(0..3) {
+            0 => Op::Snapshot,
+            1 => Op::Reopen,
+            _ => Op::Checkpoint,
+        },
     }
 }

@@ -91,6 +91,24 @@ pub fn check_counts(counter: usize, stats: &StorageStats, exp: &Expected, report
         "stats",
         format!("stats count {} metadata records, {} stored", stats.total_arrays, stored(exp.entries)),
     );
+    let d = &stats.damaged;
+    report.expect(
+        d.is_empty(),
+        "damage",
+        if d.is_empty() {
+            "the store found no damaged record".to_owned()
+        } else {
+            let ids: Vec<String> = d.metadata.iter().chain(&d.arrays).take(5).map(Uuid::to_string).collect();
+            format!(
+                "the store serves around {} damaged metadata records, {} damaged arrays and {} malformed \
+                 keys (e.g. {}); storing or deleting an id repairs it",
+                d.metadata.len(),
+                d.arrays.len(),
+                d.malformed_keys,
+                ids.join(", ")
+            )
+        },
+    );
     let namespaces: Vec<&String> = exp.by_namespace.keys().collect();
     report.expect(
         stats.namespaces.iter().collect::<Vec<_>>() == namespaces,

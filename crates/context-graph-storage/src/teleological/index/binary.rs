@@ -13,8 +13,8 @@ use super::key_map::Reader;
 use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
 use super::{finish_results, Candidates, IndexChange, IndexSearchResult, IndexType, VectorPrecision};
+use crate::teleological::error::{StorageError, StorageResult};
 use crate::teleological::parallel::map_parallel;
-use crate::teleological::store::{StorageError, StorageResult};
 use context_graph_core::teleology::similarity::{hamming, pack_words};
 
 /// Codes stored densely: entry `i` is `ids[i]` with words `[i * words, (i + 1) * words)`.
@@ -156,6 +156,11 @@ impl MemoryKind for BinaryKind {
             return Ok(Vec::new());
         }
         let codes = self.codes.read();
+        // Never more than the index holds: the limit sizes the heaps below.
+        let limit = limit.min(codes.ids.len());
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
         // The best `limit` so far in a max-heap of (distance, id). The scan is bound by memory
         // bandwidth (a 10,000-bit code is 1.25 KB), so it keeps nothing else per code, and a
         // large index is scanned in parts, one per core, whose best are merged.
@@ -226,6 +231,19 @@ impl MemoryKind for BinaryKind {
 
     fn set_ef_search(&self, _ef: usize) {
         // An exact scan has no search breadth to tune.
+    }
+
+    fn ef_search(&self) -> Option<usize> {
+        None
+    }
+
+    /// Nothing long to do: compaction (inverted) and removal (binary) are part of `apply`.
+    fn needs_upkeep(&self) -> bool {
+        false
+    }
+
+    fn upkeep(&self, _stop: &std::sync::atomic::AtomicBool) -> StorageResult<()> {
+        Ok(())
     }
 
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {

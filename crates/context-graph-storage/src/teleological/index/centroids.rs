@@ -10,6 +10,8 @@ use std::thread;
 
 use context_graph_core::teleology::similarity::{dot, normalized};
 
+use crate::teleological::parallel::map_parallel;
+
 /// Centroids trained at most. Measured with a prototype at 100,000 entries of the benchmark
 /// data (3.6 million tokens): recall@10 after reranking 200 candidates was 0.91 with 1,024
 /// centroids, 0.95–0.99 with 2,048 (depending on training) and 0.999 with 4,096; tagging cost
@@ -47,10 +49,10 @@ const GROUPS_SEARCHED: usize = 6;
 /// Spherical k-means: `k` unit vectors fitted to `points` (`dims` floats each), starting from
 /// points picked by a fixed hash of their position (deterministic, and not fooled by periodic
 /// input as an even stride would be).
-fn spherical_k_means(points: &[f32], dims: usize, k: usize, iterations: usize) -> Vec<f32> {
+fn spherical_k_means(points: &[f32], dims: usize, k: usize, iterations: usize) -> Result<Vec<f32>, String> {
     let n = points.len() / dims.max(1);
     if n == 0 {
-        return unit_or_axis(&vec![0.0; dims]);
+        return Ok(unit_or_axis(&vec![0.0; dims]));
     }
     let mut centers = Vec::with_capacity(k * dims);
     for c in 0..k.clamp(1, n) {
@@ -58,7 +60,7 @@ fn spherical_k_means(points: &[f32], dims: usize, k: usize, iterations: usize) -
         centers.extend_from_slice(&unit_or_axis(&points[pick * dims..(pick + 1) * dims]));
     }
     for _ in 0..iterations {
-        let tags = map_split(points, dims, |p| nearest_of(&centers, dims, p));
+        let tags = map_split(points, dims, |p| nearest_of(&centers, dims, p))?;
         let mut sums = vec![0.0f32; centers.len()];
         for (p, &c) in points.chunks_exact(dims).zip(&tags) {
             let sum = &mut sums[c as usize * dims..(c as usize + 1) * dims];
@@ -71,7 +73,7 @@ fn spherical_k_means(points: &[f32], dims: usize, k: usize, iterations: usize) -
             }
         }
     }
-    centers
+    Ok(centers)
 }
 
 /// The vector of `vectors` (`dims` floats each) with the largest dot product with `token`.
@@ -87,48 +89,45 @@ fn nearest_of(vectors: &[f32], dims: usize, token: &[f32]) -> u16 {
 }
 
 /// `f` of every `dims`-float item of `flat`, in order, split over the cores when there are
-/// enough items to be worth a thread.
-fn map_split(flat: &[f32], dims: usize, f: impl Fn(&[f32]) -> u16 + Sync) -> Vec<u16> {
+/// enough items to be worth a thread. A worker that panics is an error: its part would be
+/// missing, and every caller relies on one result per item.
+fn map_split(flat: &[f32], dims: usize, f: impl Fn(&[f32]) -> u16 + Sync) -> Result<Vec<u16>, String> {
     let items = flat.len() / dims.max(1);
     let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(items / 1024).max(1);
     if workers == 1 {
-        return flat.chunks_exact(dims).map(f).collect();
+        return Ok(flat.chunks_exact(dims).map(f).collect());
     }
     let per = items.div_ceil(workers) * dims;
-    let f = &f;
-    thread::scope(|s| {
-        let parts: Vec<_> = flat
-            .chunks(per)
-            .map(|part| s.spawn(move || part.chunks_exact(dims).map(f).collect::<Vec<_>>()))
-            .collect();
-        parts.into_iter().flat_map(|p| p.join().unwrap_or_default()).collect()
-    })
+    let parts: Vec<&[f32]> = flat.chunks(per).collect();
+    let tagged = map_parallel(&parts, |part| Ok(part.chunks_exact(dims).map(&f).collect::<Vec<u16>>()))
+        .map_err(|e| format!("tagging tokens failed: {e}"))?;
+    Ok(tagged.concat())
 }
 
 impl Groups {
-    fn of(vectors: &[f32], dims: usize) -> Option<Self> {
+    fn of(vectors: &[f32], dims: usize) -> Result<Option<Self>, String> {
         let k = vectors.len() / dims;
         let g = k / CENTROIDS_PER_GROUP;
         if g < 2 * GROUPS_SEARCHED {
-            return None;
+            return Ok(None);
         }
-        let centers = spherical_k_means(vectors, dims, g, 4);
+        let centers = spherical_k_means(vectors, dims, g, 4)?;
         let mut members = vec![Vec::new(); centers.len() / dims];
         for (c, v) in vectors.chunks_exact(dims).enumerate() {
             members[nearest_of(&centers, dims, v) as usize].push(c as u16);
         }
-        Some(Self { centers, members })
+        Ok(Some(Self { centers, members }))
     }
 }
 
 impl Centroids {
     /// Train on `sample` (tokens of `dims` floats, back to back): spherical k-means with
     /// `sample / TOKENS_PER_CENTROID` centroids, at most [`MAX_CENTROIDS`].
-    pub(crate) fn train(sample: &[f32], dims: usize) -> Self {
+    pub(crate) fn train(sample: &[f32], dims: usize) -> Result<Self, String> {
         let n = sample.len() / dims.max(1);
         let k = (n / TOKENS_PER_CENTROID).clamp(1, MAX_CENTROIDS);
-        let vectors = spherical_k_means(sample, dims, k, ITERATIONS);
-        Self { groups: Groups::of(&vectors, dims), dims, vectors }
+        let vectors = spherical_k_means(sample, dims, k, ITERATIONS)?;
+        Ok(Self { groups: Groups::of(&vectors, dims)?, dims, vectors })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -150,7 +149,7 @@ impl Centroids {
         if vectors.iter().any(|x| !x.is_finite()) {
             return Err("a centroid holds a non-finite value".into());
         }
-        Ok(Self { groups: Groups::of(&vectors, dims), dims, vectors })
+        Ok(Self { groups: Groups::of(&vectors, dims)?, dims, vectors })
     }
 
     /// The tag of `token`: the centroid with the largest dot product among the members of
@@ -176,8 +175,17 @@ impl Centroids {
         best.0
     }
 
+    /// The tags of an entry whose tokens are `flat`: the distinct nearest centroids,
+    /// ascending.
+    pub(crate) fn tags_of(&self, flat: &[f32]) -> Box<[u16]> {
+        let mut tags: Vec<u16> = flat.chunks_exact(self.dims.max(1)).map(|t| self.nearest(t)).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        tags.into_boxed_slice()
+    }
+
     /// [`Centroids::nearest`] of every token of `flat`, split over the cores.
-    pub(crate) fn nearest_all(&self, flat: &[f32]) -> Vec<u16> {
+    pub(crate) fn nearest_all(&self, flat: &[f32]) -> Result<Vec<u16>, String> {
         map_split(flat, self.dims, |t| self.nearest(t))
     }
 
@@ -227,9 +235,9 @@ mod tests {
             t[(axis * 2 + 1) % dims] = 0.1 * ((i * 7 % 11) as f32 / 11.0 - 0.5);
             sample.extend_from_slice(&t);
         }
-        let c = Centroids::train(&sample, dims);
+        let c = Centroids::train(&sample, dims).unwrap();
         assert_eq!(c.len(), 800 / TOKENS_PER_CENTROID);
-        let tags = c.nearest_all(&sample);
+        let tags = c.nearest_all(&sample).unwrap();
         // Tokens of the same direction may spread over several centroids, but no centroid
         // holds tokens of two directions.
         let mut direction_of = std::collections::HashMap::new();
@@ -251,10 +259,10 @@ mod tests {
 
     #[test]
     fn a_tiny_or_empty_sample_still_gives_usable_centroids() {
-        let c = Centroids::train(&[], 4);
+        let c = Centroids::train(&[], 4).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c.nearest(&[0.0, 1.0, 0.0, 0.0]), 0);
-        let c = Centroids::train(&[0.0; 12], 4);
+        let c = Centroids::train(&[0.0; 12], 4).unwrap();
         assert_eq!(c.len(), 1);
         assert!(c.as_flat().iter().all(|x| x.is_finite()));
     }
@@ -275,10 +283,10 @@ mod tests {
             let t: Vec<f32> = d.iter().map(|x| x + 0.15 * next()).collect();
             sample.extend_from_slice(&normalized(&t));
         }
-        let c = Centroids::train(&sample, dims);
+        let c = Centroids::train(&sample, dims).unwrap();
         assert_eq!(c.len(), MAX_CENTROIDS);
         assert!(c.groups.is_some());
-        let tags = c.nearest_all(&sample);
+        let tags = c.nearest_all(&sample).unwrap();
         let agree = sample
             .chunks_exact(dims)
             .zip(&tags)

@@ -30,7 +30,7 @@ use super::{
     finish_results, Candidates, IndexChange, IndexSearchResult, IndexType, InvertedIndexConfig,
     VectorPrecision,
 };
-use crate::teleological::store::{StorageError, StorageResult};
+use crate::teleological::error::{StorageError, StorageResult};
 
 #[derive(Debug, Clone, Copy)]
 struct Posting {
@@ -342,6 +342,19 @@ impl MemoryKind for InvertedKind {
     }
 
     fn set_ef_search(&self, _ef: usize) {}
+
+    fn ef_search(&self) -> Option<usize> {
+        None
+    }
+
+    /// Nothing long to do: compaction (inverted) and removal (binary) are part of `apply`.
+    fn needs_upkeep(&self) -> bool {
+        false
+    }
+
+    fn upkeep(&self, _stop: &std::sync::atomic::AtomicBool) -> StorageResult<()> {
+        Ok(())
+    }
 
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
         let p = self.postings.read();

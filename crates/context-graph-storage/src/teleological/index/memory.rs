@@ -1,7 +1,8 @@
 //! The common shape of the four in-memory index kinds (HNSW, inverted, token-level, binary), and the
 //! one adapter that turns any of them into an [`EmbedderIndex`].
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use context_graph_core::teleology::{Embedder, EmbedderOutput};
@@ -14,7 +15,8 @@ use super::{
     VectorPrecision,
 };
 use crate::teleological::blocking::run_blocking;
-use crate::teleological::store::{StorageError, StorageResult};
+use crate::teleological::config::check_limit;
+use crate::teleological::error::{StorageError, StorageResult};
 
 /// An index kept in memory and persisted as a snapshot file. Methods are synchronous; the
 /// async adapter runs them on a blocking thread.
@@ -42,10 +44,20 @@ pub(crate) trait MemoryKind: Send + Sync + 'static {
     fn removed_in_graph(&self) -> usize;
     fn memory_bytes(&self) -> usize;
     fn optimize(&self) -> StorageResult<()>;
+    /// Whether the index has long work to do that commits must not wait for (training its
+    /// quantizer, rebuilding a graph mostly of removed entries). A store runs
+    /// [`MemoryKind::upkeep`] on a background thread then; a standalone index at once.
+    fn needs_upkeep(&self) -> bool;
+    /// Do that work, letting commits and searches proceed meanwhile (they wait for short
+    /// steps only). Stops early, changing nothing, when `stop` is set.
+    fn upkeep(&self, stop: &AtomicBool) -> StorageResult<()>;
     /// Remove every entry (before a rebuild from the stored arrays).
     fn clear(&self) -> StorageResult<()>;
-    /// Set the graph's search breadth (HNSW `ef_search`); exact indices have none.
+    /// Set the search breadth (HNSW `ef_search`, the token-level breadth); exact indices
+    /// have none. `ef` is at least 1 (the store checks it).
     fn set_ef_search(&self, ef: usize);
+    /// The search breadth set; `None` for exact indices.
+    fn ef_search(&self) -> Option<usize>;
     /// The snapshot payload in memory (the file header is added by the caller).
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>>;
     /// Stream the snapshot payload into `out`. By default the in-memory payload; large kinds
@@ -77,17 +89,46 @@ pub struct MemoryIndex {
     pub(crate) kind: Arc<dyn MemoryKind>,
     owned: bool,
     rescore: Option<Rescore>,
+    /// Set when the index can no longer be trusted to hold the store's data (a rebuild
+    /// failed half-way): why. Searches then fail until the store is reopened.
+    unusable: Arc<OnceLock<String>>,
 }
 
 impl MemoryIndex {
     pub(crate) fn standalone(kind: Arc<dyn MemoryKind>) -> Self {
-        Self { kind, owned: false, rescore: None }
+        Self { kind, owned: false, rescore: None, unusable: Arc::default() }
     }
 
     /// A store's index; `rescore` is used only if the index holds reduced precision.
     pub(crate) fn owned(kind: Arc<dyn MemoryKind>, rescore: Rescore) -> Self {
         let approximate = kind.precision().is_some_and(|p| p != VectorPrecision::F32);
-        Self { kind, owned: true, rescore: approximate.then_some(rescore) }
+        Self { kind, owned: true, rescore: approximate.then_some(rescore), unusable: Arc::default() }
+    }
+
+    /// Refuse searches from now on: the index is incomplete for the reason given.
+    pub(crate) fn mark_unusable(&self, why: &str) {
+        let _ = self.unusable.set(why.to_owned());
+    }
+
+    /// `Err` if the index was marked unusable.
+    pub(crate) fn usable(&self) -> StorageResult<()> {
+        match self.unusable.get() {
+            Some(why) => Err(StorageError::Index(format!(
+                "index {} cannot be searched: {why}; reopen the store",
+                self.kind.embedder().short_name()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The search breadth a search for `limit` results really walks with (HNSW ef, the
+    /// token-level breadth): the configured one, or the candidate count asked of the index
+    /// when that is larger (the rescoring of a reduced-precision index asks for
+    /// `rescore_factor × limit`). `None` for exact indices.
+    pub fn breadth_used(&self, limit: usize) -> Option<usize> {
+        let ef = self.kind.ef_search()?;
+        let asked = limit.saturating_mul(self.rescore_factor().unwrap_or(1)).min(self.kind.len());
+        Some(ef.max(asked))
     }
 
     /// The multiple of a search's limit rescored exactly; `None` when the index's own scores
@@ -106,10 +147,14 @@ impl MemoryIndex {
         threshold: Option<f32>,
         candidates: Candidates<'_>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
+        check_limit(limit)?;
+        self.usable()?;
+        // Never more than the index holds: the limit sizes buffers inside the index.
+        let limit = limit.min(self.kind.len());
         let Some(rescore) = &self.rescore else {
             return self.kind.search(query, limit, threshold, candidates);
         };
-        let wanted = limit.saturating_mul(self.rescore_factor().unwrap_or(1));
+        let wanted = limit.saturating_mul(self.rescore_factor().unwrap_or(1)).min(self.kind.len());
         let approximate = self.kind.search(query, wanted, None, candidates)?;
         let ids: Vec<Uuid> = approximate.iter().map(|h| h.id).collect();
         let exact = rescore
@@ -140,6 +185,15 @@ impl MemoryIndex {
     }
 }
 
+/// A write to a standalone index: no store runs its upkeep in the background, so it runs here.
+fn apply_standalone(kind: &dyn MemoryKind, changes: &[IndexChange<'_>]) -> StorageResult<()> {
+    kind.apply(changes)?;
+    if kind.needs_upkeep() {
+        kind.upkeep(&AtomicBool::new(false))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl EmbedderIndex for MemoryIndex {
     fn embedder(&self) -> Embedder {
@@ -154,7 +208,7 @@ impl EmbedderIndex for MemoryIndex {
         self.writable()?;
         self.kind.check(embedding)?;
         let (kind, embedding) = (self.kind.clone(), embedding.clone());
-        run_blocking(move || kind.apply(&[IndexChange::Upsert(id, &embedding)])).await
+        run_blocking(move || apply_standalone(kind.as_ref(), &[IndexChange::Upsert(id, &embedding)])).await
     }
 
     async fn add_batch(&self, items: &[(Uuid, EmbedderOutput)]) -> StorageResult<()> {
@@ -165,7 +219,7 @@ impl EmbedderIndex for MemoryIndex {
         let (kind, items) = (self.kind.clone(), items.to_vec());
         run_blocking(move || {
             let changes: Vec<_> = items.iter().map(|(id, out)| IndexChange::Upsert(*id, out)).collect();
-            kind.apply(&changes)
+            apply_standalone(kind.as_ref(), &changes)
         })
         .await
     }
@@ -173,7 +227,7 @@ impl EmbedderIndex for MemoryIndex {
     async fn remove(&self, id: Uuid) -> StorageResult<()> {
         self.writable()?;
         let kind = self.kind.clone();
-        run_blocking(move || kind.apply(&[IndexChange::Remove(id)])).await
+        run_blocking(move || apply_standalone(kind.as_ref(), &[IndexChange::Remove(id)])).await
     }
 
     async fn search(
@@ -183,12 +237,15 @@ impl EmbedderIndex for MemoryIndex {
         threshold: Option<f32>,
     ) -> StorageResult<Vec<IndexSearchResult>> {
         self.kind.check(query)?;
+        check_limit(limit)?;
         let (index, query) = (self.clone(), query.clone());
         run_blocking(move || index.search_sync(&query, limit, threshold, Candidates::All)).await
     }
 
     async fn size(&self) -> StorageResult<usize> {
-        Ok(self.kind.len())
+        // The count is read under the index's lock, which a commit may hold for a while.
+        let kind = self.kind.clone();
+        run_blocking(move || Ok(kind.len())).await
     }
 
     async fn optimize(&self) -> StorageResult<()> {

@@ -16,6 +16,14 @@
 pub mod binary;
 mod centroids;
 mod config;
+#[cfg(test)]
+mod conformance;
+#[cfg(test)]
+mod decoder_fuzz;
+#[cfg(any(test, fuzzing))]
+pub(crate) mod decoders;
+#[cfg(test)]
+pub(crate) mod faulty;
 pub mod hnsw;
 pub mod inverted;
 pub(crate) mod key_map;
@@ -35,7 +43,7 @@ pub use config::{
 pub use memory::MemoryIndex;
 pub(crate) use memory::{ExactOutputs, MemoryKind, Rescore};
 
-use super::store::{StorageError, StorageResult};
+use super::error::{StorageError, StorageResult};
 
 /// One search hit. Higher `score` means more similar; results are sorted by descending score.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,7 +2,7 @@
 
 use context_graph_core::teleology::{validate_output, Embedder, EmbedderDims, EmbedderOutput};
 
-use crate::teleological::store::{StorageError, StorageResult};
+use crate::teleological::error::{StorageError, StorageResult};
 
 /// A query must be a valid output of the index's slot: right kind, right size, finite values
 /// (and non-zero norm for cosine). Anything else would be undefined in the index library.

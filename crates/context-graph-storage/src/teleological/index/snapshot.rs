@@ -2,8 +2,9 @@
 //!
 //! Layout (all integers little-endian), documented in `docs/FORMAT.md`:
 //! `magic "TELEOIDX" | format u32 | embedder u8 | kind u8 | reserved u16 | seq u64 |
-//!  payload_len u64 | crc32(payload) u32 | payload`.
-//! A snapshot reflects exactly the commits up to `seq`. It is written to a temporary file
+//!  payload_len u64 | crc32 u32 | payload`, where the CRC covers the 32 header bytes before it
+//! and the payload: a damaged `seq` (which decides what the catch-up replays) or length is
+//! caught like damaged payload. A snapshot reflects exactly the commits up to `seq`. It is written to a temporary file
 //! (payload streamed first, header filled in last), fsynced, then renamed over the old one,
 //! so a crash leaves either the old or the new file. It is read either whole or as a stream
 //! (the token-level index, the largest, is decoded as it is read, so that its payload is
@@ -21,8 +22,10 @@ use super::IndexType;
 
 const MAGIC: &[u8; 8] = b"TELEOIDX";
 /// Format version of snapshot files.
-pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+pub(crate) const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 const HEADER_LEN: usize = 36;
+/// The header bytes the checksum covers (all but the checksum itself).
+const CHECKED_HEADER_LEN: usize = 32;
 
 fn kind_byte(kind: IndexType) -> u8 {
     match kind {
@@ -56,9 +59,8 @@ pub(crate) fn write_snapshot(
         let mut out = Summing { inner: BufWriter::with_capacity(1 << 20, &f), crc: Hasher::new(), len: 0 };
         write_payload(&mut out)?;
         out.inner.flush()?;
-        let Summing { inner, crc, len } = out;
+        let Summing { inner, crc: payload_crc, len } = out;
         drop(inner);
-        let crc = crc.finalize();
         let mut header = Vec::with_capacity(HEADER_LEN);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -67,7 +69,12 @@ pub(crate) fn write_snapshot(
         header.extend_from_slice(&[0, 0]);
         header.extend_from_slice(&seq.to_le_bytes());
         header.extend_from_slice(&len.to_le_bytes());
-        header.extend_from_slice(&crc.to_le_bytes());
+        // The checksum of the header so far followed by the payload, combined without a
+        // second pass over the payload.
+        let mut crc = Hasher::new();
+        crc.update(&header);
+        crc.combine(&payload_crc);
+        header.extend_from_slice(&crc.finalize().to_le_bytes());
         let mut handle = &f;
         handle.seek(SeekFrom::Start(0))?;
         handle.write_all(&header)?;
@@ -125,19 +132,24 @@ pub(crate) fn write_index_snapshot(
 /// A snapshot file whose header has been read and checked, positioned at its payload.
 #[derive(Debug)]
 pub(crate) struct SnapshotFile {
-    /// The commit the snapshot reflects.
+    /// The commit the snapshot reflects (trusted only once the checksum has been checked:
+    /// the loaders check it before the index is used).
     pub(crate) seq: u64,
     len: u64,
     crc: u32,
+    /// The checksum of the header bytes, to be continued over the payload.
+    header_crc: Hasher,
     file: File,
 }
 
 impl SnapshotFile {
-    /// The whole payload, checked against its checksum.
+    /// The whole payload, checked against its checksum (which covers the header too).
     pub(crate) fn into_payload(mut self) -> Result<Vec<u8>, String> {
-        let mut payload = Vec::with_capacity(self.len as usize);
+        let mut payload = Vec::with_capacity(usize::try_from(self.len).unwrap_or(0));
         self.file.read_to_end(&mut payload).map_err(|e| format!("cannot read snapshot: {e}"))?;
-        if crc32fast::hash(&payload) != self.crc {
+        let mut crc = self.header_crc;
+        crc.update(&payload);
+        if crc.finalize() != self.crc {
             return Err("snapshot fails its checksum".into());
         }
         Ok(payload)
@@ -150,7 +162,7 @@ impl SnapshotFile {
         PayloadStream {
             inner: BufReader::with_capacity(1 << 20, self.file),
             remaining: self.len,
-            crc: Hasher::new(),
+            crc: self.header_crc,
             expected_crc: self.crc,
         }
     }
@@ -188,13 +200,15 @@ pub(crate) fn open_snapshot(
     let len = u64_at(24);
     let crc = u32::from_le_bytes([header[32], header[33], header[34], header[35]]);
     let actual_len = f.metadata().map_err(|e| e.to_string())?.len();
-    if actual_len != HEADER_LEN as u64 + len {
+    if Some(actual_len) != len.checked_add(HEADER_LEN as u64) {
         return Err(format!(
             "snapshot is {actual_len} bytes, its header says {} (truncated or extended)",
-            HEADER_LEN as u64 + len
+            len.saturating_add(HEADER_LEN as u64)
         ));
     }
-    Ok(SnapshotFile { seq, len, crc, file: f })
+    let mut header_crc = Hasher::new();
+    header_crc.update(&header[..CHECKED_HEADER_LEN]);
+    Ok(SnapshotFile { seq, len, crc, header_crc, file: f })
 }
 
 /// A source of snapshot payload bytes: a slice in memory ([`Reader`]) or a file being
@@ -312,6 +326,14 @@ mod tests {
         let mut s = stream();
         s.vec(13).unwrap();
         assert!(s.finish().unwrap_err().contains("checksum"), "a streamed read finds the damage at the end");
+        // Header fields are covered too: a damaged commit number is caught, not trusted.
+        let mut seq_flipped = good.clone();
+        seq_flipped[16] ^= 0x04;
+        fs::write(&path, &seq_flipped).unwrap();
+        assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("checksum"));
+        let mut s = stream();
+        s.vec(13).unwrap();
+        assert!(s.finish().unwrap_err().contains("checksum"), "a streamed read checks the header too");
         fs::write(&path, &good[..good.len() - 3]).unwrap();
         assert!(read_snapshot(&path, Embedder::Code, IndexType::Hnsw).unwrap_err().contains("truncated"));
         fs::write(&path, &good[..10]).unwrap();

@@ -24,14 +24,14 @@
 //! [`VectorPrecision`]: below f32 the rerank is approximate, and a store-owned index rescores
 //! its best candidates exactly from the stored arrays.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use context_graph_core::teleology::similarity::{dot_i8, max_sim};
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, TokenEmbeddings};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
 
 use super::centroids::Centroids;
@@ -41,7 +41,7 @@ use super::snapshot::PayloadRead;
 use super::{
     finish_results, Candidates, IndexChange, IndexSearchResult, IndexType, TokenLevelConfig, VectorPrecision,
 };
-use crate::teleological::store::{StorageError, StorageResult};
+use crate::teleological::error::{StorageError, StorageResult};
 
 /// Entries stored before the centroids are trained (below it, every search is exhaustive).
 pub(crate) const TRAIN_AT: usize = 1024;
@@ -274,47 +274,31 @@ impl Entries {
         self.slots.iter().enumerate().filter_map(|(s, e)| e.as_ref().map(|e| (s as u32, e)))
     }
 
-    /// Train the centroids on the stored tokens and tag every entry (see the module doc).
-    fn train(&mut self, embedder: Embedder, dims: usize) {
-        let started = std::time::Instant::now();
-        // Every entry's tokens in f32, in slot order, dequantized once: the training sample
-        // is their first TRAIN_SAMPLE_TOKENS (whole entries), and all of them are tagged.
-        let slots: Vec<u32> = self.live().map(|(s, _)| s).collect();
-        let mut flat = Vec::new();
-        let mut ends = Vec::with_capacity(slots.len());
-        let mut sample_len = None;
-        for &s in &slots {
-            if sample_len.is_none() && flat.len() >= TRAIN_SAMPLE_TOKENS * dims {
-                sample_len = Some(flat.len());
+    /// The tokens centroids are trained on, in f32 (dequantized once): those of the first
+    /// [`TRAIN_AT`] entries in slot order, whole entries, up to [`TRAIN_SAMPLE_TOKENS`]
+    /// tokens. The same entries give the same sample whenever training starts.
+    fn training_sample(&self, dims: usize) -> Vec<f32> {
+        let mut sample = Vec::new();
+        for (_, e) in self.live().take(TRAIN_AT) {
+            if sample.len() >= TRAIN_SAMPLE_TOKENS * dims {
+                break;
             }
-            flat.extend_from_slice(
-                &self.slots[s as usize].as_ref().map(|e| e.tokens.to_f32()).unwrap_or_default(),
-            );
-            ends.push(flat.len() / dims);
+            sample.extend_from_slice(&e.tokens.to_f32());
         }
-        let sample = &flat[..sample_len.unwrap_or(flat.len())];
-        let centroids = Centroids::train(sample, dims);
-        let sample_tokens = sample.len() / dims.max(1);
+        sample
+    }
+
+    /// Put trained centroids in place: every live entry gets the tags `tags_of` gives it, and
+    /// the posting lists are built from them.
+    fn install(&mut self, centroids: Centroids, mut tags_of: impl FnMut(u32, &Entry) -> Box<[u16]>) {
         let mut postings = vec![Vec::new(); centroids.len()];
-        // Tag all entries in one pass over their tokens, so the work splits over the cores.
-        let all_tags = centroids.nearest_all(&flat);
-        drop(flat);
-        let mut start = 0;
-        for (&s, &end) in slots.iter().zip(&ends) {
-            let tags = distinct(&all_tags[start..end]);
-            start = end;
-            tags.iter().for_each(|&t| postings[t as usize].push(s));
-            if let Some(e) = self.slots[s as usize].as_mut() {
-                e.tags = tags;
+        for (slot, entry) in self.slots.iter_mut().enumerate() {
+            if let Some(entry) = entry {
+                let tags = tags_of(slot as u32, entry);
+                tags.iter().for_each(|&t| postings[t as usize].push(slot as u32));
+                entry.tags = tags;
             }
         }
-        tracing::info!(
-            "index {}: trained {} token centroids on {sample_tokens} tokens and tagged {} entries in {:.2?}",
-            embedder.short_name(),
-            centroids.len(),
-            slots.len(),
-            started.elapsed()
-        );
         self.quantizer = Some(Quantizer { centroids, postings });
     }
 
@@ -434,17 +418,123 @@ pub(crate) struct TokenLevelKind {
     /// Results per which `RERANK_PER_RESULT` entries are scored by MaxSim, at least.
     breadth: AtomicUsize,
     entries: RwLock<Entries>,
+    /// While the centroids are trained and the entries tagged aside: the ids changed since
+    /// training began (tagged again when the centroids are put in place).
+    changed_during_training: Mutex<Option<HashSet<Uuid>>>,
+    /// One training at a time.
+    training: Mutex<()>,
+    /// Bumped by `clear`: a training that started before it is discarded.
+    generation: AtomicU64,
+}
+
+/// Entries whose tokens are copied for tagging per hold of the read lock.
+const TAG_CHUNK: usize = 256;
+
+/// Ends the change tracking of a training however the training ends.
+struct StopTracking<'a>(&'a Mutex<Option<HashSet<Uuid>>>);
+
+impl Drop for StopTracking<'_> {
+    fn drop(&mut self) {
+        *self.0.lock() = None;
+    }
 }
 
 impl TokenLevelKind {
     pub(crate) fn new(embedder: Embedder, config: &TokenLevelConfig, precision: VectorPrecision) -> Self {
+        Self::with_entries(embedder, config, precision, Entries::new())
+    }
+
+    fn with_entries(
+        embedder: Embedder,
+        config: &TokenLevelConfig,
+        precision: VectorPrecision,
+        entries: Entries,
+    ) -> Self {
         Self {
             embedder,
             config: config.clone(),
             precision,
             breadth: AtomicUsize::new(DEFAULT_BREADTH),
-            entries: RwLock::new(Entries::new()),
+            entries: RwLock::new(entries),
+            changed_during_training: Mutex::new(None),
+            training: Mutex::new(()),
+            generation: AtomicU64::new(0),
         }
+    }
+
+    /// Train the centroids and tag every entry, aside (see the module doc): the sample is
+    /// copied under the read lock, the centroids trained with no lock held, the entries' tokens
+    /// copied and tagged a chunk at a time, and the centroids put in place under one short
+    /// write lock, which also tags the entries changed meanwhile. Until then searches score
+    /// every entry exactly.
+    fn train_aside(&self, stop: &AtomicBool) -> StorageResult<()> {
+        let _one = self.training.lock();
+        let started = std::time::Instant::now();
+        let dims = self.config.dims_per_token;
+        let generation = self.generation.load(Ordering::SeqCst);
+        let (sample, slots) = {
+            let entries = self.entries.read();
+            if entries.quantizer.is_some() || entries.slot_of.len() < TRAIN_AT {
+                return Ok(());
+            }
+            *self.changed_during_training.lock() = Some(HashSet::new());
+            let slots: Vec<(u32, Uuid)> = entries.live().map(|(s, e)| (s, e.id)).collect();
+            (entries.training_sample(dims), slots)
+        };
+        let _tracking = StopTracking(&self.changed_during_training);
+        let failed =
+            |e: String| StorageError::Index(format!("{}: training token centroids: {e}", self.embedder));
+        let centroids = Centroids::train(&sample, dims).map_err(failed)?;
+        let sample_tokens = sample.len() / dims.max(1);
+        drop(sample);
+        let mut tagged: HashMap<u32, (Uuid, Box<[u16]>)> = HashMap::with_capacity(slots.len());
+        for chunk in slots.chunks(TAG_CHUNK) {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            let (flat, owners) = {
+                let entries = self.entries.read();
+                let (mut flat, mut owners) = (Vec::new(), Vec::with_capacity(chunk.len()));
+                for &(slot, id) in chunk {
+                    if let Some(e) = entries.entry(slot).filter(|e| e.id == id) {
+                        flat.extend_from_slice(&e.tokens.to_f32());
+                        owners.push((slot, id, flat.len() / dims.max(1)));
+                    }
+                }
+                (flat, owners)
+            };
+            let tags = centroids.nearest_all(&flat).map_err(failed)?;
+            let mut start = 0;
+            for (slot, id, end) in owners {
+                if let Some(t) = tags.get(start..end) {
+                    tagged.insert(slot, (id, distinct(t)));
+                }
+                start = end;
+            }
+        }
+        let mut entries = self.entries.write();
+        let changed = self.changed_during_training.lock().take().unwrap_or_default();
+        if self.generation.load(Ordering::SeqCst) != generation || entries.quantizer.is_some() {
+            return Ok(());
+        }
+        let count = centroids.len();
+        let tag_now = |e: &Entry| centroids.tags_of(&e.tokens.to_f32());
+        let mut late = 0usize;
+        let tagged_entries = entries.slot_of.len();
+        entries.install(centroids.clone(), |slot, e| match tagged.remove(&slot) {
+            Some((id, tags)) if id == e.id && !changed.contains(&id) => tags,
+            _ => {
+                late += 1;
+                tag_now(e)
+            }
+        });
+        tracing::info!(
+            "index {}: trained {count} token centroids on {sample_tokens} tokens and tagged {tagged_entries} \
+             entries ({late} while commits waited) in {:.2?}",
+            self.embedder.short_name(),
+            started.elapsed()
+        );
+        Ok(())
     }
 
     /// Payload: precision byte (0 f32, 1 f16, 2 i8); centroid count u32 (0: not trained) and
@@ -501,13 +591,7 @@ impl TokenLevelKind {
         if r.remaining() != 0 {
             return Err("snapshot payload has trailing bytes".into());
         }
-        Ok(Self {
-            embedder,
-            config: config.clone(),
-            precision,
-            breadth: AtomicUsize::new(DEFAULT_BREADTH),
-            entries: RwLock::new(entries),
-        })
+        Ok(Self::with_entries(embedder, config, precision, entries))
     }
 
     fn tokens<'a>(&self, out: &'a EmbedderOutput) -> StorageResult<&'a TokenEmbeddings> {
@@ -545,28 +629,29 @@ impl MemoryKind for TokenLevelKind {
 
     fn apply(&self, changes: &[IndexChange<'_>]) -> StorageResult<()> {
         let mut entries = self.entries.write();
+        let mut training = self.changed_during_training.lock();
         for change in changes {
             match *change {
                 IndexChange::Upsert(id, out) => {
                     let t = self.tokens(out)?;
+                    let tokens = StoredTokens::new(t.embeddings.concat(), self.precision);
+                    // Tagged from the tokens as stored, as the training tags them: an entry's
+                    // tags never depend on when it arrived.
                     let tags = match &entries.quantizer {
-                        Some(q) => distinct(
-                            &t.embeddings.iter().map(|tok| q.centroids.nearest(tok)).collect::<Vec<_>>(),
-                        ),
+                        Some(q) => q.centroids.tags_of(&tokens.to_f32()),
                         None => Box::default(),
                     };
-                    let tokens = StoredTokens::new(t.embeddings.concat(), self.precision);
                     entries.insert(Entry { id, tokens, tags });
-                    // Trained at the change that reaches TRAIN_AT, not at the end of the batch:
-                    // the same changes train the same centroids however they are batched.
-                    if entries.quantizer.is_none()
-                        && self.config.approximate
-                        && entries.slot_of.len() >= TRAIN_AT
-                    {
-                        entries.train(self.embedder, self.config.dims_per_token);
+                    if let Some(changed) = training.as_mut() {
+                        changed.insert(id);
                     }
                 }
-                IndexChange::Remove(id) => entries.remove(id),
+                IndexChange::Remove(id) => {
+                    entries.remove(id);
+                    if let Some(changed) = training.as_mut() {
+                        changed.insert(id);
+                    }
+                }
             }
         }
         Ok(())
@@ -640,13 +725,31 @@ impl MemoryKind for TokenLevelKind {
         Ok(())
     }
 
+    /// The centroids are trained (aside) once the index holds [`TRAIN_AT`] entries.
+    fn needs_upkeep(&self) -> bool {
+        self.config.approximate && {
+            let e = self.entries.read();
+            e.quantizer.is_none() && e.slot_of.len() >= TRAIN_AT
+        }
+    }
+
+    fn upkeep(&self, stop: &AtomicBool) -> StorageResult<()> {
+        self.train_aside(stop)
+    }
+
     fn clear(&self) -> StorageResult<()> {
-        *self.entries.write() = Entries::new();
+        let mut entries = self.entries.write();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *entries = Entries::new();
         Ok(())
     }
 
     fn set_ef_search(&self, ef: usize) {
         self.breadth.store(ef.max(1), Ordering::Relaxed);
+    }
+
+    fn ef_search(&self) -> Option<usize> {
+        Some(self.breadth.load(Ordering::Relaxed))
     }
 
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
@@ -770,6 +873,55 @@ mod tests {
     }
 
     #[test]
+    fn training_aside_while_changes_arrive_tags_every_entry_consistently() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let terms: Vec<Vec<f32>> = (0..32)
+            .map(|_| {
+                context_graph_core::teleology::similarity::normalized(
+                    &(0..16).map(|_| rng.random_range(-1.0..1.0f32)).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        let config = TokenLevelConfig { max_tokens: 32, dims_per_token: 16, approximate: true };
+        let index = Arc::new(TokenLevelKind::new(Embedder::LateInteraction, &config, VectorPrecision::I8));
+        let first: Vec<_> = (0..TRAIN_AT as u128 + 500)
+            .map(|i| (Uuid::from_u128(i), clustered(&mut rng, &terms, 8)))
+            .collect();
+        index.apply(&first.iter().map(|(id, o)| IndexChange::Upsert(*id, o)).collect::<Vec<_>>()).unwrap();
+        assert!(index.needs_upkeep());
+        let later: Vec<_> =
+            (0..600u128).map(|i| (Uuid::from_u128(i * 3), clustered(&mut rng, &terms, 5))).collect();
+        let trainer = {
+            let index = index.clone();
+            std::thread::spawn(move || index.upkeep(&AtomicBool::new(false)))
+        };
+        // Replacements, removals and new entries while the centroids are trained and the
+        // entries tagged: each lands before or after the copy the training tags.
+        for (i, (id, out)) in later.iter().enumerate() {
+            let change = if i % 4 == 0 { IndexChange::Remove(*id) } else { IndexChange::Upsert(*id, out) };
+            index.apply(&[change]).unwrap();
+            let fresh = clustered(&mut rng, &terms, 4);
+            index.apply(&[IndexChange::Upsert(Uuid::from_u128(100_000 + i as u128), &fresh)]).unwrap();
+        }
+        trainer.join().unwrap().unwrap();
+        assert!(index.entries.read().quantizer.is_some());
+        assert_postings_consistent(&index);
+        let e = index.entries.read();
+        assert!(e.live().all(|(_, en)| !en.tags.is_empty()), "an entry was left untagged");
+        // Every entry's tags are those of its current tokens.
+        let q = e.quantizer.as_ref().unwrap();
+        for (_, en) in e.live() {
+            assert_eq!(
+                en.tags,
+                q.centroids.tags_of(&en.tokens.to_f32()),
+                "entry {} has the tags of other tokens",
+                en.id
+            );
+        }
+    }
+
+    #[test]
     fn centroid_postings_find_what_exact_maxsim_finds_through_updates_removals_and_snapshots() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -804,7 +956,10 @@ mod tests {
         standalone
             .apply(&rest.iter().map(|(id, o)| IndexChange::Upsert(*id, o)).collect::<Vec<_>>())
             .unwrap();
-        assert!(standalone.entries.read().quantizer.is_some());
+        // Due, not done inside the commit: the store runs it in the background.
+        assert!(standalone.entries.read().quantizer.is_none() && standalone.needs_upkeep());
+        standalone.upkeep(&AtomicBool::new(false)).unwrap();
+        assert!(standalone.entries.read().quantizer.is_some() && !standalone.needs_upkeep());
         assert_postings_consistent(&standalone);
         exact.apply(&items.iter().map(|(id, o)| IndexChange::Upsert(*id, o)).collect::<Vec<_>>()).unwrap();
         assert!(exact.entries.read().quantizer.is_none(), "an exact index never trains");

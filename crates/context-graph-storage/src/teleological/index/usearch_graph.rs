@@ -19,7 +19,7 @@ use context_graph_core::teleology::similarity;
 
 use super::key_map::{KeyMap, Reader};
 use super::{Candidates, HnswConfig, VectorPrecision};
-use crate::teleological::store::{StorageError, StorageResult};
+use crate::teleological::error::{StorageError, StorageResult};
 
 /// usearch keeps one scratch context per concurrent caller and fails a call when all are
 /// taken. Callers wait for a context here instead (see [`ContextSlots`]).
@@ -57,13 +57,18 @@ impl Drop for ContextGuard<'_> {
 }
 
 /// A usearch index plus the id↔key map and the count of removed entries inside the graph.
+///
+/// usearch removes softly: a removed vector's node stays in the graph (still routing
+/// searches, never returned) on a free list, and the next add reuses it. `free_nodes` and
+/// `nodes` follow that exactly, so that the reserved capacity fits and `optimize` knows how
+/// much of the graph is dead.
 pub(crate) struct Graph {
     index: Index,
     pub(crate) keys: KeyMap,
-    /// Vectors removed from the graph but still occupying it (usearch removes softly).
-    pub(crate) removed_vectors: usize,
-    /// Vectors added, live or removed: what the reserved capacity must hold.
-    slots_used: usize,
+    /// Nodes of removed vectors not reused yet.
+    pub(crate) free_nodes: usize,
+    /// Nodes in the graph, live or free: what the reserved capacity must hold.
+    nodes: usize,
     contexts: ContextSlots,
     shape: GraphShape,
     config: HnswConfig,
@@ -157,8 +162,8 @@ impl Graph {
         let graph = Self {
             index,
             keys: KeyMap::default(),
-            removed_vectors: 0,
-            slots_used: 0,
+            free_nodes: 0,
+            nodes: 0,
             contexts: ContextSlots::default(),
             shape,
             config: config.clone(),
@@ -173,9 +178,9 @@ impl Graph {
 
     /// Make room for `more` vectors, growing geometrically.
     pub(crate) fn ensure_capacity(&mut self, more: usize) -> StorageResult<()> {
-        let need = self.slots_used + more;
+        let need = self.nodes.saturating_add(more.saturating_sub(self.free_nodes));
         if need > self.index.capacity() {
-            self.reserve(need.max(self.index.capacity() * 2))?;
+            self.reserve(need.max(self.index.capacity().saturating_mul(2)))?;
         }
         Ok(())
     }
@@ -186,8 +191,13 @@ impl Graph {
             return Ok(false);
         };
         let n = self.index.remove(key).map_err(usearch_err("remove"))?;
-        self.removed_vectors += n;
+        self.free_nodes += n;
         Ok(true)
+    }
+
+    /// Live vectors.
+    pub(crate) fn live(&self) -> usize {
+        self.nodes.saturating_sub(self.free_nodes)
     }
 
     /// Add `vectors` (one, or several for a multi-vector graph) under a fresh key for `id`,
@@ -203,7 +213,11 @@ impl Graph {
                 VectorPrecision::I8 => self.index.add(key, &self.i8_scale().quantize(v)),
             }
             .map_err(usearch_err("add"))?;
-            self.slots_used += 1;
+            // usearch fills a free node before it appends one.
+            match self.free_nodes.checked_sub(1) {
+                Some(free) => self.free_nodes = free,
+                None => self.nodes += 1,
+            }
         }
         Ok(())
     }
@@ -222,10 +236,12 @@ impl Graph {
         candidates: Candidates<'_>,
         exact: impl Fn(&[f32]) -> f32,
     ) -> StorageResult<Vec<(Uuid, f32)>> {
+        let live = self.live();
+        // Never more than the graph holds: usearch sizes its result buffers by the count.
+        let count = if self.shape.multi { count } else { count.min(live) };
         if count == 0 || self.keys.len() == 0 {
             return Ok(Vec::new());
         }
-        let live = self.slots_used - self.removed_vectors;
         let _ctx = self.contexts.acquire();
         let m = match candidates {
             Candidates::Only(ids) => {
@@ -295,37 +311,22 @@ impl Graph {
         Ok(buf)
     }
 
-    /// Rebuild now if removed vectors outnumber live ones: past that point searches degrade
-    /// quickly, and the rebuild's cost (one insert per live vector) is paid for by at least
-    /// as many removals.
-    pub(crate) fn rebuild_if_mostly_removed(&mut self) -> StorageResult<()> {
-        if self.removed_vectors > self.slots_used - self.removed_vectors {
-            *self = self.rebuilt()?;
-        }
-        Ok(())
-    }
-
     /// Whether removed vectors take more than [`REBUILD_REMOVED_SHARE`] of the graph.
     pub(crate) fn needs_rebuild(&self) -> bool {
-        self.removed_vectors > 0
-            && self.removed_vectors as f64 > REBUILD_REMOVED_SHARE * self.slots_used as f64
+        self.free_nodes > 0 && self.free_nodes as f64 > REBUILD_REMOVED_SHARE * self.nodes as f64
     }
 
-    /// An empty graph of the same shape and configuration.
+    /// Whether removed vectors outnumber live ones: past that point searches degrade quickly
+    /// (most of what a walk visits is dead), and a rebuild's cost (one insert per live vector)
+    /// is paid for by at least as many removals.
+    pub(crate) fn mostly_removed(&self) -> bool {
+        self.free_nodes > self.live()
+    }
+
+    /// An empty graph of the same shape and configuration (and search breadth).
     pub(crate) fn emptied(&self) -> StorageResult<Graph> {
-        Graph::new(self.shape, &self.config)
-    }
-
-    /// A new graph holding only the live entries (exact copies of their vectors).
-    pub(crate) fn rebuilt(&self) -> StorageResult<Graph> {
-        let dims = self.shape.dims;
-        let mut fresh = Graph::new(self.shape, &self.config)?;
-        fresh.ensure_capacity(self.slots_used - self.removed_vectors)?;
-        for (id, _) in self.keys.iter() {
-            let flat = self.vectors(id, dims)?;
-            let vectors: Vec<&[f32]> = flat.chunks_exact(dims).collect();
-            fresh.upsert(id, &vectors)?;
-        }
+        let fresh = Graph::new(self.shape, &self.config)?;
+        fresh.set_ef_search(self.ef_search());
         Ok(fresh)
     }
 
@@ -337,11 +338,15 @@ impl Graph {
         self.index.change_expansion_search(ef);
     }
 
-    /// Payload: removed count, slots used, key map, then usearch's own serialization.
+    pub(crate) fn ef_search(&self) -> usize {
+        self.index.expansion_search()
+    }
+
+    /// Payload: free nodes, nodes, key map, then usearch's own serialization.
     pub(crate) fn encode(&self) -> StorageResult<Vec<u8>> {
         let mut out = Vec::with_capacity(self.index.serialized_length() + self.keys.len() * 24 + 64);
-        out.extend_from_slice(&(self.removed_vectors as u64).to_le_bytes());
-        out.extend_from_slice(&(self.slots_used as u64).to_le_bytes());
+        out.extend_from_slice(&(self.free_nodes as u64).to_le_bytes());
+        out.extend_from_slice(&(self.nodes as u64).to_le_bytes());
         self.keys.encode(&mut out);
         let len = self.index.serialized_length();
         out.extend_from_slice(&(len as u64).to_le_bytes());
@@ -354,8 +359,8 @@ impl Graph {
     /// Rebuild a graph from [`Graph::encode`]'s payload; the error says what is wrong.
     pub(crate) fn decode(payload: &[u8], shape: GraphShape, config: &HnswConfig) -> Result<Self, String> {
         let mut r = Reader(payload);
-        let removed_vectors = r.u64()? as usize;
-        let slots_used = r.u64()? as usize;
+        let free_nodes = usize::try_from(r.u64()?).map_err(|_| "free node count overflows")?;
+        let nodes = usize::try_from(r.u64()?).map_err(|_| "node count overflows")?;
         let (keys, rest) = KeyMap::decode(r.0)?;
         let mut r = Reader(rest);
         let len = r.u64()? as usize;
@@ -363,6 +368,7 @@ impl Graph {
         if !r.0.is_empty() {
             return Err("snapshot payload has trailing bytes".into());
         }
+        check_serialized(bytes, shape)?;
         let meta = Index::metadata_from_buffer(bytes).map_err(|e| format!("usearch header: {e}"))?;
         if meta.dimensions as usize != shape.dims
             || meta.metric != shape.metric
@@ -390,16 +396,131 @@ impl Graph {
         if live_keys != keys.len() {
             return Err(format!("{} ids of the key map are missing from the graph", keys.len() - live_keys));
         }
+        // The counts come from the file: they must describe the graph just loaded, or a
+        // damaged count could size the reservation below (or underflow).
+        let live = index.size();
+        if free_nodes > nodes || nodes - free_nodes != live || (!shape.multi && keys.len() != live) {
+            return Err(format!(
+                "snapshot counts ({nodes} nodes, {free_nodes} free) do not match the graph ({live} live \
+                 vectors, {} ids)",
+                keys.len()
+            ));
+        }
         let graph = Self {
             index,
             keys,
-            removed_vectors,
-            slots_used,
+            free_nodes,
+            nodes,
             contexts: ContextSlots::default(),
             shape,
             config: config.clone(),
         };
-        graph.reserve(graph.index.capacity().max(slots_used + 1024)).map_err(|e| e.to_string())?;
+        graph.reserve(graph.index.capacity().max(nodes + 1024)).map_err(|e| e.to_string())?;
         Ok(graph)
     }
+}
+
+/// The largest connectivity (links per node) a graph snapshot may hold.
+const MAX_SERIALIZED_CONNECTIVITY: u64 = 1024;
+/// The highest graph level a snapshot may hold (levels are drawn as `-ln(u) / ln(m)`: a
+/// level past 64 has a probability below 2^-64 even at m = 2).
+const MAX_SERIALIZED_LEVEL: u64 = 64;
+
+/// Check usearch's serialization of a graph, structure and every count, index and slot in
+/// it, before usearch reads it: usearch trusts what it finds (a damaged level or neighbour
+/// slot makes it read or write out of bounds; the decoder fuzz tests crashed it so), and the
+/// payload checksum guards against damage, not against a file crafted or written wrong.
+///
+/// The layout (usearch 2, `index_dense_gt::save_to_stream`, then `index_gt::save_to_stream`):
+/// rows u32 and bytes per vector u32, then the vectors; a 64-byte head (magic "usearch", three
+/// u16 versions, four u8 kinds, present u64, deleted u64, dimensions u64, multi u8, padding);
+/// the graph header (size, connectivity, base connectivity, max level, entry slot: u64 each);
+/// a level (i16) per node; then per node its key u64 and level i16, the base layer's
+/// neighbours (count u32, then base-connectivity slots u32) and, per level above it, count
+/// u32 and connectivity slots u32.
+fn check_serialized(bytes: &[u8], shape: GraphShape) -> Result<(), String> {
+    let bad = |what: &str| Err(format!("usearch serialization: {what}"));
+    let mut r = Reader(bytes);
+    let u32_at = |r: &mut Reader<'_>| r.take::<4>().map(u32::from_le_bytes);
+    let rows = u32_at(&mut r)? as u64;
+    let bytes_per_vector = u32_at(&mut r)? as u64;
+    let expected = (shape.dims * shape.precision.bytes_per_dim()) as u64;
+    if bytes_per_vector != expected {
+        return bad(&format!("vectors of {bytes_per_vector} bytes, the graph's are {expected}"));
+    }
+    let matrix = rows.checked_mul(bytes_per_vector).ok_or("usearch serialization: the vectors overflow")?;
+    if matrix > r.0.len() as u64 {
+        return bad("fewer vector bytes than the row count needs");
+    }
+    r.bytes(matrix as usize)?;
+    let head = r.bytes(64)?;
+    let u64_in =
+        |b: &[u8], at: usize| b.get(at..at + 8).and_then(|s| s.try_into().ok()).map(u64::from_le_bytes);
+    if &head[..7] != b"usearch" {
+        return bad("no usearch magic");
+    }
+    let (present, deleted, dims) = (u64_in(head, 17), u64_in(head, 25), u64_in(head, 33));
+    if dims != Some(shape.dims as u64)
+        || present.zip(deleted).map(|(p, d)| p.checked_add(d)) != Some(Some(rows))
+    {
+        return bad("the head's counts or dimensions do not match the vectors");
+    }
+    if head[41] != u8::from(shape.multi) {
+        return bad("the multi-vector flag does not match the graph");
+    }
+    let mut header = [0u64; 5];
+    for h in &mut header {
+        *h = r.u64()?;
+    }
+    let [size, connectivity, base, max_level, entry] = header;
+    if size != rows {
+        return bad("the graph's node count differs from its vector count");
+    }
+    if size == 0 {
+        return if r.0.is_empty() { Ok(()) } else { bad("trailing bytes after an empty graph") };
+    }
+    if !(2..=MAX_SERIALIZED_CONNECTIVITY).contains(&connectivity)
+        || !(connectivity..=2 * MAX_SERIALIZED_CONNECTIVITY).contains(&base)
+        || max_level > MAX_SERIALIZED_LEVEL
+        || entry >= size
+    {
+        return bad("the graph header is out of range");
+    }
+    let levels = r.bytes(usize::try_from(size * 2).map_err(|_| "usearch serialization: too many nodes")?)?;
+    let level_of = |i: usize| i16::from_le_bytes([levels[2 * i], levels[2 * i + 1]]);
+    let node_count = size as usize;
+    if u64::try_from(level_of(entry as usize)).map_or(true, |l| l < max_level) {
+        return bad("the entry node is below the top level");
+    }
+    for i in 0..node_count {
+        let level = level_of(i);
+        if level < 0 || level as u64 > max_level {
+            return bad(&format!("node {i} has level {level}"));
+        }
+        let _key = r.u64()?;
+        if i16::from_le_bytes(r.take::<2>()?) != level {
+            return bad(&format!("node {i}'s own level differs from the level list"));
+        }
+        for layer in 0..=level {
+            let capacity = if layer == 0 { base } else { connectivity };
+            let count = u32_at(&mut r)? as u64;
+            if count > capacity {
+                return bad(&format!(
+                    "node {i} has {count} neighbours on level {layer}, room for {capacity}"
+                ));
+            }
+            let slots = r.bytes((capacity * 4) as usize)?;
+            if slots
+                .chunks_exact(4)
+                .take(count as usize)
+                .any(|s| u64::from(u32::from_le_bytes([s[0], s[1], s[2], s[3]])) >= size)
+            {
+                return bad(&format!("node {i} links to a node that does not exist"));
+            }
+        }
+    }
+    if !r.0.is_empty() {
+        return bad("trailing bytes after the graph");
+    }
+    Ok(())
 }

@@ -15,82 +15,19 @@ use uuid::Uuid;
 use super::blocking::run_blocking;
 use super::bulk_load::BulkLoadReport;
 pub use super::column_families::{CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX};
-use super::index::{EmbedderIndex, EmbedderIndexConfig, VectorPrecision};
+pub use super::config::{
+    Durability, StoreConfig, DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH,
+    MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
+};
+use super::index::{EmbedderIndex, EmbedderIndexConfig};
 use super::recovery::open_core;
 use super::store::{StorageError, StorageResult, StorageStats, TeleologicalArrayStore};
 use super::store_core::StoreCore;
 pub use super::store_meta::STORE_FORMAT_VERSION;
 use super::write_path::Mutation;
 
-/// Arrays per chunk of a bulk load when the caller has no better figure (see `bulk_load`):
-/// about 230 MiB of default-roster arrays in memory. Larger chunks save little time (fewer,
-/// larger SST files to compact), smaller ones save memory but cost more compaction.
-pub const DEFAULT_BULK_CHUNK: usize = 5_000;
-
 #[cfg(test)]
 mod tests;
-
-/// When an acknowledged write is on stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// Every commit is fsynced before the call returns: it survives power loss.
-    #[default]
-    Sync,
-    /// Commits are written to the WAL without fsync: they survive a process crash, not a
-    /// machine crash. For bulk loads.
-    Buffered,
-}
-
-/// How to open a store. `schema` and the token limit are fixed at creation; the rest is
-/// chosen per open.
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    /// Create the store if the path holds none (default true).
-    pub create_if_missing: bool,
-    /// RocksDB's limit on open files (default 1000).
-    pub max_open_files: i32,
-    /// Size of the one block cache shared by all column families, in MiB (default 256).
-    pub cache_size_mb: usize,
-    /// LZ4 compression, zstd at the bottommost level (default true).
-    pub enable_compression: bool,
-    /// Default `Sync`.
-    pub durability: Durability,
-    /// Most arrays in one `store_batch` (default 1000); longer batches get `BatchTooLarge`.
-    pub max_batch: usize,
-    /// The schema: used when the store is created, checked when it is opened.
-    pub schema: StoreSchema,
-    /// Candidates a fused search asks of each embedder, as a multiple of its limit (default 3).
-    pub search_overfetch: usize,
-    /// The precision each in-memory index holds its vectors at (dense HNSW and token-level
-    /// slots; ignored for sparse and binary). Default: [`DEFAULT_VECTOR_PRECISION`] for all.
-    /// Changing it between opens rebuilds the affected indices from the stored arrays.
-    pub vector_precision: [VectorPrecision; Embedder::COUNT],
-    /// An index holding less than f32 precision rescores `rescore_factor × limit` candidates
-    /// exactly from the stored arrays (default 2).
-    pub rescore_factor: usize,
-}
-
-/// The default index precision: a quarter of the memory of f32, the fastest inserts and
-/// searches (usearch without its SIMD add-on converts f16 in software: 5x slower), and with
-/// rescoring the same results (docs/PERFORMANCE.md).
-pub const DEFAULT_VECTOR_PRECISION: VectorPrecision = VectorPrecision::I8;
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            create_if_missing: true,
-            max_open_files: 1000,
-            cache_size_mb: 256,
-            enable_compression: true,
-            durability: Durability::Sync,
-            max_batch: 1000,
-            schema: StoreSchema::default(),
-            search_overfetch: 3,
-            vector_precision: [DEFAULT_VECTOR_PRECISION; Embedder::COUNT],
-            rescore_factor: 2,
-        }
-    }
-}
 
 /// Teleological arrays in RocksDB, with one index per embedder.
 ///
@@ -126,7 +63,20 @@ impl RocksDbTeleologicalStore {
         config: StoreConfig,
         index_configs: [EmbedderIndexConfig; Embedder::COUNT],
     ) -> StorageResult<Self> {
-        let core = open_core(Path::new(path), config, index_configs)?;
+        let core = open_core(Path::new(path), config, index_configs, &|index| index)?;
+        Ok(Self { core: Some(Arc::new(core)) })
+    }
+
+    /// [`RocksDbTeleologicalStore::open`] with each in-memory index wrapped by `wrap` (tests
+    /// inject faults this way).
+    #[cfg(test)]
+    pub(crate) fn open_wrapped(
+        path: &str,
+        config: StoreConfig,
+        wrap: &super::recovery::IndexWrap,
+    ) -> StorageResult<Self> {
+        let index_configs = EmbedderIndexConfig::all_for_schema(&config.schema);
+        let core = open_core(Path::new(path), config, index_configs, wrap)?;
         Ok(Self { core: Some(Arc::new(core)) })
     }
 
@@ -158,6 +108,17 @@ impl RocksDbTeleologicalStore {
         self.core().slot(embedder).as_dyn()
     }
 
+    /// Whether the index of `embedder` holds an entry for `id` (`false` for a disabled index).
+    /// Reads the index's id map under its read lock, like a search: cheap, and exact, where
+    /// a search of an approximate index need not return every entry it holds. For checks
+    /// such as `teleo check` and the crash tests.
+    pub fn index_holds(&self, embedder: Embedder, id: Uuid) -> bool {
+        match self.core().slot(embedder) {
+            super::store_core::IndexSlot::Memory(m) => m.contains(id),
+            super::store_core::IndexSlot::Disabled(_) => false,
+        }
+    }
+
     /// The most tokens a token-level output may have (fixed when the store was created).
     pub fn max_tokens(&self) -> usize {
         self.core().max_tokens
@@ -172,10 +133,33 @@ impl RocksDbTeleologicalStore {
     /// trade latency for recall: HNSW `ef_search` for a dense slot; for the token-level slot,
     /// `20 × max(limit, ef)` candidates are scored by MaxSim (default ef 10). No effect on
     /// exact indices (inverted, binary).
-    pub fn set_ef_search(&self, embedder: Embedder, ef: usize) {
+    ///
+    /// `ef` must be from 1 to [`MAX_EF_SEARCH`], else `Validation` (and nothing changes).
+    pub fn set_ef_search(&self, embedder: Embedder, ef: usize) -> StorageResult<()> {
+        super::config::check_ef(ef)?;
         if let super::store_core::IndexSlot::Memory(m) = self.core().slot(embedder) {
-            m.kind.set_ef_search(ef.max(1));
+            m.kind.set_ef_search(ef);
         }
+        Ok(())
+    }
+
+    /// The search breadth a search of `embedder` for `limit` results really walks with: the
+    /// ef set, or the candidate count asked of the index when that is larger (an index
+    /// holding reduced precision asks for `rescore_factor × limit` candidates to rescore).
+    /// `None` for exact indices (inverted, binary) and disabled ones.
+    pub fn search_breadth(&self, embedder: Embedder, limit: usize) -> Option<usize> {
+        match self.core().slot(embedder) {
+            super::store_core::IndexSlot::Memory(m) => m.breadth_used(limit),
+            super::store_core::IndexSlot::Disabled(_) => None,
+        }
+    }
+
+    /// Wait until the background index work started so far has finished: training the
+    /// token-level centroids (once an index holds enough entries), rebuilding a graph whose
+    /// entries are mostly removed. Until then those indices serve as they were (the token
+    /// level exactly and more slowly). Commits never wait for this work.
+    pub fn wait_for_upkeep(&self) {
+        self.core().upkeep.wait();
     }
 
     /// Ids stored under one namespace (exact match), in key order.
@@ -187,8 +171,17 @@ impl RocksDbTeleologicalStore {
     /// Make every acknowledged commit durable now (fsync the write-ahead log): what a caller
     /// writing under `Durability::Buffered` does at the end of a load. Under `Sync` every
     /// commit already is.
+    ///
+    /// If the fsync fails, which of the buffered commits are durable is unknown: the store
+    /// refuses writes until reopened (DECISIONS §5), and the error says so.
     pub fn sync(&self) -> StorageResult<()> {
-        self.core().db.flush_wal(true).map_err(StorageError::from)
+        let core = self.core();
+        core.check_writable()?;
+        core.db.flush_wal(true).map_err(|e| {
+            let err = StorageError::from(e);
+            core.fail(format!("syncing the write-ahead log failed ({err})"));
+            err
+        })
     }
 
     /// Write snapshots of the in-memory indices now, so that a reopen after a crash replays
@@ -251,6 +244,9 @@ impl RocksDbTeleologicalStore {
 
 /// Persist, flush and drop the core, waiting for in-flight calls that still hold it.
 fn shut_down(core: Arc<StoreCore>) -> StorageResult<()> {
+    // Background index work ends first (what it had not put in place is redone after the
+    // next open), so that the snapshots are of indices nothing else is changing.
+    core.upkeep.stop();
     let persisted = match core.check_writable() {
         // After a failed commit the indices may be behind the data; a snapshot would hide
         // that. The change log brings them up to date on the next open instead.
@@ -261,6 +257,10 @@ fn shut_down(core: Arc<StoreCore>) -> StorageResult<()> {
         let handle = cf.handle(&core.db)?;
         core.db.flush_cf(&handle).map_err(StorageError::from)
     });
+    if let Err(e) = &flushed {
+        // A call still in flight must not commit on top of a failed flush.
+        core.fail(format!("flushing the column families on close failed ({e})"));
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut core = core;
     loop {

@@ -13,6 +13,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::teleological::index::IndexType;
+
+mod faults;
 use crate::teleological::store::{IndexOpenMode, StorageError};
 
 /// A small schema so that tests run fast; every kind is present.

@@ -1,0 +1,48 @@
+//! Records found damaged (undecodable) while the store serves: skipped and counted, so that
+//! one bad value does not take the rest of the store down with it.
+
+use std::collections::BTreeSet;
+
+use uuid::Uuid;
+
+use super::store::DamageReport;
+
+/// The damaged array values found since the store was opened (at open by the index catch-up
+/// and rebuild, later by reads). Metadata records are counted afresh by each `stats` scan.
+#[derive(Debug, Default)]
+pub(crate) struct DamageLog {
+    arrays: BTreeSet<Uuid>,
+    malformed_array_keys: usize,
+}
+
+impl DamageLog {
+    /// The value of `id` in `teleological_arrays` does not decode.
+    pub(crate) fn array(&mut self, id: Uuid) {
+        if self.arrays.insert(id) {
+            tracing::warn!("array {id} is damaged: it is skipped by the indices and its reads fail");
+        }
+    }
+
+    /// A key of `teleological_arrays` that is not a 16-byte id.
+    pub(crate) fn malformed_array_key(&mut self) {
+        self.malformed_array_keys += 1;
+    }
+
+    /// These ids were just replaced or deleted: whatever was damaged under them is gone.
+    pub(crate) fn repaired(&mut self, ids: &[Uuid]) {
+        if !self.arrays.is_empty() {
+            for id in ids {
+                self.arrays.remove(id);
+            }
+        }
+    }
+
+    /// The arrays part of a report.
+    pub(crate) fn report(&self, metadata: Vec<Uuid>, malformed_metadata_keys: usize) -> DamageReport {
+        DamageReport {
+            metadata,
+            arrays: self.arrays.iter().copied().collect(),
+            malformed_keys: malformed_metadata_keys + self.malformed_array_keys,
+        }
+    }
+}
