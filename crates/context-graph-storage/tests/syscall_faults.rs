@@ -163,21 +163,30 @@ async fn syscall_child_process() {
     }
 }
 
-/// The shim, compiled once per test run.
+/// The shim, compiled once per test run. The source is built into the test binary (not read
+/// from the source tree by path), so a binary reused from another checkout in a shared target
+/// directory still finds it; the library lands next to the test binary, in the target directory.
 fn shim() -> &'static Path {
     static SHIM: OnceLock<PathBuf> = OnceLock::new();
     SHIM.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/syscall_fault.c");
-        let out = std::env::temp_dir().join(format!("teleo-syscall-fault-{}.so", std::process::id()));
+        const SOURCE: &str = include_str!("support/syscall_fault.c");
+        let exe = std::env::current_exe().expect("test binary");
+        let dir = exe.parent().expect("the test binary's directory");
+        let out = dir.join("syscall_fault_shim.so");
+        let partial = dir.join(format!("syscall_fault_shim.{}.partial", std::process::id()));
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-        let status = Command::new(&cc)
-            .args(["-shared", "-fPIC", "-O1", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .arg("-ldl")
-            .status()
+        let mut child = Command::new(&cc)
+            .args(["-shared", "-fPIC", "-O1", "-x", "c", "-", "-ldl", "-o"])
+            .arg(&partial)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
             .unwrap_or_else(|e| panic!("the syscall-fault tests need a C compiler ({cc}): {e}"));
-        assert!(status.success(), "compiling {} failed", source.display());
+        std::io::Write::write_all(&mut child.stdin.take().expect("piped stdin"), SOURCE.as_bytes())
+            .expect("writing the shim's source to the compiler");
+        let status = child.wait().expect("waiting for the C compiler");
+        assert!(status.success(), "compiling tests/support/syscall_fault.c with {cc} failed");
+        // A rename, so that a concurrent test run never loads a half-written library.
+        std::fs::rename(&partial, &out).expect("moving the compiled shim into place");
         out
     })
 }

@@ -322,6 +322,9 @@ impl StoreCore {
                 }
             }
             self.fail(why);
+        } else {
+            // The rebuilt indices start afresh: a token-level index trains its centroids again.
+            self.upkeep.start_needed(&self.memory_indices());
         }
         rebuilt
     }

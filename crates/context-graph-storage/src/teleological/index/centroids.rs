@@ -92,12 +92,10 @@ fn nearest_of(vectors: &[f32], dims: usize, token: &[f32]) -> u16 {
 /// enough items to be worth a thread. A worker that panics is an error: its part would be
 /// missing, and every caller relies on one result per item.
 fn map_split(flat: &[f32], dims: usize, f: impl Fn(&[f32]) -> u16 + Sync) -> Result<Vec<u16>, String> {
-    let items = flat.len() / dims.max(1);
+    let dims = dims.max(1);
+    let items = flat.len() / dims;
     let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(items / 1024).max(1);
-    if workers == 1 {
-        return Ok(flat.chunks_exact(dims).map(f).collect());
-    }
-    let per = items.div_ceil(workers) * dims;
+    let per = (items.div_ceil(workers) * dims).max(1);
     let parts: Vec<&[f32]> = flat.chunks(per).collect();
     let tagged = map_parallel(&parts, |part| Ok(part.chunks_exact(dims).map(&f).collect::<Vec<u16>>()))
         .map_err(|e| format!("tagging tokens failed: {e}"))?;
@@ -255,6 +253,15 @@ mod tests {
         assert_eq!(Centroids::from_flat(dims, c.as_flat().to_vec()).unwrap(), c);
         assert!(Centroids::from_flat(dims, vec![0.0; dims + 1]).is_err());
         assert!(Centroids::from_flat(dims, vec![f32::NAN; dims]).is_err());
+    }
+
+    #[test]
+    fn a_panicking_tagging_worker_is_an_error_not_a_short_result() {
+        // Enough tokens for several parts; the part holding token 5,000 panics.
+        let flat: Vec<f32> = (0..8_000 * 4).map(|i| i as f32).collect();
+        let err = map_split(&flat, 4, |t| if t[0] == 20_000.0 { panic!("injected") } else { 0 }).unwrap_err();
+        assert!(err.contains("panicked"), "{err}");
+        assert_eq!(map_split(&flat, 4, |_| 1).unwrap().len(), 8_000, "one tag per token otherwise");
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! Candidates come from the tokens themselves, in the manner of ColBERTv2's PLAID:
 //! - Once the index holds [`TRAIN_AT`] entries, it trains up to 2,048 token centroids
-//!   ([`Centroids`]: spherical k-means on the stored tokens, a one-time pause of the commit
-//!   that crosses the threshold) and tags every token with its nearest centroid. Each entry
-//!   keeps its distinct tags; each centroid keeps a posting list of the entries tagged with it.
-//!   Later entries are tagged as they arrive; the centroids are not retrained.
+//!   ([`Centroids`]: spherical k-means on the tokens of its first entries) and tags every
+//!   token with its nearest centroid, aside (`train_aside`, run by the store's background
+//!   upkeep: commits and searches go on meanwhile, and searches score every entry until the
+//!   centroids are in place). Each entry keeps its distinct tags; each centroid keeps a
+//!   posting list of the entries tagged with it. Later entries are tagged as they arrive; the
+//!   centroids are not retrained.
 //! - A search scores the query's tokens against every centroid, then
 //!   1. walks the posting lists of the [`PROBES`] best centroids of each query token, crediting
 //!      each entry found with its best probed centroid score, per query token;
