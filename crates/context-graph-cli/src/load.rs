@@ -101,7 +101,7 @@ pub fn batch_note(outcome: WriteOutcome, len: usize, first: Uuid, stored_before:
             format!("nothing of {batch} was written; the {stored_before} arrays before it were")
         }
         WriteOutcome::Committed => format!(
-            "{batch} IS stored (its commit is durable), as are the {stored_before} arrays before it, \
+            "{batch} IS stored (its commit is written), as are the {stored_before} arrays before it, \
              but an index is behind; the next command that opens the store brings every index up \
              to date"
         ),

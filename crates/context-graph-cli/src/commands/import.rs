@@ -138,12 +138,13 @@ async fn run_bulk(
             "index_build_s": report.index_build.as_secs_f64(),
             "snapshot_s": report.snapshot.as_secs_f64(),
             "sst_files": report.sst_files, "sst_bytes": report.sst_bytes,
-            "absent_slots": absent,
+            "absent_slots": absent, "snapshot_error": report.snapshot_error,
         }))?;
     } else {
         if let Some(e) = &report.snapshot_error {
             say!(
-                "warning: the index snapshots could not be written ({e}); the next open rebuilds the indices"
+                "warning: the load is stored, but its index snapshots could not be written ({e}); \
+                 the next command that opens the store rebuilds the indices"
             );
         }
         if !absent.is_empty() {

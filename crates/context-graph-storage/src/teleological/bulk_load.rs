@@ -51,10 +51,12 @@ use super::index::MemoryKind;
 use super::recovery::{apply_chunk, sst_file_options};
 use super::store_core::{StoreCore, WriterState};
 use super::store_meta::{KEY_ARRAY_COUNT, KEY_BULK_LOAD, KEY_COMMIT_SEQ, KEY_LOG_TRUNCATED_THROUGH};
-use super::write_path::{encode_valid, namespace_key};
+use super::write_path::{commit_write_error, encode_valid, is_sync_failure, namespace_key};
 
 /// The directory inside the store where SST files wait for their ingestion.
 pub(crate) const TMP_DIR: &str = "bulk_load.tmp";
+/// In the temporary directory: the path of the file being ingested.
+const IN_FLIGHT: &str = "ingesting";
 /// Arrays applied to the in-memory indices per step (the progress callback runs after each).
 const INDEX_STEP: usize = 256;
 /// The column families a bulk load writes, and a rollback empties.
@@ -88,7 +90,8 @@ pub struct BulkLoadReport {
     /// The whole call.
     pub total: Duration,
     /// Set when the load was committed but its index snapshots could not be written: the
-    /// store is complete and searchable, and the next open rebuilds the indices.
+    /// load is durable, complete and searchable, but the store refuses writes until it is
+    /// reopened (like any failed snapshot write), and the open rebuilds the indices.
     pub snapshot_error: Option<String>,
 }
 
@@ -122,13 +125,14 @@ impl StoreCore {
             memory: self.memory_indices(),
             seen: HashSet::new(),
             marker_written: false,
+            keep_tmp: false,
             report: BulkLoadReport::default(),
         };
         // A panic (in the caller's iterator or callback, say) must not leave half a load
         // behind either: roll back, then let it continue.
         let run =
             panic::catch_unwind(AssertUnwindSafe(|| load.run(arrays, chunk.max(1), progress, &mut writer)));
-        let cleaned = remove_tmp_dir(&tmp);
+        let cleaned = if load.keep_tmp { Ok(()) } else { remove_tmp_dir(&tmp) };
         let result = match run {
             Ok(result) => result,
             Err(payload) => {
@@ -143,7 +147,15 @@ impl StoreCore {
             Ok(()) => load.report,
             Err(err) => {
                 if load.marker_written {
-                    self.roll_back(&mut writer, &err);
+                    let undone = self.roll_back(&mut writer, &err);
+                    if let (true, StorageError::OutcomeUnknown { detail, .. }) = (undone, &err) {
+                        // The final commit's fsync failed, but the rollback after it was
+                        // made durable: whatever the log held of the commit is undone.
+                        return Err(StorageError::Backend(format!(
+                            "bulk load: publishing the load failed ({detail}); everything it \
+                             wrote was removed"
+                        )));
+                    }
                 }
                 return Err(err);
             }
@@ -156,7 +168,8 @@ impl StoreCore {
             if let Err(e) = self.persist_indices_locked(&mut writer) {
                 tracing::warn!(
                     "bulk load of {} arrays is committed, but its index snapshots could not be \
-                     written ({e}); the next open rebuilds the indices",
+                     written ({e}); the store refuses writes until it is reopened, and the open \
+                     rebuilds the indices",
                     report.arrays
                 );
                 report.snapshot_error = Some(e.to_string());
@@ -181,7 +194,8 @@ impl StoreCore {
     /// Undo a failed load whose data may be in the store: empty the data column families,
     /// remove the marker, empty the in-memory indices and filter attributes. If that fails,
     /// the store refuses writes; the marker stays, and the next open finishes the rollback.
-    fn roll_back(&self, writer: &mut WriterState, cause: &StorageError) {
+    /// Returns whether the rollback is complete and durable.
+    fn roll_back(&self, writer: &mut WriterState, cause: &StorageError) -> bool {
         let memory = self.memory_indices();
         let result =
             roll_back_data(&self.db).and_then(|()| memory.iter().try_for_each(|index| index.clear()));
@@ -189,11 +203,17 @@ impl StoreCore {
         // The snapshots on disk are of the empty store, but write them again on close anyway.
         writer.snapshots_at = None;
         match result {
-            Ok(()) => tracing::warn!("bulk load failed ({cause}); everything it wrote was removed"),
-            Err(e) => self.fail(format!(
-                "bulk load failed ({cause}) and removing what it wrote failed too ({e}); reopen \
-                 the store to finish the rollback"
-            )),
+            Ok(()) => {
+                tracing::warn!("bulk load failed ({cause}); everything it wrote was removed");
+                true
+            }
+            Err(e) => {
+                self.fail(format!(
+                    "bulk load failed ({cause}) and removing what it wrote failed too ({e}); reopen \
+                     the store to finish the rollback"
+                ));
+                false
+            }
         }
     }
 }
@@ -209,6 +229,9 @@ struct Load<'a> {
     seen: HashSet<Uuid>,
     /// Whether the marker is in the store (from then on, a failure must roll back).
     marker_written: bool,
+    /// Whether the temporary directory must stay for the next open (an ingestion failed to
+    /// sync RocksDB's MANIFEST).
+    keep_tmp: bool,
     report: BulkLoadReport,
 }
 
@@ -348,14 +371,34 @@ impl Load<'_> {
         if !self.marker_written && !files.is_empty() {
             let mut batch = WriteBatch::default();
             batch.put_cf(&ColumnFamily::StoreMeta.handle(db)?, KEY_BULK_LOAD, self.start_seq.to_le_bytes());
-            write_synced(db, batch)?;
+            if let Err(e) = write_synced(db, batch) {
+                // Nothing of the load is in the store yet (a marker that did reach the disk
+                // only makes the next open roll back an empty load), but a failed fsync
+                // leaves the log in a state the store cannot vouch for.
+                if is_sync_failure(&e) {
+                    self.core.fail_log_sync(format!("bulk load: syncing the write-ahead log failed ({e})"));
+                }
+                return Err(e.into());
+            }
             self.marker_written = true;
         }
         let mut opts = IngestExternalFileOptions::default();
         opts.set_move_files(true);
+        let in_flight = self.tmp.join(IN_FLIGHT);
         for (cf, path) in files {
             self.report.sst_bytes += fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-            db.ingest_external_file_cf_opts(&cf.handle(db)?, &opts, vec![path])?;
+            // Named for `restore_ingested_file`, should this ingestion fail in its MANIFEST
+            // write.
+            fs::write(&in_flight, path.as_os_str().as_encoded_bytes())
+                .map_err(|e| io_error(format_args!("cannot write {}", in_flight.display()), e))?;
+            if let Err(e) = db.ingest_external_file_cf_opts(&cf.handle(db)?, &opts, vec![path]) {
+                if is_sync_failure(&e) {
+                    // See `restore_ingested_file`: the file must outlive this process.
+                    self.keep_tmp = true;
+                    self.core.fail(format!("bulk load: ingesting {} failed ({e})", path.display()));
+                }
+                return Err(e.into());
+            }
             self.report.sst_files += 1;
         }
         Ok(())
@@ -373,7 +416,16 @@ impl Load<'_> {
         batch.put_cf(&meta, KEY_ARRAY_COUNT, count.to_le_bytes());
         batch.put_cf(&meta, KEY_LOG_TRUNCATED_THROUGH, seq.to_le_bytes());
         batch.delete_cf(&meta, KEY_BULK_LOAD);
-        write_synced(db, batch)?;
+        if let Err(e) = write_synced(db, batch) {
+            // A failed fsync leaves the commit in the log, maybe on disk: with the marker
+            // gone, a reopen would keep the whole load. The store refuses writes; the caller
+            // rolls back, and only a rollback made durable settles the outcome.
+            let err = commit_write_error(seq, e);
+            if matches!(err, StorageError::OutcomeUnknown { .. }) {
+                self.core.fail_log_sync(format!("bulk load: {err}"));
+            }
+            return Err(err);
+        }
         self.marker_written = false;
         writer.commit_seq = seq;
         writer.array_count = count;
@@ -408,10 +460,10 @@ impl<'o> Sst<'o> {
     }
 }
 
-fn write_synced(db: &DB, batch: WriteBatch) -> StorageResult<()> {
+fn write_synced(db: &DB, batch: WriteBatch) -> Result<(), rocksdb::Error> {
     let mut opts = WriteOptions::default();
     opts.set_sync(true);
-    Ok(db.write_opt(batch, &opts)?)
+    db.write_opt(batch, &opts)
 }
 
 fn io_error(what: impl std::fmt::Display, e: std::io::Error) -> StorageError {
@@ -427,12 +479,15 @@ fn remove_tmp_dir(tmp: &Path) -> StorageResult<()> {
 }
 
 /// Empty the data column families and delete the marker. The store held no array when the
-/// load began, so what is there is the load's. Whole SST files are dropped first (cheap,
-/// even for a large load); the range deletions, the array count (0, as before the load, even
-/// if a failed final commit reached the disk after all) and the marker's removal are one
-/// fsynced batch, so the marker stays until the data is gone.
+/// load began, so what is there is the load's. The range deletions, the array count (0, as
+/// before the load, even if a failed final commit reached the disk after all) and the marker's
+/// removal are one fsynced batch, so the marker stays until the data is gone. Only once that
+/// batch is durable are the whole SST files dropped (cheap, even for a large load): dropped
+/// before it, a batch that then failed would leave the data gone while a final commit that
+/// did reach the log (count and all) replays on the next open.
 fn roll_back_data(db: &DB) -> StorageResult<()> {
     let mut batch = WriteBatch::default();
+    let mut ranges = Vec::new();
     for cf in DATA_CFS {
         let handle = cf.handle(db)?;
         let end = {
@@ -445,17 +500,69 @@ fn roll_back_data(db: &DB) -> StorageResult<()> {
         let Some(mut end) = end else { continue };
         // The smallest key after the last one: the range [empty, end) holds every key.
         end.push(0);
-        db.delete_file_in_range_cf(&handle, [].as_slice(), end.as_slice())?;
         batch.delete_range_cf(&handle, [].as_slice(), end.as_slice());
+        ranges.push((cf, end));
     }
     let meta = ColumnFamily::StoreMeta.handle(db)?;
     batch.put_cf(&meta, KEY_ARRAY_COUNT, 0u64.to_le_bytes());
     batch.delete_cf(&meta, KEY_BULK_LOAD);
     write_synced(db, batch)?;
-    for cf in DATA_CFS {
-        db.compact_range_cf(&cf.handle(db)?, None::<&[u8]>, None::<&[u8]>);
+    for (cf, end) in ranges {
+        let handle = cf.handle(db)?;
+        // The range deletions already hide the data: a failure here only costs disk space
+        // until compaction.
+        if let Err(e) = db.delete_file_in_range_cf(&handle, [].as_slice(), end.as_slice()) {
+            tracing::warn!("bulk load rollback: dropping the files of {} failed ({e})", cf.name());
+        }
+        db.compact_range_cf(&handle, None::<&[u8]>, None::<&[u8]>);
     }
     Ok(())
+}
+
+/// Before RocksDB opens the store again, after it refused with `corruption` (its message): if
+/// that names a missing table file and a bulk load's ingestion was in flight, put the file
+/// back; returns whether it did (the open is then worth retrying).
+///
+/// Why: when the fsync of RocksDB's MANIFEST fails during an ingestion, RocksDB deletes the
+/// ingested file (in our RocksDB version, `ExternalSstFileIngestionJob::Cleanup`), yet the
+/// MANIFEST record naming it may be on disk (or in the page cache) after all, and RocksDB then
+/// refuses to open a store whose MANIFEST names a file that is gone. The ingestion linked our
+/// file into RocksDB's directory (`move_files`), so our copy still holds the same bytes: linked
+/// back under the name RocksDB looks for, the open succeeds, and the bulk-load marker (synced
+/// before any ingestion) makes it roll the whole load back.
+pub(crate) fn restore_ingested_file(root: &Path, corruption: &str) -> bool {
+    const OPENING: &str = "While open a file for random read: ";
+    let Some(at) = corruption.find(OPENING) else { return false };
+    let rest = &corruption[at + OPENING.len()..];
+    let Some(end) = rest.find(".sst") else { return false };
+    let missing = PathBuf::from(&rest[..end + ".sst".len()]);
+    let data = root.join(super::recovery::DATA_DIR);
+    let Ok(in_flight) = fs::read(root.join(TMP_DIR).join(IN_FLIGHT)) else { return false };
+    let ours = PathBuf::from(String::from_utf8_lossy(&in_flight).into_owned());
+    // Only a file of this store's data directory that is missing, and only our own file.
+    let canonical = |p: &Path| p.canonicalize().ok();
+    let in_data = missing.parent().and_then(canonical).is_some_and(|dir| Some(dir) == canonical(&data));
+    let in_tmp =
+        ours.parent().and_then(canonical).is_some_and(|dir| Some(dir) == canonical(&root.join(TMP_DIR)));
+    if !in_data || !in_tmp || missing.exists() || !ours.is_file() {
+        return false;
+    }
+    match fs::hard_link(&ours, &missing) {
+        Ok(()) => {
+            tracing::warn!(
+                "{}: RocksDB's MANIFEST names {}, which a failed bulk-load ingestion removed; \
+                 restored it from {}, and the load will be rolled back",
+                root.display(),
+                missing.display(),
+                ours.display()
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!("cannot restore {} from {}: {e}", missing.display(), ours.display());
+            false
+        }
+    }
 }
 
 /// On open, before anything reads the data: remove the temporary directory of a bulk load,

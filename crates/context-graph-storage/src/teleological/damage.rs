@@ -28,6 +28,14 @@ impl DamageLog {
         self.malformed_array_keys += 1;
     }
 
+    /// Take in what a full scan of `teleological_arrays` (an index rebuild) found: its damaged
+    /// ids join the known ones, and its count of malformed keys, being complete, replaces
+    /// the old one.
+    pub(crate) fn absorb_full_scan(&mut self, scan: DamageLog) {
+        self.arrays.extend(scan.arrays);
+        self.malformed_array_keys = scan.malformed_array_keys;
+    }
+
     /// These ids were just replaced or deleted: whatever was damaged under them is gone.
     pub(crate) fn repaired(&mut self, ids: &[Uuid]) {
         if !self.arrays.is_empty() {

@@ -67,12 +67,15 @@ pub enum StorageError {
     /// commit and brings every index up to date). Nothing of this call was written.
     #[error("store refuses writes after an earlier failure ({0}); reopen it to recover")]
     ReadOnlyAfterFailure(String),
-    /// The write call's commit `seq` is durable (`retrieve` shows it, and so will a reopen),
-    /// but applying it to an in-memory index failed: that index is behind the data. The store
-    /// refuses writes until it is reopened; the reopen replays the change into the indices.
+    /// The write call's commit `seq` is written (`retrieve` shows it, and so will a reopen;
+    /// under `Durability::Buffered` it is as durable as any buffered commit, and `sync` still
+    /// makes it so), but applying it to an in-memory index failed: that index is behind the
+    /// data. The store refuses writes until it is reopened; the reopen replays the change into
+    /// the indices.
     #[error(
-        "commit {seq} is durable, but an index failed to apply it ({detail}); the store refuses \
-         writes until it is reopened, which brings every index up to date"
+        "commit {seq} is written (as durable as the store's durability setting makes any commit), \
+         but an index failed to apply it ({detail}); the store refuses writes until it is \
+         reopened, which brings every index up to date"
     )]
     CommittedNotIndexed { seq: u64, detail: String },
     /// The write call's commit `seq` may or may not be durable: the write reached the
@@ -90,7 +93,8 @@ pub enum StorageError {
 pub enum WriteOutcome {
     /// Nothing of the call is visible, now or after a reopen.
     NotWritten,
-    /// The call is durable and `retrieve` shows it; some index is behind until a reopen.
+    /// The call is written (durable as the store's durability setting makes any commit) and
+    /// `retrieve` shows it; some index is behind until a reopen.
     Committed,
     /// The call may or may not be durable; after a reopen it is wholly present or wholly absent.
     Unknown,

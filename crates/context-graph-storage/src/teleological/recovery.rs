@@ -14,8 +14,9 @@
 //! then deletes the change-log entries every snapshot covers.
 
 use std::fs;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -195,6 +196,19 @@ fn rocksdb_options(config: &StoreConfig) -> (Options, Vec<ColumnFamilyDescriptor
 }
 
 fn open_db(root: &Path, config: &StoreConfig) -> StorageResult<DB> {
+    match open_db_once(root, config) {
+        Err(StorageError::Corruption { what }) => {
+            if super::bulk_load::restore_ingested_file(root, &what) {
+                open_db_once(root, config)
+            } else {
+                Err(StorageError::Corruption { what })
+            }
+        }
+        other => other,
+    }
+}
+
+fn open_db_once(root: &Path, config: &StoreConfig) -> StorageResult<DB> {
     let (opts, cfs) = rocksdb_options(config);
     let data = root.join(DATA_DIR);
     // Format 1 kept sparse postings in a column family of their own; RocksDB would refuse to
@@ -336,23 +350,31 @@ pub(crate) fn open_core(
             return Ok(None);
         }
         let (dims, precision) = (config.schema.get(e), config.vector_precision[e.index()]);
-        Ok(Some(open_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
-            if snap.seq > counters.commit_seq {
-                return Err(format!(
-                    "snapshot reflects commit {} but the data ends at {}",
-                    snap.seq, counters.commit_seq
-                ));
-            }
-            if snap.seq < counters.log_truncated_through {
-                return Err(format!(
-                    "snapshot reflects commit {}, older than the change log (from {})",
-                    snap.seq,
-                    counters.log_truncated_through + 1
-                ));
-            }
-            let seq = snap.seq;
-            load_memory_index(e, dims, c, precision, snap).map(|index| (seq, index))
-        })))
+        // A decoder that panics (a bug the checks missed) marks its snapshot unusable, like
+        // any other damage: that index is rebuilt and the open goes on.
+        let decode = || {
+            open_snapshot(&snapshot_path(&snapshot_dir, e), e, c.index_type).and_then(|snap| {
+                if snap.seq > counters.commit_seq {
+                    return Err(format!(
+                        "snapshot reflects commit {} but the data ends at {}",
+                        snap.seq, counters.commit_seq
+                    ));
+                }
+                if snap.seq < counters.log_truncated_through {
+                    return Err(format!(
+                        "snapshot reflects commit {}, older than the change log (from {})",
+                        snap.seq,
+                        counters.log_truncated_through + 1
+                    ));
+                }
+                let seq = snap.seq;
+                load_memory_index(e, dims, c, precision, snap).map(|index| (seq, index))
+            })
+        };
+        Ok(Some(
+            panic::catch_unwind(AssertUnwindSafe(decode))
+                .unwrap_or_else(|_| Err("decoding the snapshot panicked".to_string())),
+        ))
     })?;
     // Back in slot order.
     let mut snapshots: Vec<_> = (0..Embedder::COUNT).map(|_| None).collect();
@@ -457,6 +479,7 @@ pub(crate) fn open_core(
         }),
         count: AtomicUsize::new(counters.array_count as usize),
         failure: Mutex::new(None),
+        log_sync_failed: AtomicBool::new(false),
         attrs: RwLock::new(attrs),
         rolled_back_bulk_load,
         damage,

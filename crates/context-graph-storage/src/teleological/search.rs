@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::attrs::AttrTable;
 use super::blocking::run_blocking;
 use super::config::{check_limit, MAX_FUSED_CANDIDATES};
+use super::damage::DamageLog;
 use super::index::{finish_results, Candidates, IndexSearchResult};
 use super::rocksdb_store::RocksDbTeleologicalStore;
 use super::store::{EmbedderIndexStats, StorageError, StorageResult, TeleologicalArrayStore};
@@ -312,8 +313,11 @@ impl StoreCore {
         self.check_writable()?;
         // The rebuilt graphs differ from the snapshot files: the next close rewrites them.
         writer.snapshots_at = None;
-        let rebuilt =
-            super::recovery::refill_from_arrays(&self.db, &self.memory_indices(), &mut self.damage.lock());
+        // The damage found is gathered aside: searches and reads that meet damage record it
+        // meanwhile, and must not wait for the whole rebuild.
+        let mut found = DamageLog::default();
+        let rebuilt = super::recovery::refill_from_arrays(&self.db, &self.memory_indices(), &mut found);
+        self.damage.lock().absorb_full_scan(found);
         if let Err(e) = &rebuilt {
             let why = format!("rebuilding the indices failed ({e}); they are incomplete");
             for slot in &self.slots {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -135,6 +135,9 @@ pub(crate) struct StoreCore {
     pub(crate) count: AtomicUsize,
     /// Set when a write failed in a way that leaves the state unknown: writes are refused.
     pub(crate) failure: Mutex<Option<String>>,
+    /// Set when an fsync of the write-ahead log failed: `sync` must not try again, since a
+    /// second fsync after a failed one can report success for writes the kernel dropped.
+    pub(crate) log_sync_failed: AtomicBool,
     /// Filterable attributes of every array, updated with each commit.
     pub(crate) attrs: RwLock<AttrTable>,
     /// Set when this open found an interrupted bulk load and removed its data: what it was.
@@ -320,6 +323,13 @@ impl StoreCore {
     pub(crate) fn fail(&self, why: String) {
         tracing::error!("store refuses further writes: {why}");
         self.failure.lock().get_or_insert(why);
+    }
+
+    /// Record a failed fsync of the write-ahead log: the store refuses writes, and `sync`
+    /// refuses too (which buffered commits are durable is unknown until a reopen).
+    pub(crate) fn fail_log_sync(&self, why: String) {
+        self.log_sync_failed.store(true, Ordering::SeqCst);
+        self.fail(why);
     }
 }
 

@@ -33,10 +33,11 @@ pub(crate) struct Upkeep {
 impl Upkeep {
     /// Start a worker for each of `indices` that needs upkeep and has none running.
     pub(crate) fn start_needed(&self, indices: &[Arc<dyn MemoryKind>]) {
+        let mut workers = self.workers.lock();
+        // Checked under the lock `stop` waits on: a worker started here is one it joins.
         if self.stop.load(Ordering::SeqCst) {
             return;
         }
-        let mut workers = self.workers.lock();
         let (finished, running): (Vec<_>, Vec<_>) = workers.drain(..).partition(|(_, h)| h.is_finished());
         *workers = running;
         for (_, h) in finished {

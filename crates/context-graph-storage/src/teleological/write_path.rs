@@ -179,7 +179,11 @@ impl StoreCore {
         opts.set_sync(self.config.durability == Durability::Sync);
         if let Err(e) = self.db.write_opt(batch, &opts) {
             let err = commit_write_error(seq, e);
-            self.fail(format!("commit {seq} failed: {err}"));
+            if matches!(err, StorageError::OutcomeUnknown { .. }) {
+                self.fail_log_sync(format!("commit {seq} failed: {err}"));
+            } else {
+                self.fail(format!("commit {seq} failed: {err}"));
+            }
             return Err(err);
         }
         writer.commit_seq = seq;
@@ -244,19 +248,23 @@ impl StoreCore {
 /// the outcome is unknown. Any other failure (appending to the log, a full disk, a refused
 /// write) happens before the log holds the whole record, and RocksDB's recovery drops a torn
 /// record: nothing was written.
-fn commit_write_error(seq: u64, e: rocksdb::Error) -> StorageError {
-    let message = e.clone().into_string();
-    // RocksDB names the failed call first ("IO error: While fdatasync: <file>: <errno>"); the
-    // file name is not looked at (a path may contain anything).
-    let sync_failed =
-        ["While fsync", "While fdatasync", "While sync"].iter().any(|call| message.contains(call));
-    if e.kind() == rocksdb::ErrorKind::IOError && sync_failed {
+pub(crate) fn commit_write_error(seq: u64, e: rocksdb::Error) -> StorageError {
+    if is_sync_failure(&e) {
         return StorageError::OutcomeUnknown {
             seq,
-            detail: format!("syncing the write-ahead log failed: {message}"),
+            detail: format!("syncing the write-ahead log failed: {}", e.into_string()),
         };
     }
     StorageError::from(e)
+}
+
+/// Whether a RocksDB write failed in making the write-ahead log durable (fsync) rather than
+/// before the log held the write. RocksDB names the failed call first ("IO error: While
+/// fdatasync: <file>: <errno>"); the file name is not looked at (a path may contain anything).
+pub(crate) fn is_sync_failure(e: &rocksdb::Error) -> bool {
+    let message = e.clone().into_string();
+    e.kind() == rocksdb::ErrorKind::IOError
+        && ["While fsync", "While fdatasync", "While sync"].iter().any(|call| message.contains(call))
 }
 
 /// A rough relative cost of applying one array to an index of this shape: graph inserts cost

@@ -6,6 +6,7 @@
 //! generation for MaxSim into posting-list work (as in ColBERTv2's PLAID), with no graph of
 //! tokens to maintain.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
 use context_graph_core::teleology::similarity::{dot, normalized};
@@ -49,10 +50,17 @@ const GROUPS_SEARCHED: usize = 6;
 /// Spherical k-means: `k` unit vectors fitted to `points` (`dims` floats each), starting from
 /// points picked by a fixed hash of their position (deterministic, and not fooled by periodic
 /// input as an even stride would be).
-fn spherical_k_means(points: &[f32], dims: usize, k: usize, iterations: usize) -> Result<Vec<f32>, String> {
+/// `None` if `stop` was set before the last iteration.
+fn spherical_k_means(
+    points: &[f32],
+    dims: usize,
+    k: usize,
+    iterations: usize,
+    stop: &AtomicBool,
+) -> Result<Option<Vec<f32>>, String> {
     let n = points.len() / dims.max(1);
     if n == 0 {
-        return Ok(unit_or_axis(&vec![0.0; dims]));
+        return Ok(Some(unit_or_axis(&vec![0.0; dims])));
     }
     let mut centers = Vec::with_capacity(k * dims);
     for c in 0..k.clamp(1, n) {
@@ -60,6 +68,9 @@ fn spherical_k_means(points: &[f32], dims: usize, k: usize, iterations: usize) -
         centers.extend_from_slice(&unit_or_axis(&points[pick * dims..(pick + 1) * dims]));
     }
     for _ in 0..iterations {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let tags = map_split(points, dims, |p| nearest_of(&centers, dims, p))?;
         let mut sums = vec![0.0f32; centers.len()];
         for (p, &c) in points.chunks_exact(dims).zip(&tags) {
@@ -73,7 +84,7 @@ fn spherical_k_means(points: &[f32], dims: usize, k: usize, iterations: usize) -
             }
         }
     }
-    Ok(centers)
+    Ok(Some(centers))
 }
 
 /// The vector of `vectors` (`dims` floats each) with the largest dot product with `token`.
@@ -109,7 +120,10 @@ impl Groups {
         if g < 2 * GROUPS_SEARCHED {
             return Ok(None);
         }
-        let centers = spherical_k_means(vectors, dims, g, 4)?;
+        // Grouping 2,048 centroids is quick: not worth stopping.
+        let never = AtomicBool::new(false);
+        let centers = spherical_k_means(vectors, dims, g, 4, &never)?
+            .ok_or_else(|| "grouping was stopped".to_string())?;
         let mut members = vec![Vec::new(); centers.len() / dims];
         for (c, v) in vectors.chunks_exact(dims).enumerate() {
             members[nearest_of(&centers, dims, v) as usize].push(c as u16);
@@ -119,13 +133,27 @@ impl Groups {
 }
 
 impl Centroids {
-    /// Train on `sample` (tokens of `dims` floats, back to back): spherical k-means with
-    /// `sample / TOKENS_PER_CENTROID` centroids, at most [`MAX_CENTROIDS`].
+    /// [`Centroids::train_unless_stopped`], never stopped.
+    #[cfg(test)]
     pub(crate) fn train(sample: &[f32], dims: usize) -> Result<Self, String> {
+        Self::train_unless_stopped(sample, dims, &AtomicBool::new(false))
+            .and_then(|trained| trained.ok_or_else(|| "training was stopped".to_string()))
+    }
+
+    /// Train on `sample` (tokens of `dims` floats, back to back): spherical k-means with
+    /// `sample / TOKENS_PER_CENTROID` centroids, at most [`MAX_CENTROIDS`]. `stop` is checked
+    /// between iterations: `None` if it was set (the store is closing).
+    pub(crate) fn train_unless_stopped(
+        sample: &[f32],
+        dims: usize,
+        stop: &AtomicBool,
+    ) -> Result<Option<Self>, String> {
         let n = sample.len() / dims.max(1);
         let k = (n / TOKENS_PER_CENTROID).clamp(1, MAX_CENTROIDS);
-        let vectors = spherical_k_means(sample, dims, k, ITERATIONS)?;
-        Ok(Self { groups: Groups::of(&vectors, dims)?, dims, vectors })
+        let Some(vectors) = spherical_k_means(sample, dims, k, ITERATIONS, stop)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self { groups: Groups::of(&vectors, dims)?, dims, vectors }))
     }
 
     pub(crate) fn len(&self) -> usize {

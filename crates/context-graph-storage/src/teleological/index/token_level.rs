@@ -486,7 +486,10 @@ impl TokenLevelKind {
         let _tracking = StopTracking(&self.changed_during_training);
         let failed =
             |e: String| StorageError::Index(format!("{}: training token centroids: {e}", self.embedder));
-        let centroids = Centroids::train(&sample, dims).map_err(failed)?;
+        // Stopped (the store is closing): nothing changed; a later open trains again.
+        let Some(centroids) = Centroids::train_unless_stopped(&sample, dims, stop).map_err(failed)? else {
+            return Ok(());
+        };
         let sample_tokens = sample.len() / dims.max(1);
         drop(sample);
         let mut tagged: HashMap<u32, (Uuid, Box<[u16]>)> = HashMap::with_capacity(slots.len());

@@ -368,7 +368,7 @@ impl Graph {
         if !r.0.is_empty() {
             return Err("snapshot payload has trailing bytes".into());
         }
-        check_serialized(bytes, shape)?;
+        let (serialized_nodes, serialized_free) = check_serialized(bytes, shape)?;
         let meta = Index::metadata_from_buffer(bytes).map_err(|e| format!("usearch header: {e}"))?;
         if meta.dimensions as usize != shape.dims
             || meta.metric != shape.metric
@@ -396,10 +396,16 @@ impl Graph {
         if live_keys != keys.len() {
             return Err(format!("{} ids of the key map are missing from the graph", keys.len() - live_keys));
         }
-        // The counts come from the file: they must describe the graph just loaded, or a
-        // damaged count could size the reservation below (or underflow).
+        // The counts come from the file: they must describe the graph just loaded (its node and
+        // removed-node counts as usearch serialized them), or a damaged count could size the
+        // reservation below (or underflow).
         let live = index.size();
-        if free_nodes > nodes || nodes - free_nodes != live || (!shape.multi && keys.len() != live) {
+        if nodes != serialized_nodes
+            || free_nodes != serialized_free
+            || free_nodes > nodes
+            || nodes - free_nodes != live
+            || (!shape.multi && keys.len() != live)
+        {
             return Err(format!(
                 "snapshot counts ({nodes} nodes, {free_nodes} free) do not match the graph ({live} live \
                  vectors, {} ids)",
@@ -415,7 +421,7 @@ impl Graph {
             shape,
             config: config.clone(),
         };
-        graph.reserve(graph.index.capacity().max(nodes + 1024)).map_err(|e| e.to_string())?;
+        graph.reserve(graph.index.capacity().max(nodes.saturating_add(1024))).map_err(|e| e.to_string())?;
         Ok(graph)
     }
 }
@@ -438,7 +444,8 @@ const MAX_SERIALIZED_LEVEL: u64 = 64;
 /// a level (i16) per node; then per node its key u64 and level i16, the base layer's
 /// neighbours (count u32, then base-connectivity slots u32) and, per level above it, count
 /// u32 and connectivity slots u32.
-fn check_serialized(bytes: &[u8], shape: GraphShape) -> Result<(), String> {
+/// Returns the serialization's node count and how many of its nodes are removed ones.
+fn check_serialized(bytes: &[u8], shape: GraphShape) -> Result<(usize, usize), String> {
     let bad = |what: &str| Err(format!("usearch serialization: {what}"));
     let mut r = Reader(bytes);
     let u32_at = |r: &mut Reader<'_>| r.take::<4>().map(u32::from_le_bytes);
@@ -465,6 +472,11 @@ fn check_serialized(bytes: &[u8], shape: GraphShape) -> Result<(), String> {
     {
         return bad("the head's counts or dimensions do not match the vectors");
     }
+    let too_many = || "usearch serialization: too many nodes".to_string();
+    let counts = (
+        usize::try_from(rows).map_err(|_| too_many())?,
+        deleted.and_then(|d| usize::try_from(d).ok()).ok_or_else(too_many)?,
+    );
     if head[41] != u8::from(shape.multi) {
         return bad("the multi-vector flag does not match the graph");
     }
@@ -477,7 +489,7 @@ fn check_serialized(bytes: &[u8], shape: GraphShape) -> Result<(), String> {
         return bad("the graph's node count differs from its vector count");
     }
     if size == 0 {
-        return if r.0.is_empty() { Ok(()) } else { bad("trailing bytes after an empty graph") };
+        return if r.0.is_empty() { Ok(counts) } else { bad("trailing bytes after an empty graph") };
     }
     if !(2..=MAX_SERIALIZED_CONNECTIVITY).contains(&connectivity)
         || !(connectivity..=2 * MAX_SERIALIZED_CONNECTIVITY).contains(&base)
@@ -522,5 +534,5 @@ fn check_serialized(bytes: &[u8], shape: GraphShape) -> Result<(), String> {
     if !r.0.is_empty() {
         return bad("trailing bytes after the graph");
     }
-    Ok(())
+    Ok(counts)
 }

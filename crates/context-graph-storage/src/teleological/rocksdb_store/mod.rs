@@ -5,6 +5,7 @@
 //! `write_path.rs`, `recovery.rs`) on a blocking thread.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,15 +173,25 @@ impl RocksDbTeleologicalStore {
     /// writing under `Durability::Buffered` does at the end of a load. Under `Sync` every
     /// commit already is.
     ///
+    /// A store that refuses writes after a failure still syncs (a failed index apply, say,
+    /// leaves the commits before it buffered), unless what failed was an fsync of the log
+    /// itself: then it refuses (`ReadOnlyAfterFailure`), because a second fsync after a
+    /// failed one can report success for writes the kernel has dropped.
+    ///
     /// If the fsync fails, which of the buffered commits are durable is unknown: the store
     /// refuses writes until reopened (DECISIONS §5), and the error says so.
     pub fn sync(&self) -> StorageResult<()> {
         let core = self.core();
-        core.check_writable()?;
+        if core.log_sync_failed.load(Ordering::SeqCst) {
+            return core.check_writable();
+        }
         core.db.flush_wal(true).map_err(|e| {
-            let err = StorageError::from(e);
-            core.fail(format!("syncing the write-ahead log failed ({err})"));
-            err
+            let why = format!(
+                "syncing the write-ahead log failed ({e}): which commits since the last \
+                 successful sync are durable is unknown until the store is reopened"
+            );
+            core.fail_log_sync(why.clone());
+            StorageError::Backend(why)
         })
     }
 

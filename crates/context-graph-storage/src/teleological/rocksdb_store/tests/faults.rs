@@ -18,6 +18,14 @@ use crate::teleological::{CF_METADATA, MAX_EF_SEARCH, MAX_SEARCH_LIMIT};
 
 /// Open `f`'s store with a fault-injecting index around `embedder`'s.
 fn open_faulty(f: &Fixture, embedder: Embedder) -> (RocksDbTeleologicalStore, Arc<Faults>) {
+    open_faulty_with(f, embedder, f.config())
+}
+
+fn open_faulty_with(
+    f: &Fixture,
+    embedder: Embedder,
+    config: StoreConfig,
+) -> (RocksDbTeleologicalStore, Arc<Faults>) {
     let faults = Faults::new();
     let shared = faults.clone();
     let wrap = move |inner: Arc<dyn MemoryKind>| -> Arc<dyn MemoryKind> {
@@ -27,7 +35,7 @@ fn open_faulty(f: &Fixture, embedder: Embedder) -> (RocksDbTeleologicalStore, Ar
             inner
         }
     };
-    (RocksDbTeleologicalStore::open_wrapped(f.path(), f.config(), &wrap).unwrap(), faults)
+    (RocksDbTeleologicalStore::open_wrapped(f.path(), config, &wrap).unwrap(), faults)
 }
 
 fn mode(stats: &crate::teleological::store::StorageStats, e: Embedder) -> IndexOpenMode {
@@ -72,6 +80,26 @@ async fn an_index_that_fails_to_apply_a_commit_leaves_it_durable_and_a_reopen_ca
     let all: Vec<_> = first.iter().chain(&second).cloned().collect();
     assert_indices_hold(&store, &all, &[]).await;
     store.store(&f.array(None)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_failed_by_an_index_still_syncs_its_buffered_commits() {
+    let mut f = Fixture::new(111);
+    let arrays: Vec<_> = (0..6).map(|_| f.array(None)).collect();
+    let config = StoreConfig { durability: Durability::Buffered, ..f.config() };
+    let (store, faults) = open_faulty_with(&f, Embedder::Code, config);
+    store.store_batch(&arrays[..3]).await.unwrap();
+    faults.fail_applies_after(0);
+    let err = store.store_batch(&arrays[3..]).await.unwrap_err();
+    assert_eq!(err.write_outcome(), WriteOutcome::Committed, "{err}");
+    // Both commits are only buffered: `sync` must still make them durable, failed store or
+    // not (the failure was an index's, not the log's).
+    store.sync().unwrap();
+    let refused = store.store(&f.array(None)).await.unwrap_err();
+    assert!(matches!(refused, StorageError::ReadOnlyAfterFailure(_)), "{refused:?}");
+    store.close().unwrap();
+    let store = f.open();
+    assert_indices_hold(&store, &arrays, &[]).await;
 }
 
 #[tokio::test]
@@ -210,24 +238,32 @@ async fn snapshot_counts_that_do_not_match_the_graph_are_refused() {
     let store = f.open();
     store.store_batch(&arrays).await.unwrap();
     store.close().unwrap();
-    // A graph snapshot claiming 2^60 nodes, with a valid checksum (as a bug could write it):
-    // trusted, the reservation would abort the process.
     let dir = f.dir.path().join("indices");
     let path = snapshot_path(&dir, Embedder::Semantic);
     let file = open_snapshot(&path, Embedder::Semantic, IndexType::Hnsw).unwrap();
     let seq = file.seq;
-    let mut payload = file.into_payload().unwrap();
-    payload[8..16].copy_from_slice(&(1u64 << 60).to_le_bytes());
-    write_snapshot(&path, Embedder::Semantic, IndexType::Hnsw, seq, |out| out.write_all(&payload)).unwrap();
+    let good = file.into_payload().unwrap();
+    // Graph snapshots with a valid checksum (as a bug could write them) claiming 2^60 nodes:
+    // trusted, the reservation would abort the process. The second keeps the live count
+    // (nodes minus free nodes) right, so only the graph's own serialization can refute it.
+    let huge = 1u64 << 60;
+    for (free, nodes) in [(0, huge), (huge, huge + arrays.len() as u64)] {
+        let mut payload = good.clone();
+        payload[0..8].copy_from_slice(&free.to_le_bytes());
+        payload[8..16].copy_from_slice(&nodes.to_le_bytes());
+        write_snapshot(&path, Embedder::Semantic, IndexType::Hnsw, seq, |out| out.write_all(&payload))
+            .unwrap();
 
-    let store = f.open();
-    let stats = store.stats().await.unwrap();
-    assert!(
-        matches!(mode(&stats, Embedder::Semantic), IndexOpenMode::Rebuilt { reason } if reason.contains("counts")),
-        "{:?}",
-        mode(&stats, Embedder::Semantic)
-    );
-    assert_indices_hold(&store, &arrays, &[]).await;
+        let store = f.open();
+        let stats = store.stats().await.unwrap();
+        assert!(
+            matches!(mode(&stats, Embedder::Semantic), IndexOpenMode::Rebuilt { reason } if reason.contains("counts")),
+            "{free} free of {nodes}: {:?}",
+            mode(&stats, Embedder::Semantic)
+        );
+        assert_indices_hold(&store, &arrays, &[]).await;
+        store.close().unwrap();
+    }
 }
 
 /// Put raw bytes under `id` in a column family of a closed store.
