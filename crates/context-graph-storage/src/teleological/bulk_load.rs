@@ -55,7 +55,7 @@ use super::write_path::{commit_write_error, encode_valid, is_sync_failure, names
 
 /// The directory inside the store where SST files wait for their ingestion.
 pub(crate) const TMP_DIR: &str = "bulk_load.tmp";
-/// In the temporary directory: the path of the file being ingested.
+/// In the temporary directory: the name of the file being ingested.
 const IN_FLIGHT: &str = "ingesting";
 /// Arrays applied to the in-memory indices per step (the progress callback runs after each).
 const INDEX_STEP: usize = 256;
@@ -389,7 +389,8 @@ impl Load<'_> {
             self.report.sst_bytes += fs::metadata(path).map(|m| m.len()).unwrap_or(0);
             // Named for `restore_ingested_file`, should this ingestion fail in its MANIFEST
             // write.
-            fs::write(&in_flight, path.as_os_str().as_encoded_bytes())
+            let name = path.file_name().unwrap_or_default();
+            fs::write(&in_flight, name.as_encoded_bytes())
                 .map_err(|e| io_error(format_args!("cannot write {}", in_flight.display()), e))?;
             if let Err(e) = db.ingest_external_file_cf_opts(&cf.handle(db)?, &opts, vec![path]) {
                 if is_sync_failure(&e) {
@@ -537,14 +538,18 @@ pub(crate) fn restore_ingested_file(root: &Path, corruption: &str) -> bool {
     let Some(end) = rest.find(".sst") else { return false };
     let missing = PathBuf::from(&rest[..end + ".sst".len()]);
     let data = root.join(super::recovery::DATA_DIR);
-    let Ok(in_flight) = fs::read(root.join(TMP_DIR).join(IN_FLIGHT)) else { return false };
-    let ours = PathBuf::from(String::from_utf8_lossy(&in_flight).into_owned());
+    let tmp = root.join(TMP_DIR);
+    let Ok(in_flight) = fs::read(tmp.join(IN_FLIGHT)) else { return false };
+    // Our own names are plain ASCII (`000003-arrays.sst`); anything else is not ours.
+    let Ok(name) = String::from_utf8(in_flight) else { return false };
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return false;
+    }
+    let ours = tmp.join(name);
     // Only a file of this store's data directory that is missing, and only our own file.
     let canonical = |p: &Path| p.canonicalize().ok();
     let in_data = missing.parent().and_then(canonical).is_some_and(|dir| Some(dir) == canonical(&data));
-    let in_tmp =
-        ours.parent().and_then(canonical).is_some_and(|dir| Some(dir) == canonical(&root.join(TMP_DIR)));
-    if !in_data || !in_tmp || missing.exists() || !ours.is_file() {
+    if !in_data || missing.exists() || !ours.is_file() {
         return false;
     }
     match fs::hard_link(&ours, &missing) {
