@@ -847,6 +847,18 @@ mod tests {
 
     /// Tokens near one of 64 "terms" (random unit directions) plus a per-entry shared
     /// direction, as the benchmark generator makes them: centroids can separate the terms.
+    /// `n` random unit vectors of 16 values: the "terms" the test tokens cluster around.
+    fn random_terms(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<Vec<f32>> {
+        use rand::Rng;
+        (0..n)
+            .map(|_| {
+                context_graph_core::teleology::similarity::normalized(
+                    &(0..16).map(|_| rng.random_range(-1.0..1.0f32)).collect::<Vec<_>>(),
+                )
+            })
+            .collect()
+    }
+
     fn clustered(rng: &mut rand::rngs::StdRng, terms: &[Vec<f32>], n: usize) -> EmbedderOutput {
         use rand::Rng;
         let shared: Vec<f32> = (0..16).map(|_| rng.random_range(-0.3..0.3f32)).collect();
@@ -879,15 +891,9 @@ mod tests {
 
     #[test]
     fn training_aside_while_changes_arrive_tags_every_entry_consistently() {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        let terms: Vec<Vec<f32>> = (0..32)
-            .map(|_| {
-                context_graph_core::teleology::similarity::normalized(
-                    &(0..16).map(|_| rng.random_range(-1.0..1.0f32)).collect::<Vec<_>>(),
-                )
-            })
-            .collect();
+        let terms = random_terms(&mut rng, 32);
         let config = TokenLevelConfig { max_tokens: 32, dims_per_token: 16, approximate: true };
         let index = Arc::new(TokenLevelKind::new(Embedder::LateInteraction, &config, VectorPrecision::I8));
         let first: Vec<_> = (0..TRAIN_AT as u128 + 500)
@@ -930,13 +936,7 @@ mod tests {
     fn centroid_postings_find_what_exact_maxsim_finds_through_updates_removals_and_snapshots() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let terms: Vec<Vec<f32>> = (0..64)
-            .map(|_| {
-                context_graph_core::teleology::similarity::normalized(
-                    &(0..16).map(|_| rng.random_range(-1.0..1.0f32)).collect::<Vec<_>>(),
-                )
-            })
-            .collect();
+        let terms = random_terms(&mut rng, 64);
         let config = TokenLevelConfig { max_tokens: 32, dims_per_token: 16, approximate: true };
         let exact = TokenLevelKind::new(
             Embedder::LateInteraction,
