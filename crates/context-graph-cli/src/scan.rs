@@ -1,14 +1,13 @@
 //! Reading every entry of a column family, for `export` and `check`.
 //!
-//! The store's API has no "all arrays" iterator, so this reads RocksDB through `store.db()`
-//! with the key and value layouts the store documents (arrays: 16-byte UUID → encoded array;
-//! namespace index: namespace, 0x00, UUID). It reads in pages, each from a fresh iterator, so
-//! that no RocksDB iterator is held across an `.await`.
+//! Arrays are read page by page with `RocksDbTeleologicalStore::scan_arrays`; other column
+//! families through `store.db()` with the key layouts the store documents (namespace index:
+//! namespace, 0x00, UUID). Each page comes from a fresh iterator, so that no RocksDB iterator
+//! is held across an `.await`.
 
 use anyhow::{anyhow, Context};
-use context_graph_core::encoding::decode_array;
 use context_graph_core::teleology::TeleologicalArray;
-use context_graph_storage::{RocksDbTeleologicalStore, CF_ARRAYS};
+use context_graph_storage::RocksDbTeleologicalStore;
 use uuid::Uuid;
 
 /// Pages through one column family in key order.
@@ -70,14 +69,10 @@ pub struct Scanned {
 }
 
 /// Every stored array, page by page, in key (id) order.
+#[derive(Default)]
 pub struct ArrayScan {
-    pager: Pager,
-}
-
-impl Default for ArrayScan {
-    fn default() -> Self {
-        Self { pager: Pager::new(CF_ARRAYS) }
-    }
+    after: Option<Vec<u8>>,
+    finished: bool,
 }
 
 impl ArrayScan {
@@ -87,14 +82,17 @@ impl ArrayScan {
         store: &RocksDbTeleologicalStore,
         max: usize,
     ) -> anyhow::Result<Vec<Scanned>> {
-        Ok(self
-            .pager
-            .next_page(store, max)?
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        let page = store.scan_arrays(self.after.as_deref(), max).context("reading the stored arrays")?;
+        match page.last() {
+            Some(last) if page.len() == max => self.after = Some(last.key.clone()),
+            _ => self.finished = true,
+        }
+        Ok(page
             .into_iter()
-            .map(|(k, v)| Scanned {
-                key_id: Uuid::from_slice(&k).ok(),
-                array: decode_array(&v).map_err(|e| e.to_string()),
-            })
+            .map(|s| Scanned { key_id: Uuid::from_slice(&s.key).ok(), array: s.array })
             .collect())
     }
 }

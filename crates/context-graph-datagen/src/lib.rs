@@ -16,7 +16,7 @@ mod writer;
 pub use generator::{GenConfig, Generator};
 pub use meta::{DatasetEmbedder, DatasetMeta, DATASET_FORMAT_VERSION};
 pub use reader::{Dataset, RecordReader};
-pub use truth::{exact_top_k, BruteForce, Scored};
+pub use truth::{add_fused_standing, exact_top_k, BruteForce, Fusion, Scored};
 pub use writer::write_dataset;
 
 /// Why a dataset could not be read or written.

@@ -120,10 +120,26 @@ impl BruteForce {
 
     /// Exact top-k rows for one query (empty if the query has another kind).
     pub fn top_k(&self, query: &EmbedderOutput, k: usize) -> Vec<Scored> {
-        let n = self.rows();
-        match (self, query) {
+        match self.scorer(query) {
+            Some(score) => exact_top_k(self.rows(), k, score),
+            None => Vec::new(),
+        }
+    }
+
+    /// The exact score of every row for one query, in row order (empty if the query has
+    /// another kind).
+    pub fn all_scores(&self, query: &EmbedderOutput) -> Vec<f32> {
+        match self.scorer(query) {
+            Some(score) => (0..self.rows()).map(score).collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// The exact score of a row for `query`; `None` if the query has another kind.
+    fn scorer<'a>(&'a self, query: &'a EmbedderOutput) -> Option<Box<dyn Fn(usize) -> f32 + 'a>> {
+        Some(match (self, query) {
             (BruteForce::Dense { dim, data }, EmbedderOutput::Dense(q)) => {
-                exact_top_k(n, k, |r| cosine(q, &data[r * dim..(r + 1) * dim]))
+                Box::new(move |r| cosine(q, &data[r * dim..(r + 1) * dim]))
             }
             (BruteForce::Sparse { indptr, indices, values, vocab }, EmbedderOutput::Sparse(q)) => {
                 let mut dense_q = vec![0.0f32; *vocab];
@@ -132,7 +148,7 @@ impl BruteForce {
                         *slot = w;
                     }
                 }
-                exact_top_k(n, k, |r| {
+                Box::new(move |r| {
                     let (a, b) = (indptr[r] as usize, indptr[r + 1] as usize);
                     indices[a..b]
                         .iter()
@@ -142,7 +158,7 @@ impl BruteForce {
                 })
             }
             (BruteForce::Tokens { dim, offsets, data }, EmbedderOutput::TokenLevel(q)) => {
-                exact_top_k(n, k, |r| {
+                Box::new(move |r| {
                     max_sim(
                         &q.embeddings,
                         &data[offsets[r] as usize * dim..offsets[r + 1] as usize * dim],
@@ -152,10 +168,10 @@ impl BruteForce {
             }
             (BruteForce::Binary { bits, words, data }, EmbedderOutput::Binary(q)) => {
                 let q = pack_words(q, *words);
-                exact_top_k(n, k, |r| hamming_score(&q, &data[r * words..(r + 1) * words], *bits))
+                Box::new(move |r| hamming_score(&q, &data[r * words..(r + 1) * words], *bits))
             }
-            _ => Vec::new(),
-        }
+            _ => return None,
+        })
     }
 
     /// Recall of `found` (ids of rows, via `id_of`) against the exact top-`k` of `query`, where
@@ -192,6 +208,69 @@ impl BruteForce {
     }
 }
 
+/// How the exhaustive fusion combines an embedder's standing.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fusion {
+    /// Reciprocal-rank fusion: the sum over embedders of `1 / (k + rank)`, rank 1-based
+    /// among all rows (ties by the lower row).
+    Rrf { k: u32 },
+    /// The mean of the embedders' scores.
+    MeanScore,
+}
+
+/// Adds one embedder's exact standing of every row, for each query, into `totals`
+/// (`totals[f][q][row]` for fusion `fusions[f]`, each standing times `weight`): the exhaustive
+/// fusion a fused search is measured against, built one embedder (one column in memory) at a
+/// time. Queries are spread over the available cores.
+pub fn add_fused_standing(
+    column: &BruteForce,
+    queries: &[EmbedderOutput],
+    fusions: &[Fusion],
+    weight: f32,
+    totals: &mut [Vec<Vec<f32>>],
+) {
+    let workers = thread::available_parallelism().map_or(1, |n| n.get()).max(1);
+    let chunk = queries.len().div_ceil(workers).max(1);
+    // Per query, the totals of every fusion: each worker takes a run of queries.
+    let mut per_query: Vec<Vec<&mut Vec<f32>>> = (0..queries.len()).map(|_| Vec::new()).collect();
+    for fusion_totals in totals.iter_mut() {
+        for (q, t) in fusion_totals.iter_mut().enumerate().take(queries.len()) {
+            per_query[q].push(t);
+        }
+    }
+    thread::scope(|s| {
+        for (qs, ts) in queries.chunks(chunk).zip(per_query.chunks_mut(chunk)) {
+            s.spawn(move || {
+                for (q, totals) in qs.iter().zip(ts) {
+                    let scores = column.all_scores(q);
+                    let mut order: Vec<u32> = Vec::new();
+                    for (fusion, total) in fusions.iter().zip(totals.iter_mut()) {
+                        total.resize(scores.len(), 0.0);
+                        match *fusion {
+                            Fusion::MeanScore => {
+                                for (t, s) in total.iter_mut().zip(&scores) {
+                                    *t += weight * s;
+                                }
+                            }
+                            Fusion::Rrf { k } => {
+                                if order.is_empty() {
+                                    order = (0..scores.len() as u32).collect();
+                                    order.sort_unstable_by(|&a, &b| {
+                                        scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b))
+                                    });
+                                }
+                                for (rank, &row) in order.iter().enumerate() {
+                                    total[row as usize] += weight / (k as f32 + rank as f32 + 1.0);
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +280,24 @@ mod tests {
         let top = exact_top_k(5, 3, |r| if r == 4 { 2.0 } else { 1.0 });
         assert_eq!(top.iter().map(|s| s.row).collect::<Vec<_>>(), vec![4, 0, 1]);
         assert_eq!(exact_top_k(2, 5, |r| r as f32).len(), 2);
+    }
+
+    #[test]
+    fn exhaustive_rrf_counts_every_rank_and_mean_counts_every_score() {
+        let mut column = BruteForce::new(EmbedderDims::Dense(2));
+        for v in [[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]] {
+            column.push(&EmbedderOutput::Dense(v.to_vec()));
+        }
+        let q = [EmbedderOutput::Dense(vec![1.0, 0.0])];
+        let fusions = [Fusion::Rrf { k: 60 }, Fusion::MeanScore];
+        let mut totals = vec![vec![Vec::new()], vec![Vec::new()]];
+        add_fused_standing(&column, &q, &fusions, 1.0, &mut totals);
+        add_fused_standing(&column, &q, &fusions, 1.0, &mut totals);
+        let expect = [2.0 / 61.0, 2.0 / 62.0, 2.0 / 63.0];
+        for (got, want) in totals[0][0].iter().zip(expect) {
+            assert!((got - want).abs() < 1e-6, "{:?}", totals[0][0]);
+        }
+        let mean = &totals[1];
+        assert!((mean[0][1] - 1.2).abs() < 1e-6, "{:?}", mean[0]);
     }
 }

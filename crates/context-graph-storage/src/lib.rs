@@ -13,8 +13,9 @@ pub use teleological::index::{
     TokenLevelConfig, VectorPrecision,
 };
 pub use teleological::rocksdb_store::{
-    Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
-    DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH, MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
+    Durability, RocksDbTeleologicalStore, ScannedArray, StoreConfig, CF_ARRAYS, CF_METADATA,
+    CF_NAMESPACE_INDEX, CF_SLOTS, DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH,
+    MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
 };
 pub use teleological::search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
 pub use teleological::store::{

@@ -26,7 +26,7 @@ const CHUNK: usize = 500;
 const SEED: u64 = 11;
 const CHILD_ENV: &str = "TELEO_BULK_CHILD";
 /// Column families holding the data (the ones a bulk load writes).
-const DATA_CFS: [&str; 3] = ["teleological_arrays", "array_metadata", "namespace_index"];
+const DATA_CFS: [&str; 4] = ["teleological_arrays", "array_slots", "array_metadata", "namespace_index"];
 
 /// Every kind of slot, small enough for a quick test.
 fn schema() -> StoreSchema {
@@ -154,7 +154,7 @@ async fn bulk_load_writes_what_store_batch_writes() {
     assert_eq!(report.commit_seq, 1);
     assert_eq!(report.snapshot_error, None);
     // One file per data column family per chunk.
-    assert_eq!(report.sst_files, 3 * (N / CHUNK));
+    assert_eq!(report.sst_files, 4 * (N / CHUNK));
     assert!(report.encoded_bytes > 0 && report.sst_bytes > report.encoded_bytes);
     assert_eq!(seen.last(), Some(&N));
     assert!(seen.windows(2).all(|w| w[0] < w[1]) && seen.len() > N / CHUNK, "{seen:?}");

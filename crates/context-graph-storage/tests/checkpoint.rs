@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use context_graph_core::teleology::Embedder;
 use context_graph_storage::{
-    IndexOpenMode, RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore, CF_ARRAYS,
+    IndexOpenMode, RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore,
 };
 use workload::{array, id_of};
 
@@ -52,14 +52,8 @@ async fn a_checkpoint_taken_during_writes_opens_consistent() {
 
     let copy = RocksDbTeleologicalStore::open(&copy_path, config).unwrap();
     let count = copy.count().await.unwrap();
-    let db = copy.db();
-    let cf = db.cf_handle(CF_ARRAYS).unwrap();
-    let mut arrays = Vec::new();
-    for item in db.iterator_cf(&cf, rocksdb::IteratorMode::Start) {
-        let (_, value) = item.unwrap();
-        arrays.push(context_graph_core::encoding::decode_array(&value).unwrap());
-    }
-    drop(cf);
+    let arrays: Vec<_> =
+        copy.scan_arrays(None, usize::MAX).unwrap().into_iter().map(|s| s.array.unwrap()).collect();
     assert_eq!(arrays.len(), count, "count agrees with the data in the copy");
     assert!(count >= 40 - 6, "the copy holds the data written before it");
     let stats = copy.stats().await.unwrap();

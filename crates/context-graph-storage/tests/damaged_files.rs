@@ -4,7 +4,7 @@
 mod workload;
 
 use context_graph_storage::{
-    RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore, CF_ARRAYS,
+    RocksDbTeleologicalStore, StorageError, StoreConfig, TeleologicalArrayStore, CF_ARRAYS, CF_SLOTS,
 };
 use workload::{array, id_of};
 
@@ -34,13 +34,23 @@ async fn a_damaged_array_value_is_corruption_naming_the_array() {
     let err = store.retrieve_batch(&[id_of(1), id_of(2)]).await.unwrap_err();
     assert!(matches!(err, StorageError::Corruption { .. }), "{err:?}");
     assert_eq!(store.retrieve(id_of(3)).await.unwrap(), arrays[3]);
-    // An unknown value format is corruption too, not a misread.
+    // An unknown value format is corruption too, not a misread: of a head, and of a slot.
     let cf = store.db().cf_handle(CF_ARRAYS).unwrap();
-    let mut future = context_graph_core::encoding::encode_array(&arrays[4]).unwrap();
-    future[0] = 2;
+    let mut future = context_graph_core::encoding::encode_array_head(&arrays[4]).unwrap();
+    future[0] = 9;
     store.db().put_cf(&cf, id_of(4).as_bytes(), future).unwrap();
     drop(cf);
     let err = store.retrieve(id_of(4)).await.unwrap_err();
+    assert!(matches!(&err, StorageError::Corruption { what } if what.contains("version 9")), "{err:?}");
+    let cf = store.db().cf_handle(CF_SLOTS).unwrap();
+    let e = context_graph_core::teleology::Embedder::Hdc;
+    let mut future = context_graph_core::encoding::encode_slot_value(id_of(0), arrays[0].get(e)).unwrap();
+    future[0] = 2;
+    let mut key = vec![e.index() as u8];
+    key.extend_from_slice(id_of(0).as_bytes());
+    store.db().put_cf(&cf, key, future).unwrap();
+    drop(cf);
+    let err = store.retrieve(id_of(0)).await.unwrap_err();
     assert!(matches!(&err, StorageError::Corruption { what } if what.contains("version 2")), "{err:?}");
 }
 
@@ -106,7 +116,7 @@ async fn an_unknown_format_version_is_refused() {
     drop(cf);
     store.close().unwrap();
     let err = open(path).err().unwrap();
-    assert!(matches!(err, StorageError::UnsupportedFormat { found: 99, supported: 2 }), "{err:?}");
+    assert!(matches!(err, StorageError::UnsupportedFormat { found: 99, supported: 3 }), "{err:?}");
     assert!(err.to_string().contains("99"));
 }
 
@@ -123,7 +133,7 @@ async fn a_format_1_store_with_rocksdb_postings_is_refused_by_name() {
         db.create_cf("sparse_postings", &rocksdb::Options::default()).unwrap();
     }
     let err = open(path).err().unwrap();
-    assert!(matches!(err, StorageError::UnsupportedFormat { found: 1, supported: 2 }), "{err:?}");
+    assert!(matches!(err, StorageError::UnsupportedFormat { found: 1, supported: 3 }), "{err:?}");
 }
 
 #[tokio::test]

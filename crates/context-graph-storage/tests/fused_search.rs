@@ -12,7 +12,7 @@ use context_graph_core::teleology::{
 };
 use context_graph_storage::{
     IndexedTeleologicalStore, RocksDbTeleologicalStore, SearchFilter, StorageError, StoreConfig,
-    TeleologicalArrayStore,
+    TeleologicalArrayStore, VectorPrecision,
 };
 use uuid::Uuid;
 use workload::array;
@@ -45,7 +45,9 @@ fn post_admits(a: &TeleologicalArray, f: &SearchFilter) -> bool {
 }
 
 /// The reference: each embedder's exact top `limit × OVERFETCH` among the arrays the filters
-/// admit, fused exactly as `ComparisonType` documents.
+/// admit are the candidates; each candidate ranked in every embedder (its place in the list,
+/// else after it by exact score among the candidates) and fused as `ComparisonType` documents.
+/// The store holds f32 vectors here, so that its index scores are the exact ones.
 fn brute(
     arrays: &[TeleologicalArray],
     schema: &StoreSchema,
@@ -58,7 +60,10 @@ fn brute(
         comparison.embedders().into_iter().filter(|&e| query.get(e).is_computed()).collect();
     let admitted: Vec<&TeleologicalArray> = arrays.iter().filter(|a| index_admits(a, filter)).collect();
     let exact = |a: &TeleologicalArray, e: Embedder| score(query.get(e), a.get(e), bits(schema, e)).unwrap();
-    let mut ranks: Vec<HashMap<Uuid, usize>> = Vec::new();
+    let shares_nothing = |a: &TeleologicalArray, e: Embedder| {
+        matches!(schema.get(e), EmbedderDims::Sparse { .. }) && exact(a, e) <= 0.0
+    };
+    let mut lists: Vec<Vec<Uuid>> = Vec::new();
     let mut candidates = HashSet::new();
     for &e in &embedders {
         let mut scored: Vec<(Uuid, f32, bool)> =
@@ -70,20 +75,38 @@ fn brute(
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(limit * OVERFETCH);
         let kept: Vec<Uuid> = scored.into_iter().filter(|s| s.2).map(|s| s.0).collect();
-        ranks.push(kept.iter().enumerate().map(|(i, id)| (*id, i + 1)).collect());
-        candidates.extend(kept);
+        candidates.extend(kept.iter().copied());
+        lists.push(kept);
     }
     let by_id: HashMap<Uuid, &TeleologicalArray> = arrays.iter().map(|a| (a.id, a)).collect();
+    // Every candidate's rank in every embedder: its place in the embedder's list, else after
+    // the list among the other candidates by exact score (one sharing no term, last).
+    let ranks: Vec<HashMap<Uuid, usize>> = embedders
+        .iter()
+        .zip(&lists)
+        .map(|(&e, list)| {
+            let mut r: HashMap<Uuid, usize> = list.iter().enumerate().map(|(i, id)| (*id, i + 1)).collect();
+            let mut rest: Vec<(Uuid, f32)> = candidates
+                .iter()
+                .filter(|id| !r.contains_key(id) && !shares_nothing(by_id[id], e))
+                .map(|id| (*id, exact(by_id[id], e)))
+                .collect();
+            rest.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            for (i, (id, _)) in rest.iter().enumerate() {
+                r.insert(*id, list.len() + i + 1);
+            }
+            for id in &candidates {
+                r.entry(*id).or_insert(list.len() + candidates.len() + 1);
+            }
+            r
+        })
+        .collect();
     let mut fused: Vec<(Uuid, f32)> = candidates
-        .into_iter()
-        .map(|id| {
+        .iter()
+        .map(|&id| {
             let a = by_id[&id];
             let rrf = |k: u32, w: &dyn Fn(Embedder) -> f32| -> f32 {
-                embedders
-                    .iter()
-                    .zip(&ranks)
-                    .filter_map(|(&e, r)| r.get(&id).map(|&rk| w(e) / (k as f32 + rk as f32)))
-                    .sum()
+                embedders.iter().zip(&ranks).map(|(&e, r)| w(e) / (k as f32 + r[&id] as f32)).sum()
             };
             let s = match comparison {
                 ComparisonType::SingleEmbedder(e) => exact(a, *e),
@@ -111,7 +134,11 @@ struct Fixture {
 async fn fixture(n: u64) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let schema = workload::schema();
-    let config = StoreConfig { schema: schema.clone(), ..StoreConfig::default() };
+    let config = StoreConfig {
+        schema: schema.clone(),
+        vector_precision: [VectorPrecision::F32; Embedder::COUNT],
+        ..StoreConfig::default()
+    };
     let store = RocksDbTeleologicalStore::open(dir.path().to_str().unwrap(), config).unwrap();
     let arrays: Vec<_> = (0..n).map(|s| with_type(array(s, 1), s)).collect();
     for chunk in arrays.chunks(500) {

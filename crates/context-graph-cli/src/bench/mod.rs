@@ -104,6 +104,12 @@ pub struct BenchArgs {
     /// arrays (timed), and those embedders' recall, latency and index memory are measured.
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_precision)]
     pub compare_precisions: Vec<VectorPrecision>,
+
+    /// Queries whose fused results are compared with the exhaustive fusion (every record
+    /// scored in every embedder, then fused by the same rule: the cost of 13 brute-force
+    /// scans per query); 0 skips the comparison.
+    #[arg(long, default_value_t = 50)]
+    pub fused_reference_queries: usize,
 }
 
 /// `--durability` values.
@@ -262,7 +268,7 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     }
     pb.finish_and_clear();
     let queries = ds.queries().map_err(|e| anyhow!("dataset: {e}"))?;
-    let fused = fused::measure(&store, ds, &loaded.ids, &queries, k).await?;
+    let fused = fused::measure(&store, ds, &loaded.ids, &queries, k, args.fused_reference_queries).await?;
 
     // Ingest and search are done: their peak, before close and the in-process reopen add
     // theirs (the freed store's memory is kept by the allocator while the reopen allocates).

@@ -160,7 +160,27 @@ pub fn print_table(r: &BenchResults) {
             format!("RRF (k 60) over {} embedders", f.embedders),
             duration(f.rrf.p50),
             duration(f.rrf.p99),
-            format!("{} queries, top {}", f.rrf.samples, r.k),
+            match &f.quality {
+                Some(q) => format!(
+                    "{} queries, top {}; recall@{} {:.3} against exhaustive RRF ({} queries)",
+                    f.rrf.samples, r.k, r.k, q.rrf_recall, q.queries
+                ),
+                None => format!("{} queries, top {}", f.rrf.samples, r.k),
+            },
+        ]);
+        t.row(vec![
+            format!("weighted mean over {} embedders", f.embedders),
+            duration(f.weighted.p50),
+            duration(f.weighted.p99),
+            match &f.quality {
+                Some(q) => format!(
+                    "recall@{} {:.3} against the exhaustive weighted mean (reference took {:.1} s)",
+                    r.k,
+                    q.weighted_recall,
+                    q.reference.as_secs_f64()
+                ),
+                None => String::new(),
+            },
         ]);
         if let Some(n) = &f.filtered {
             t.row(vec![
@@ -267,6 +287,16 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
     if let Some(f) = &r.fused {
         lines.push(json!({"metric": "fused_rrf_p50_us", "value": micros(f.rrf.p50), "unit": "us", "embedders": f.embedders}));
         lines.push(json!({"metric": "fused_rrf_p99_us", "value": micros(f.rrf.p99), "unit": "us", "embedders": f.embedders}));
+        lines.push(json!({"metric": "fused_weighted_p50_us", "value": micros(f.weighted.p50), "unit": "us", "embedders": f.embedders}));
+        lines.push(json!({"metric": "fused_weighted_p99_us", "value": micros(f.weighted.p99), "unit": "us", "embedders": f.embedders}));
+        if let Some(q) = &f.quality {
+            lines.push(json!({"metric": format!("fused_rrf_recall_at_{}", r.k), "value": q.rrf_recall,
+                "unit": "fraction", "against": "exhaustive RRF", "queries": q.queries}));
+            lines.push(
+                json!({"metric": format!("fused_weighted_recall_at_{}", r.k), "value": q.weighted_recall,
+                "unit": "fraction", "against": "exhaustive weighted mean", "queries": q.queries}),
+            );
+        }
         if let Some(n) = &f.filtered {
             lines.push(json!({"metric": format!("namespace_filtered_recall_at_{}", r.k), "value": n.recall,
                 "unit": "fraction", "embedder": n.embedder.short_name(), "namespace": n.namespace,

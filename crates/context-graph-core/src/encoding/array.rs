@@ -1,4 +1,6 @@
-//! Encoding of a whole teleological array (the `teleological_arrays` column family).
+//! The whole-array value of store format 2 (one `teleological_arrays` value per array). Stores
+//! of format 3 keep arrays in parts (`parts.rs`); this encoding is read when a format-2 store
+//! is upgraded on open, and written only by tests that make such a store.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -7,19 +9,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::floats::{append_f32s, f32s_from_le_bytes, u32s_from_le_bytes};
+use super::floats::append_f32s;
 use super::{malformed, split_version, DecodeError};
-use crate::teleology::{
-    ArrayMetadata, Embedder, EmbedderOutput, SparseVector, TeleologicalArray, TokenEmbeddings,
-};
+use crate::teleology::{ArrayMetadata, Embedder, EmbedderOutput, TeleologicalArray};
 
 /// Format version byte of array values.
 pub const ARRAY_FORMAT_VERSION: u8 = 1;
 
-const KIND_DENSE: u8 = 1;
-const KIND_SPARSE: u8 = 2;
-const KIND_TOKENS: u8 = 3;
-const KIND_BINARY: u8 = 4;
+use super::parts::{KIND_BINARY, KIND_DENSE, KIND_SPARSE, KIND_TOKENS};
 
 /// One slot: (kind, aux, payload). `aux` is the term count for sparse (payload = ids then
 /// weights), the floats per token for token-level (payload = tokens back to back), else 0.
@@ -146,38 +143,14 @@ pub fn decode_slot(bytes: &[u8], embedder: Embedder) -> Result<EmbedderOutput, D
 
 fn decode_stored_slot(e: Embedder, slot: &StoredSlot<'_>) -> Result<EmbedderOutput, DecodeError> {
     let StoredSlot(kind, aux, payload) = slot;
-    let bad = |what: &str| malformed(format!("slot {}: {what}", e.short_name()));
-    match *kind {
-        KIND_DENSE => f32s_from_le_bytes(payload)
-            .map(EmbedderOutput::Dense)
-            .ok_or_else(|| bad("dense payload is not a whole number of floats")),
-        KIND_SPARSE => {
-            let n = *aux as usize;
-            if n.checked_mul(8) != Some(payload.len()) {
-                return Err(bad("sparse payload length does not match its term count"));
-            }
-            let (ids, weights) = payload.split_at(n * 4);
-            let values = f32s_from_le_bytes(weights).ok_or_else(|| bad("sparse weights"))?;
-            Ok(EmbedderOutput::Sparse(SparseVector::new(u32s_from_le_bytes(ids), values)))
-        }
-        KIND_TOKENS => {
-            let dims = *aux as usize;
-            let width = dims.checked_mul(4).filter(|&w| w > 0).ok_or_else(|| bad("zero token width"))?;
-            if payload.len() % width != 0 {
-                return Err(bad("token payload is not a whole number of tokens"));
-            }
-            let tokens =
-                payload.chunks_exact(width).map(|c| f32s_from_le_bytes(c).unwrap_or_default()).collect();
-            Ok(EmbedderOutput::TokenLevel(TokenEmbeddings::new(tokens, dims)))
-        }
-        KIND_BINARY => Ok(EmbedderOutput::Binary(payload.to_vec())),
-        other => Err(bad(&format!("unknown slot kind {other}"))),
-    }
+    super::parts::decode_payload(*kind, *aux as usize, payload)
+        .map_err(|what| malformed(format!("slot {}: {what}", e.short_name())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::teleology::{SparseVector, TokenEmbeddings};
 
     fn sample() -> TeleologicalArray {
         let mut a = TeleologicalArray::new(Uuid::from_u128(0x1234));

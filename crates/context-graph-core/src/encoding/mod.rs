@@ -8,10 +8,15 @@
 mod array;
 mod floats;
 mod metadata;
+mod parts;
 
 pub use array::{decode_array, decode_slot, encode_array, ARRAY_FORMAT_VERSION};
 pub use floats::{f32s_from_le_bytes, f32s_to_le_bytes};
 pub use metadata::{decode_metadata, encode_metadata, MetadataRecord, METADATA_FORMAT_VERSION};
+pub use parts::{
+    decode_array_head, decode_slot_value, encode_array_head, encode_array_parts, encode_slot_value,
+    EncodedArray, ARRAY_HEAD_FORMAT_VERSION, SLOT_FORMAT_VERSION,
+};
 
 /// A stored value that cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

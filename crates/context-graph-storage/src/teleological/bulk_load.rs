@@ -7,7 +7,7 @@
 //! 1. Every array is checked with the write path's rules ([`StoreCore::validate_put`]) in
 //!    input order, and no id may appear twice in the whole load.
 //! 2. The chunk is visited in id order and its keys written to one SST file per column family
-//!    (`teleological_arrays`, `array_metadata`, `namespace_index`) in a temporary directory
+//!    (`teleological_arrays`, `array_slots`, `array_metadata`, `namespace_index`) in a temporary directory
 //!    inside the store (`bulk_load.tmp/`), with the values the commit would write
 //!    (`encode_valid`, `namespace_key`).
 //! 3. Before the first ingestion, the marker `store_meta/bulk_load_in_progress` is written
@@ -38,14 +38,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use context_graph_core::encoding::encode_metadata;
-use context_graph_core::teleology::TeleologicalArray;
+use context_graph_core::teleology::{Embedder, TeleologicalArray};
 use rocksdb::{
     DBCompressionType, IngestExternalFileOptions, Options, SstFileWriter, WriteBatch, WriteOptions, DB,
 };
 use uuid::Uuid;
 
 use super::change_log::log_key;
-use super::column_families::ColumnFamily;
+use super::column_families::{slot_key, ColumnFamily};
 use super::error::{StorageError, StorageResult};
 use super::index::MemoryKind;
 use super::recovery::{apply_chunk, sst_file_options};
@@ -60,8 +60,8 @@ const IN_FLIGHT: &str = "ingesting";
 /// Arrays applied to the in-memory indices per step (the progress callback runs after each).
 const INDEX_STEP: usize = 256;
 /// The column families a bulk load writes, and a rollback empties.
-const DATA_CFS: [ColumnFamily; 3] =
-    [ColumnFamily::Arrays, ColumnFamily::Metadata, ColumnFamily::NamespaceIndex];
+const DATA_CFS: [ColumnFamily; 4] =
+    [ColumnFamily::Arrays, ColumnFamily::Slots, ColumnFamily::Metadata, ColumnFamily::NamespaceIndex];
 
 /// What a bulk load did, and where its time went.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -70,7 +70,7 @@ pub struct BulkLoadReport {
     pub arrays: usize,
     /// Chunks the input was cut into.
     pub chunks: usize,
-    /// Bytes of the encoded array values (`teleological_arrays`).
+    /// Bytes of the encoded array values (`teleological_arrays` and `array_slots`).
     pub encoded_bytes: u64,
     /// SST files ingested, and their bytes (every column family).
     pub sst_files: usize,
@@ -330,29 +330,44 @@ impl Load<'_> {
 
         let n = self.report.chunks;
         let config = &self.core.config;
-        // Array values are mostly kept uncompressed in blob files by the normal path: write
-        // them uncompressed too (floats gain little from it and zstd would cost much).
+        // Slot values are mostly kept uncompressed in blob files by the normal path: write
+        // them (and the heads) uncompressed too (floats gain little from it, zstd costs much).
         let mut arrays_opts = sst_file_options(config, ColumnFamily::Arrays);
         arrays_opts.set_compression_type(DBCompressionType::None);
         arrays_opts.set_bottommost_compression_type(DBCompressionType::None);
         let meta_opts = sst_file_options(config, ColumnFamily::Metadata);
         let mut arrays_sst = Sst::create(&arrays_opts, self.tmp.join(format!("{n:06}-arrays.sst")))?;
+        let mut slots_opts = sst_file_options(config, ColumnFamily::Slots);
+        slots_opts.set_compression_type(DBCompressionType::None);
+        slots_opts.set_bottommost_compression_type(DBCompressionType::None);
+        let mut slots_sst = Sst::create(&slots_opts, self.tmp.join(format!("{n:06}-slots.sst")))?;
         let mut meta_sst = Sst::create(&meta_opts, self.tmp.join(format!("{n:06}-metadata.sst")))?;
         let mut namespace_keys = Vec::new();
         let mut records = Vec::with_capacity(batch.len());
-        for a in order {
+        let mut slot_values = Vec::with_capacity(batch.len());
+        for a in &order {
             let enc = encode_valid(a)?;
-            arrays_sst.put(a.id.as_bytes(), &enc.array)?;
-            self.report.encoded_bytes += enc.array.len() as u64;
-            drop(enc.array);
+            arrays_sst.put(a.id.as_bytes(), &enc.parts.head)?;
+            self.report.encoded_bytes += enc.parts.len() as u64;
+            slot_values.push(enc.parts.slots);
             meta_sst.put(a.id.as_bytes(), encode_metadata(&enc.record))?;
             if let Some(ns) = a.namespace() {
                 namespace_keys.push(namespace_key(ns, a.id));
             }
             records.push((a.id, enc.record, a.created_at));
         }
-        let mut files =
-            vec![(ColumnFamily::Arrays, arrays_sst.finish()?), (ColumnFamily::Metadata, meta_sst.finish()?)];
+        // Slot keys sort slot first: each slot's values of the chunk, in id order.
+        for e in Embedder::all() {
+            for (a, slots) in order.iter().zip(&mut slot_values) {
+                slots_sst.put(slot_key(e, a.id), std::mem::take(&mut slots[e.index()]))?;
+            }
+        }
+        drop(slot_values);
+        let mut files = vec![
+            (ColumnFamily::Arrays, arrays_sst.finish()?),
+            (ColumnFamily::Slots, slots_sst.finish()?),
+            (ColumnFamily::Metadata, meta_sst.finish()?),
+        ];
         if !namespace_keys.is_empty() {
             namespace_keys.sort_unstable();
             let opts = sst_file_options(config, ColumnFamily::NamespaceIndex);

@@ -16,14 +16,15 @@ pub(crate) struct DamageLog {
 }
 
 impl DamageLog {
-    /// The value of `id` in `teleological_arrays` does not decode.
+    /// A value of `id` (its head in `teleological_arrays` or a slot in `array_slots`) does not
+    /// decode, or a slot is missing beside its head.
     pub(crate) fn array(&mut self, id: Uuid) {
         if self.arrays.insert(id) {
             tracing::warn!("array {id} is damaged: it is skipped by the indices and its reads fail");
         }
     }
 
-    /// A key of `teleological_arrays` that is not a 16-byte id.
+    /// A key of `array_slots` that is not a slot index and a 16-byte id.
     pub(crate) fn malformed_array_key(&mut self) {
         self.malformed_array_keys += 1;
     }

@@ -19,6 +19,7 @@ mod parallel;
 mod recovery;
 mod store_core;
 mod store_meta;
+mod upgrade;
 mod upkeep;
 mod write_path;
 
@@ -28,8 +29,9 @@ pub use index::{
     TokenLevelConfig, VectorPrecision,
 };
 pub use rocksdb_store::{
-    Durability, RocksDbTeleologicalStore, StoreConfig, CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX,
-    DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH, MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
+    Durability, RocksDbTeleologicalStore, ScannedArray, StoreConfig, CF_ARRAYS, CF_METADATA,
+    CF_NAMESPACE_INDEX, CF_SLOTS, DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH,
+    MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
 };
 pub use search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
 pub use store::{

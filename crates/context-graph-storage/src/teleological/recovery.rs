@@ -8,7 +8,7 @@
 //!    parallel) if the snapshot is intact and can be caught up, otherwise it is marked for a
 //!    rebuild (and the reason is logged).
 //! 5. Catch up the loaded indices by replaying the change log after each one's snapshot.
-//! 6. Rebuild the marked indices from `teleological_arrays`.
+//! 6. Rebuild the marked indices from their slots' values in `array_slots`.
 //!
 //! Snapshots are written by [`StoreCore::persist_indices`] (on close, and on request), which
 //! then deletes the change-log entries every snapshot covers.
@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::time::Instant;
 
-use context_graph_core::encoding::decode_slot;
-use context_graph_core::teleology::{Embedder, EmbedderDims, TeleologicalArray};
+use context_graph_core::encoding::decode_slot_value;
+use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, TeleologicalArray};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType, Options, WriteBatch, WriteOptions,
@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::attrs::AttrTable;
 use super::change_log::{decode_entry, log_key, seq_of_key, LogOp};
-use super::column_families::{ColumnFamily, CF_RETIRED_SPARSE_POSTINGS};
+use super::column_families::{slot_key, ColumnFamily, CF_RETIRED_SPARSE_POSTINGS};
 use super::config::{StoreConfig, MAX_EF_SEARCH};
 use super::damage::DamageLog;
 use super::index::binary::BinaryKind;
@@ -45,7 +45,7 @@ use super::index::{
 };
 use super::parallel::{for_each_parallel, map_parallel};
 use super::store::{IndexOpenMode, StorageError, StorageResult};
-use super::store_core::{decode_array_of, DisabledIndex, IndexSlot, StoreCore, StoredSlots, WriterState};
+use super::store_core::{DisabledIndex, IndexSlot, StoreCore, StoredSlots, WriterState};
 use super::store_meta::{init_or_check, SchemaRecord, KEY_LOG_TRUNCATED_THROUGH, STORE_FORMAT_VERSION};
 use super::upkeep::Upkeep;
 
@@ -143,7 +143,8 @@ fn max_tokens(index_configs: &[EmbedderIndexConfig; Embedder::COUNT]) -> usize {
 fn cf_options(config: &StoreConfig, cache: &Cache, cf: ColumnFamily) -> Options {
     // Point lookups (bloom filters) on arrays and metadata; array bodies in blob files.
     let (point_lookups, blobs) = match cf {
-        ColumnFamily::Arrays => (true, true),
+        // Heads are small unless their content is long; slot values are KBs to tens of KBs.
+        ColumnFamily::Arrays | ColumnFamily::Slots => (true, true),
         ColumnFamily::Metadata => (true, false),
         _ => (false, false),
     };
@@ -171,7 +172,7 @@ fn cf_options(config: &StoreConfig, cache: &Cache, cf: ColumnFamily) -> Options 
     o
 }
 
-/// Values of `teleological_arrays` at least this large are kept in blob files.
+/// Values of `teleological_arrays` and `array_slots` at least this large are kept in blob files.
 pub(crate) const ARRAY_BLOB_MIN_SIZE: u64 = 4096;
 
 /// The options an SST file written outside the database (bulk load) for `cf` needs: the
@@ -403,7 +404,7 @@ pub(crate) fn open_core(
                 }
                 Err(reason) => {
                     tracing::warn!(
-                        "index {} will be rebuilt from teleological_arrays: {reason}",
+                        "index {} will be rebuilt from the stored arrays: {reason}",
                         e.short_name()
                     );
                     modes.push(IndexOpenMode::Rebuilt { reason });
@@ -435,7 +436,7 @@ pub(crate) fn open_core(
         // A damaged change-log entry: which ids it changed is unknown, so an index caught up
         // through it cannot be trusted. Rebuild those indices instead.
         Err(StorageError::Corruption { what }) => {
-            let reason = format!("the change log is damaged ({what}); rebuilt from teleological_arrays");
+            let reason = format!("the change log is damaged ({what}); rebuilt from the stored arrays");
             tracing::warn!("indices loaded from snapshots will be rebuilt: {reason}");
             for p in &pending {
                 p.index.clear()?;
@@ -507,7 +508,7 @@ fn catch_up(db: &DB, pending: &mut [Pending], damage: &mut DamageLog) -> Storage
         return Ok(());
     };
     let log_cf = ColumnFamily::ChangeLog.handle(db)?;
-    let arrays_cf = ColumnFamily::Arrays.handle(db)?;
+    let slots_cf = ColumnFamily::Slots.handle(db)?;
     let mut it = db.raw_iterator_cf(&log_cf);
     it.seek(log_key(start + 1));
     let mut replayed = 0u64;
@@ -516,28 +517,25 @@ fn catch_up(db: &DB, pending: &mut [Pending], damage: &mut DamageLog) -> Storage
             .ok_or_else(|| StorageError::Corruption { what: "change-log key is not 8 bytes".into() })?;
         let ops = decode_entry(value)
             .map_err(|what| StorageError::Corruption { what: format!("change-log entry {seq}: {what}") })?;
-        let current = ops
-            .iter()
-            .map(|op| match op {
-                LogOp::Upsert(id) => db.get_cf(&arrays_cf, id.as_bytes()),
-                LogOp::Remove(_) => Ok(None),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         for p in pending.iter_mut().filter(|p| p.from_seq < seq) {
-            for (op, bytes) in ops.iter().zip(&current) {
-                match (*op, bytes) {
-                    (LogOp::Upsert(id), Some(bytes)) => match decode_slot(bytes, p.embedder) {
-                        Ok(out) if p.index.check(&out).is_ok() => {
-                            p.index.apply(&[IndexChange::Upsert(id, &out)])?
+            for op in &ops {
+                match *op {
+                    // Each index reads its own slot of the array's current value; none: the
+                    // array was stored, then deleted by a later commit, whose entry removes it.
+                    LogOp::Upsert(id) => {
+                        if let Some(bytes) = db.get_pinned_cf(&slots_cf, slot_key(p.embedder, id))? {
+                            match decode_slot_value(id, p.embedder, &bytes) {
+                                Ok(out) if p.index.check(&out).is_ok() => {
+                                    p.index.apply(&[IndexChange::Upsert(id, &out)])?
+                                }
+                                _ => {
+                                    damage.array(id);
+                                    p.index.apply(&[IndexChange::Remove(id)])?;
+                                }
+                            }
                         }
-                        _ => {
-                            damage.array(id);
-                            p.index.apply(&[IndexChange::Remove(id)])?;
-                        }
-                    },
-                    // Stored, then deleted by a later commit, whose entry removes it.
-                    (LogOp::Upsert(_), None) => {}
-                    (LogOp::Remove(id), _) => p.index.apply(&[IndexChange::Remove(id)])?,
+                    }
+                    LogOp::Remove(id) => p.index.apply(&[IndexChange::Remove(id)])?,
                 }
             }
             p.mode = match p.mode {
@@ -578,39 +576,54 @@ fn rebuild_from_arrays(
         return Ok(());
     }
     let started = Instant::now();
-    let arrays_cf = ColumnFamily::Arrays.handle(db)?;
-    let mut it = db.raw_iterator_cf(&arrays_cf);
-    it.seek_to_first();
-    let mut chunk: Vec<TeleologicalArray> = Vec::with_capacity(REBUILD_CHUNK);
+    let damaged = Mutex::new(DamageLog::default());
+    // Each index reads its own slot's key range, one index per worker.
+    let counts = map_parallel(targets, |index| refill_one(db, index.as_ref(), &damaged))?;
+    damage.absorb_full_scan(damaged.into_inner());
+    let names: Vec<_> = targets.iter().map(|index| index.embedder().short_name()).collect();
+    let done = counts.iter().copied().max().unwrap_or(0);
+    tracing::warn!("rebuilt indices {names:?} from {done} arrays in {:.2?}", started.elapsed());
+    Ok(())
+}
+
+/// Fill one empty index from its slot's values in `array_slots`; returns the values indexed.
+/// A value that does not decode, or does not fit the index, is skipped and logged in `damaged`.
+fn refill_one(db: &DB, index: &dyn MemoryKind, damaged: &Mutex<DamageLog>) -> StorageResult<usize> {
+    let e = index.embedder();
+    let slots_cf = ColumnFamily::Slots.handle(db)?;
+    let mut opts = rocksdb::ReadOptions::default();
+    opts.set_iterate_upper_bound(vec![e.index() as u8 + 1]);
+    let mut it = db.raw_iterator_cf_opt(&slots_cf, opts);
+    it.seek([e.index() as u8]);
+    let mut chunk: Vec<(Uuid, EmbedderOutput)> = Vec::with_capacity(REBUILD_CHUNK);
     let mut done = 0usize;
+    let apply = |chunk: &mut Vec<(Uuid, EmbedderOutput)>| {
+        let changes: Vec<_> = chunk.iter().map(|(id, out)| IndexChange::Upsert(*id, out)).collect();
+        let applied = index.apply(&changes);
+        chunk.clear();
+        applied
+    };
     while let (Some(key), Some(value)) = (it.key(), it.value()) {
-        match Uuid::from_slice(key).map(|id| (id, decode_array_of(id, value))) {
-            Ok((_, Ok(array))) if fits(targets, &array) => chunk.push(array),
-            Ok((id, _)) => damage.array(id),
-            Err(_) => damage.malformed_array_key(),
+        match Uuid::from_slice(key.get(1..).unwrap_or_default()) {
+            Ok(id) => match decode_slot_value(id, e, value) {
+                Ok(out) if index.check(&out).is_ok() => chunk.push((id, out)),
+                _ => damaged.lock().array(id),
+            },
+            Err(_) => damaged.lock().malformed_array_key(),
         }
         if chunk.len() == REBUILD_CHUNK {
-            apply_chunk(targets, &chunk)?;
             done += chunk.len();
-            chunk.clear();
+            apply(&mut chunk)?;
             if done.is_multiple_of(REBUILD_CHUNK * 40) {
-                tracing::info!("rebuilding indices: {done} arrays");
+                tracing::info!("rebuilding index {}: {done} arrays", e.short_name());
             }
         }
         it.next();
     }
     it.status()?;
-    apply_chunk(targets, &chunk)?;
     done += chunk.len();
-    let names: Vec<_> = targets.iter().map(|index| index.embedder().short_name()).collect();
-    tracing::warn!("rebuilt indices {names:?} from {done} arrays in {:.2?}", started.elapsed());
-    Ok(())
-}
-
-/// Whether every slot of `array` that `targets` index is one they accept (a stored array
-/// passed validation when it was written; one that no longer does is damaged).
-fn fits(targets: &[Arc<dyn MemoryKind>], array: &TeleologicalArray) -> bool {
-    targets.iter().all(|index| index.check(array.get(index.embedder())).is_ok())
+    apply(&mut chunk)?;
+    Ok(done)
 }
 
 /// Index `chunk` (upserts, in order) in every index of `targets`, one index per worker.

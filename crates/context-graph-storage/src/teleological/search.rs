@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use context_graph_core::teleology::similarity::score;
 use context_graph_core::teleology::{
-    ComparisonType, Embedder, EmbedderDims, EmbedderWeights, TeleologicalArray,
+    ComparisonType, Embedder, EmbedderDims, EmbedderOutput, EmbedderWeights, TeleologicalArray,
 };
 use uuid::Uuid;
 
@@ -23,10 +23,10 @@ use super::attrs::AttrTable;
 use super::blocking::run_blocking;
 use super::config::{check_limit, MAX_FUSED_CANDIDATES};
 use super::damage::DamageLog;
-use super::index::{finish_results, Candidates, IndexSearchResult};
+use super::index::{Candidates, IndexSearchResult};
 use super::rocksdb_store::RocksDbTeleologicalStore;
 use super::store::{EmbedderIndexStats, StorageError, StorageResult, TeleologicalArrayStore};
-use super::store_core::{decode_array_of, read_arrays, IndexSlot, OnDamage, StoreCore};
+use super::store_core::{read_slots_opt, IndexSlot, OnDamage, StoreCore};
 
 /// A namespace with at most this many arrays (or this share of the store, whichever is
 /// larger) is searched exhaustively rather than through the graphs.
@@ -48,6 +48,39 @@ pub struct SearchFilter {
     pub memory_types: Option<Vec<String>>,
     /// Never these arrays.
     pub exclude_ids: Vec<Uuid>,
+}
+
+/// Search parameters of one request; `None` takes the store's configuration. Each is at
+/// least 1; `ef` at most [`super::config::MAX_EF_SEARCH`], the others at most 1,000.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Search breadth of the approximate indices (HNSW `ef`, the token-level breadth): the
+    /// index is asked for at least this many candidates.
+    pub ef: Option<usize>,
+    /// Candidates asked of each embedder, as a multiple of the limit (`search_overfetch`).
+    pub overfetch: Option<usize>,
+    /// Candidates rescored exactly, as a multiple of the limit (`rescore_factor`).
+    pub rescore_factor: Option<usize>,
+}
+
+impl SearchParams {
+    /// The largest overfetch and rescore factor a request may ask for.
+    pub const MAX_FACTOR: usize = 1_000;
+
+    pub(crate) fn check(&self) -> StorageResult<()> {
+        let bad = |name: &str, v: usize, max: usize| {
+            StorageError::bad_request(format!("search parameter {name} must be in 1..={max}, got {v}"))
+        };
+        if let Some(ef) = self.ef.filter(|&ef| ef == 0 || ef > super::config::MAX_EF_SEARCH) {
+            return Err(bad("ef", ef, super::config::MAX_EF_SEARCH));
+        }
+        for (name, v) in [("overfetch", self.overfetch), ("rescore_factor", self.rescore_factor)] {
+            if let Some(v) = v.filter(|&v| v == 0 || v > Self::MAX_FACTOR) {
+                return Err(bad(name, v, Self::MAX_FACTOR));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One fused search hit.
@@ -74,6 +107,17 @@ pub trait IndexedTeleologicalStore: TeleologicalArrayStore {
         filter: Option<&SearchFilter>,
         limit: usize,
     ) -> StorageResult<Vec<SearchResult>>;
+    /// [`IndexedTeleologicalStore::search`] with this request's own search parameters (the
+    /// store's configuration gives those left `None`); concurrent searches with different
+    /// parameters do not disturb each other.
+    async fn search_with(
+        &self,
+        query: &TeleologicalArray,
+        comparison: &ComparisonType,
+        filter: Option<&SearchFilter>,
+        limit: usize,
+        params: &SearchParams,
+    ) -> StorageResult<Vec<SearchResult>>;
     /// Statistics of the 13 indices.
     async fn index_stats(&self) -> StorageResult<Vec<EmbedderIndexStats>>;
     /// Rebuild every in-memory index from the stored arrays (and compact the graphs).
@@ -89,9 +133,21 @@ impl IndexedTeleologicalStore for RocksDbTeleologicalStore {
         filter: Option<&SearchFilter>,
         limit: usize,
     ) -> StorageResult<Vec<SearchResult>> {
+        self.search_with(query, comparison, filter, limit, &SearchParams::default()).await
+    }
+
+    async fn search_with(
+        &self,
+        query: &TeleologicalArray,
+        comparison: &ComparisonType,
+        filter: Option<&SearchFilter>,
+        limit: usize,
+        params: &SearchParams,
+    ) -> StorageResult<Vec<SearchResult>> {
         let core = self.core_arc();
-        let (query, comparison, filter) = (query.clone(), comparison.clone(), filter.cloned());
-        run_blocking(move || core.fused_search(&query, &comparison, filter.as_ref(), limit)).await
+        let (query, comparison, filter, params) =
+            (query.clone(), comparison.clone(), filter.cloned(), *params);
+        run_blocking(move || core.fused_search(&query, &comparison, filter.as_ref(), limit, &params)).await
     }
 
     async fn index_stats(&self) -> StorageResult<Vec<EmbedderIndexStats>> {
@@ -123,7 +179,9 @@ impl StoreCore {
         comparison: &ComparisonType,
         filter: Option<&SearchFilter>,
         limit: usize,
+        params: &SearchParams,
     ) -> StorageResult<Vec<SearchResult>> {
+        params.check()?;
         let embedders: Vec<Embedder> =
             comparison.embedders().into_iter().filter(|&e| query.get(e).is_computed()).collect();
         if embedders.is_empty() {
@@ -146,17 +204,15 @@ impl StoreCore {
         }
         let default_filter = SearchFilter::default();
         let filter = filter.unwrap_or(&default_filter);
-        let per_embedder =
-            limit.saturating_mul(self.config.search_overfetch.max(1)).min(MAX_FUSED_CANDIDATES);
+        let overfetch = params.overfetch.unwrap_or(self.config.search_overfetch).max(1);
+        let per_embedder = limit.saturating_mul(overfetch).min(MAX_FUSED_CANDIDATES);
 
-        // Candidates from each embedder, with the namespace and time filters inside the search.
-        // `scored` collects the exact scores of the arrays read on the way (for rescoring), so
-        // that each array is read once and dropped at once: memory holds scores, not arrays.
-        // The attributes are read under their lock one id at a time, never across a search, so
-        // that a commit waiting to update them waits for one lookup, not for the search.
-        let mut scored = Scored::new();
+        // Step 1: each embedder's candidates, by its index's own (approximate) scores, with
+        // the namespace and time filters inside the search. The attributes are read under
+        // their lock one id at a time, never across a search, so that a commit waiting to
+        // update them waits for one lookup, not for the search.
         let lists = if *filter == SearchFilter::default() {
-            self.candidate_lists(query, &embedders, per_embedder, Candidates::All, |_| true, &mut scored)?
+            self.candidate_lists(query, &embedders, per_embedder, params, Candidates::All, |_| true)?
         } else {
             let restriction = self.restriction(&self.attrs.read(), filter);
             let admits = |id: Uuid| admitted_by_index_filters(&self.attrs.read(), filter, id);
@@ -165,28 +221,57 @@ impl StoreCore {
                 Restriction::Members(ids) => Candidates::Only(ids),
                 Restriction::Predicate => Candidates::Matching(&admits),
             };
-            self.candidate_lists(
-                query,
-                &embedders,
-                per_embedder,
-                candidates,
-                |id| passes_post_filters(&self.attrs.read(), filter, id),
-                &mut scored,
-            )?
+            self.candidate_lists(query, &embedders, per_embedder, params, candidates, |id| {
+                passes_post_filters(&self.attrs.read(), filter, id)
+            })?
+        };
+        let mut union: Vec<Uuid> = lists.iter().flat_map(|hits| hits.iter().map(|h| h.id)).collect();
+        union.sort_unstable();
+        union.dedup();
+
+        // Step 2: the fused order of the candidates. A single embedder's is its list's; a
+        // fusion over several needs every candidate's standing in every embedder, not only in
+        // the lists it made (a memory 40th in most embedders must not lose to one that is
+        // 20th in a few): each index scores the whole candidate set from what it holds.
+        let rank_fusion = matches!(comparison, ComparisonType::Rrf { .. } | ComparisonType::EmbedderGroup(_));
+        let mut rank_fused: HashMap<Uuid, f32> = HashMap::new();
+        let shortlist: Vec<Uuid> = match comparison {
+            ComparisonType::SingleEmbedder(_) => lists[0]
+                .iter()
+                .take(limit.saturating_mul(self.rescore_breadth(params)))
+                .map(|h| h.id)
+                .collect(),
+            _ => {
+                let standing = self.standings(query, &embedders, &lists, &union)?;
+                let approximate: Vec<(Uuid, f32)> = union
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &id)| (id, fuse_standing(comparison, &embedders, &standing, i)))
+                    .collect();
+                if rank_fusion {
+                    // The ranks are the answer: only the returned are read, for their scores.
+                    rank_fused = approximate.iter().copied().collect();
+                    best_ids(approximate, limit)
+                } else {
+                    // Score fusion: approximate scores pick a shortlist, rescored exactly.
+                    best_ids(approximate, limit.saturating_mul(self.rescore_breadth(params)))
+                }
+            }
         };
 
-        // Exact per-embedder scores of every candidate, from the stored arrays.
-        let ids: HashSet<Uuid> = lists.iter().flat_map(|(_, hits)| hits.iter().map(|h| h.id)).collect();
-        self.score_missing(&mut scored, query, &embedders, &ids.iter().copied().collect::<Vec<_>>())?;
-        // Arrays read for rescoring that no list kept are not candidates.
-        scored.retain(|id, _| ids.contains(id));
-        let ranks: Vec<HashMap<Uuid, usize>> = lists
-            .iter()
-            .map(|(_, hits)| hits.iter().enumerate().map(|(i, h)| (h.id, i + 1)).collect())
-            .collect();
+        // Step 3: exact per-embedder scores of the shortlist from the stored slots (only the
+        // slots searched), and the exact fused score where the fusion is of scores.
+        let mut scored = Scored::new();
+        self.score_missing(&mut scored, query, &embedders, &shortlist)?;
         let mut results = Vec::with_capacity(scored.len());
         for (&id, per) in &scored {
-            let fused = fuse(comparison, &embedders, per, &ranks, id);
+            let fused = match comparison {
+                ComparisonType::SingleEmbedder(e) => per[e.index()].unwrap_or(f32::NEG_INFINITY),
+                ComparisonType::WeightedFull(w) => {
+                    embedders.iter().map(|&e| w.get(e) * per[e.index()].unwrap_or(0.0)).sum()
+                }
+                _ => rank_fused.get(&id).copied().unwrap_or(0.0),
+            };
             if filter.min_similarity.is_some_and(|min| fused < min) {
                 continue;
             }
@@ -200,65 +285,103 @@ impl StoreCore {
         Ok(results)
     }
 
-    /// The exact score of `array` for `query` in embedder `e`, as the schema defines it.
-    fn exact_score(&self, query: &TeleologicalArray, array: &TeleologicalArray, e: Embedder) -> Option<f32> {
+    /// The multiple of the limit rescored exactly.
+    fn rescore_breadth(&self, params: &SearchParams) -> usize {
+        params.rescore_factor.unwrap_or(self.config.rescore_factor).max(1)
+    }
+
+    /// The exact score of the stored output `stored` for `query` in embedder `e`, as the
+    /// schema defines it.
+    fn exact_score(&self, query: &EmbedderOutput, stored: &EmbedderOutput, e: Embedder) -> Option<f32> {
         let bits = match self.schema.get(e) {
             EmbedderDims::Binary { bits } => bits,
             _ => 0,
         };
-        score(query.get(e), array.get(e), bits)
+        score(query, stored, bits)
     }
 
-    /// Each embedder's candidates among `candidates`, best first by exact score, keeping those
-    /// `keep` admits. An index holding reduced precision is asked for `rescore_factor` times as
-    /// many, which are rescored from their stored arrays (scored into `scored`, where the fused
-    /// scoring finds them) and cut back: the same answer as the index's own rescoring, without
-    /// reading the arrays twice.
+    /// Each embedder's `per_embedder` best candidates among `candidates` by its index's own
+    /// scores (approximate for an index holding reduced precision; the exact scores come
+    /// later, for what is returned), keeping those `keep` admits. A breadth asked for in
+    /// `params` is walked by asking the index for that many (HNSW walks at least as wide as
+    /// the results it returns), then cut back.
     fn candidate_lists(
         &self,
         query: &TeleologicalArray,
         embedders: &[Embedder],
         per_embedder: usize,
+        params: &SearchParams,
         candidates: Candidates<'_>,
         keep: impl Fn(Uuid) -> bool,
-        scored: &mut Scored,
-    ) -> StorageResult<Vec<(Embedder, Vec<IndexSearchResult>)>> {
+    ) -> StorageResult<Vec<Vec<IndexSearchResult>>> {
         let mut lists = Vec::with_capacity(embedders.len());
         for &e in embedders {
-            let hits = match self.slot(e) {
-                IndexSlot::Memory(m) => {
-                    m.kind.check(query.get(e))?;
-                    m.usable()?;
-                    // Never more than the index holds: the limit sizes buffers in the index.
-                    let per_embedder = per_embedder.min(m.kind.len());
-                    match m.rescore_factor() {
-                        None => m.kind.search(query.get(e), per_embedder, None, candidates)?,
-                        Some(factor) => {
-                            let wanted = per_embedder.saturating_mul(factor).min(m.kind.len());
-                            let approximate = m.kind.search(query.get(e), wanted, None, candidates)?;
-                            let ids: Vec<Uuid> = approximate.iter().map(|h| h.id).collect();
-                            self.score_missing(scored, query, embedders, &ids)?;
-                            let exact = ids
-                                .iter()
-                                .filter_map(|id| {
-                                    let score = scored.get(id)?[e.index()]?;
-                                    Some(IndexSearchResult { id: *id, score })
-                                })
-                                .collect();
-                            finish_results(exact, per_embedder, None)
-                        }
-                    }
-                }
-                IndexSlot::Disabled(_) => {
-                    return Err(StorageError::Index(format!(
-                        "index of {} is disabled: it cannot be searched",
-                        e.short_name()
-                    )))
-                }
-            };
-            lists.push((e, hits.into_iter().filter(|h| keep(h.id)).collect()));
+            let m = self.memory_index(e)?;
+            m.kind.check(query.get(e))?;
+            m.usable()?;
+            // Never more than the index holds: the limit sizes buffers in the index.
+            let asked = per_embedder.max(params.ef.unwrap_or(0)).min(m.kind.len());
+            let mut hits = m.kind.search(query.get(e), asked, None, candidates)?;
+            hits.retain(|h| keep(h.id));
+            hits.truncate(per_embedder);
+            lists.push(hits);
         }
         Ok(lists)
+    }
+
+    /// The index of `e`, or why it cannot be searched.
+    fn memory_index(&self, e: Embedder) -> StorageResult<&super::index::MemoryIndex> {
+        match self.slot(e) {
+            IndexSlot::Memory(m) => Ok(m),
+            IndexSlot::Disabled(_) => Err(StorageError::Index(format!(
+                "index of {} is disabled: it cannot be searched",
+                e.short_name()
+            ))),
+        }
+    }
+
+    /// The standing of each of `ids` in each embedder: its rank there (1-based) and its
+    /// score by the index. An id in the embedder's list keeps the list's rank; the others
+    /// are scored by the index from what it holds (`Candidates::Only`) and ranked after the
+    /// list, in score order; one the index cannot score (no shared term, say) ranks last.
+    fn standings(
+        &self,
+        query: &TeleologicalArray,
+        embedders: &[Embedder],
+        lists: &[Vec<IndexSearchResult>],
+        ids: &[Uuid],
+    ) -> StorageResult<Vec<Vec<Standing>>> {
+        let mut sorted: Vec<Uuid> = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let mut out = Vec::with_capacity(embedders.len());
+        for (&e, list) in embedders.iter().zip(lists) {
+            let mut standing = vec![Standing { rank: usize::MAX, score: f32::NEG_INFINITY }; ids.len()];
+            let mut listed = HashSet::with_capacity(list.len());
+            for (r, h) in list.iter().enumerate() {
+                if let Some(&i) = position.get(&h.id) {
+                    standing[i] = Standing { rank: r + 1, score: h.score };
+                }
+                listed.insert(h.id);
+            }
+            let rest: Vec<Uuid> = sorted.iter().copied().filter(|id| !listed.contains(id)).collect();
+            if !rest.is_empty() {
+                let m = self.memory_index(e)?;
+                // Sorted best first by the index; ranks continue after the list's.
+                let scored = m.kind.search(query.get(e), rest.len(), None, Candidates::Only(&rest))?;
+                for (r, h) in scored.iter().enumerate() {
+                    if let Some(&i) = position.get(&h.id) {
+                        standing[i] = Standing { rank: list.len() + r + 1, score: h.score };
+                    }
+                }
+            }
+            for s in standing.iter_mut().filter(|s| s.rank == usize::MAX) {
+                s.rank = list.len() + ids.len() + 1;
+            }
+            out.push(standing);
+        }
+        Ok(out)
     }
 
     /// Small namespaces are scored exhaustively; other filters run inside the index search.
@@ -291,21 +414,38 @@ impl StoreCore {
         ids: &[Uuid],
     ) -> StorageResult<()> {
         let ids: Vec<Uuid> = ids.iter().copied().filter(|id| !scored.contains_key(id)).collect();
-        for chunk in ids.chunks(256) {
-            for (id, array) in read_arrays(&self.db, chunk, decode_array_of, OnDamage::Skip(&self.damage))? {
-                if let Some(array) = array {
-                    let mut per = [None; Embedder::COUNT];
-                    for &e in embedders {
-                        per[e.index()] = self.exact_score(query, &array, e);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        // One RocksDB snapshot: every slot of an array is read from the same commit.
+        let snapshot = self.db.snapshot();
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_snapshot(&snapshot);
+        // Each id's scores, and how many of its slots were read: an array missing a slot was
+        // deleted meanwhile (all missing) or is damaged (recorded), and is left out either way.
+        let mut found: HashMap<Uuid, ([Option<f32>; Embedder::COUNT], usize)> =
+            HashMap::with_capacity(ids.len());
+        for &e in embedders {
+            for chunk in ids.chunks(256) {
+                for (id, slot) in read_slots_opt(&self.db, e, chunk, OnDamage::Skip(&self.damage), &opts)? {
+                    if let Some(slot) = slot {
+                        let (per, read) = found.entry(id).or_insert(([None; Embedder::COUNT], 0));
+                        per[e.index()] = self.exact_score(query.get(e), &slot, e);
+                        *read += 1;
                     }
-                    scored.insert(id, per);
                 }
             }
         }
+        scored.extend(
+            found
+                .into_iter()
+                .filter(|(_, (_, read))| *read == embedders.len())
+                .map(|(id, (per, _))| (id, per)),
+        );
         Ok(())
     }
 
-    /// Rebuild every in-memory index from `teleological_arrays`. If it fails, the indices are
+    /// Rebuild every in-memory index from the stored arrays. If it fails, the indices are
     /// part-filled: they are marked unusable (searches fail) and the store refuses writes, so
     /// that nothing persists them; a reopen loads the snapshots and the change log again.
     pub(crate) fn rebuild_memory_indices(&self) -> StorageResult<()> {
@@ -356,28 +496,39 @@ fn passes_post_filters(attrs: &AttrTable, filter: &SearchFilter, id: Uuid) -> bo
     }
 }
 
-/// The fused score of one array.
-fn fuse(
+/// Where one candidate stands in one embedder.
+#[derive(Debug, Clone, Copy)]
+struct Standing {
+    rank: usize,
+    score: f32,
+}
+
+/// The fused score of candidate `i` from its standings (the index's scores: approximate for
+/// reduced-precision indices).
+fn fuse_standing(
     comparison: &ComparisonType,
     embedders: &[Embedder],
-    per: &[Option<f32>; Embedder::COUNT],
-    ranks: &[HashMap<Uuid, usize>],
-    id: Uuid,
+    standing: &[Vec<Standing>],
+    i: usize,
 ) -> f32 {
     let rrf = |k: u32, weight: &dyn Fn(Embedder) -> f32| -> f32 {
-        embedders
-            .iter()
-            .zip(ranks)
-            .filter_map(|(&e, r)| r.get(&id).map(|&rank| weight(e) / (k as f32 + rank as f32)))
-            .sum()
+        embedders.iter().zip(standing).map(|(&e, s)| weight(e) / (k as f32 + s[i].rank as f32)).sum()
     };
     match comparison {
-        ComparisonType::SingleEmbedder(e) => per[e.index()].unwrap_or(f32::NEG_INFINITY),
-        ComparisonType::WeightedFull(w) => {
-            embedders.iter().map(|&e| w.get(e) * per[e.index()].unwrap_or(0.0)).sum()
-        }
+        ComparisonType::SingleEmbedder(_) => standing[0][i].score,
+        ComparisonType::WeightedFull(w) => embedders
+            .iter()
+            .zip(standing)
+            .map(|(&e, s)| w.get(e) * if s[i].score.is_finite() { s[i].score } else { 0.0 })
+            .sum(),
         ComparisonType::EmbedderGroup(_) => rrf(context_graph_core::teleology::DEFAULT_RRF_K, &|_| 1.0),
         ComparisonType::Rrf { k, weights: None } => rrf(*k, &|_| 1.0),
         ComparisonType::Rrf { k, weights: Some(w) } => rrf(*k, &|e| w.get(e)),
     }
+}
+
+/// The ids of the `n` best by score (ties by id).
+fn best_ids(mut scored: Vec<(Uuid, f32)>, n: usize) -> Vec<Uuid> {
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scored.into_iter().take(n).map(|(id, _)| id).collect()
 }

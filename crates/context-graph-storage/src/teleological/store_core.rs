@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use context_graph_core::encoding::{decode_array, decode_metadata, decode_slot, DecodeError};
+use context_graph_core::encoding::{decode_array_head, decode_metadata, decode_slot_value, DecodeError};
 use context_graph_core::teleology::{Embedder, EmbedderOutput, StoreSchema, TeleologicalArray};
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{ReadOptions, DB};
 use uuid::Uuid;
 
 use super::attrs::AttrTable;
-use super::column_families::ColumnFamily;
+use super::column_families::{slot_key, ColumnFamily};
 use super::config::StoreConfig;
 use super::damage::DamageLog;
 use super::index::{EmbedderIndex, ExactOutputs, IndexSearchResult, IndexType, MemoryIndex, MemoryKind};
@@ -43,9 +43,9 @@ impl IndexSlot {
     }
 }
 
-/// The full-precision slots of the stored arrays, read for rescoring (one slot decoded per
-/// array; the others' payloads are skipped, not copied). A damaged array is left out (and
-/// logged), so that one bad value does not fail every search that meets it.
+/// The full-precision slots of the stored arrays, read for rescoring (one slot value per
+/// array, nothing else). A damaged value is left out (and logged), so that one bad value does
+/// not fail every search that meets it.
 pub(crate) struct StoredSlots {
     pub(crate) db: Arc<DB>,
     pub(crate) damage: Arc<Mutex<DamageLog>>,
@@ -53,23 +53,22 @@ pub(crate) struct StoredSlots {
 
 impl ExactOutputs for StoredSlots {
     fn outputs(&self, e: Embedder, ids: &[Uuid]) -> StorageResult<Vec<(Uuid, EmbedderOutput)>> {
-        let values =
-            read_arrays(&self.db, ids, |_, bytes| decode_slot(bytes, e), OnDamage::Skip(&self.damage))?;
+        let values = read_slots(&self.db, e, ids, OnDamage::Skip(&self.damage))?;
         Ok(values.into_iter().filter_map(|(id, slot)| Some((id, slot?))).collect())
     }
 }
 
-/// The array stored under `id`: its value decoded, and checked to be the array of that id (a
-/// value moved under another key must never be returned as that key's array).
-pub(crate) fn decode_array_of(id: Uuid, bytes: &[u8]) -> Result<TeleologicalArray, DecodeError> {
-    let array = decode_array(bytes)?;
+/// The head stored under `id`, decoded (every slot `Pending`), and checked to be the head of
+/// that id (a value moved under another key must never be returned as that key's array).
+pub(crate) fn decode_head_of(id: Uuid, bytes: &[u8]) -> Result<TeleologicalArray, DecodeError> {
+    let array = decode_array_head(bytes)?;
     if array.id != id {
         return Err(DecodeError::Malformed(format!("the value stored under {id} holds array {}", array.id)));
     }
     Ok(array)
 }
 
-/// What [`read_arrays`] does with a value that does not decode.
+/// What the readers below do with a value that does not decode.
 #[derive(Clone, Copy)]
 pub(crate) enum OnDamage<'a> {
     /// Fail with `Corruption` naming the id (a read the caller asked for by id).
@@ -78,34 +77,107 @@ pub(crate) enum OnDamage<'a> {
     Skip(&'a Mutex<DamageLog>),
 }
 
-/// The values of `ids` in `teleological_arrays`, in the order given, each decoded by `decode`
-/// (`None` for an id not stored, or damaged under [`OnDamage::Skip`]).
-pub(crate) fn read_arrays<T>(
+impl OnDamage<'_> {
+    /// `Ok(None)` (recorded) or `Err(Corruption)` for the damaged value of `id`.
+    fn damaged<T>(self, id: Uuid, err: DecodeError) -> StorageResult<Option<T>> {
+        match self {
+            OnDamage::Skip(log) => {
+                log.lock().array(id);
+                Ok(None)
+            }
+            OnDamage::Fail => Err(StorageError::corrupt(format_args!("array {id}"), err)),
+        }
+    }
+}
+
+/// Slot `e` of each array of `ids`, in the order given (`None` for an id not stored, or
+/// damaged under [`OnDamage::Skip`]).
+pub(crate) fn read_slots(
     db: &DB,
+    e: Embedder,
     ids: &[Uuid],
-    decode: impl Fn(Uuid, &[u8]) -> Result<T, DecodeError>,
     on_damage: OnDamage<'_>,
-) -> StorageResult<Vec<(Uuid, Option<T>)>> {
-    let cf = ColumnFamily::Arrays.handle(db)?;
-    let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+) -> StorageResult<Vec<(Uuid, Option<EmbedderOutput>)>> {
+    read_slots_opt(db, e, ids, on_damage, &ReadOptions::default())
+}
+
+pub(crate) fn read_slots_opt(
+    db: &DB,
+    e: Embedder,
+    ids: &[Uuid],
+    on_damage: OnDamage<'_>,
+    opts: &ReadOptions,
+) -> StorageResult<Vec<(Uuid, Option<EmbedderOutput>)>> {
+    let cf = ColumnFamily::Slots.handle(db)?;
+    let keys: Vec<[u8; 17]> = ids.iter().map(|&id| slot_key(e, id)).collect();
     let mut out = Vec::with_capacity(ids.len());
-    for (id, value) in ids.iter().zip(db.batched_multi_get_cf(&cf, &keys, false)) {
+    for (id, value) in ids.iter().zip(db.batched_multi_get_cf_opt(&cf, &keys, false, opts)) {
         let decoded = match value? {
-            Some(bytes) => match (decode(*id, &bytes), on_damage) {
-                (Ok(v), _) => Some(v),
-                (Err(_), OnDamage::Skip(log)) => {
-                    log.lock().array(*id);
-                    None
-                }
-                (Err(err), OnDamage::Fail) => {
-                    return Err(StorageError::corrupt(format_args!("array {id}"), err))
-                }
+            Some(bytes) => match decode_slot_value(*id, e, &bytes) {
+                Ok(v) => Some(v),
+                Err(err) => on_damage.damaged(*id, err)?,
             },
             None => None,
         };
         out.push((*id, decoded));
     }
     Ok(out)
+}
+
+/// The arrays of `ids`, in the order given, with the slots of `slots` filled (the others
+/// left `Pending`): `None` for an id not stored, or damaged under [`OnDamage::Skip`]. The head
+/// and the slots are read from one RocksDB snapshot (a commit is seen whole or not at all), so
+/// a head whose slot is missing is damaged.
+pub(crate) fn read_arrays(
+    db: &DB,
+    ids: &[Uuid],
+    slots: &[Embedder],
+    on_damage: OnDamage<'_>,
+) -> StorageResult<Vec<(Uuid, Option<TeleologicalArray>)>> {
+    let snapshot = db.snapshot();
+    let mut opts = ReadOptions::default();
+    opts.set_snapshot(&snapshot);
+    let cf = ColumnFamily::Arrays.handle(db)?;
+    let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+    let mut out = Vec::with_capacity(ids.len());
+    for (id, value) in ids.iter().zip(db.batched_multi_get_cf_opt(&cf, &keys, false, &opts)) {
+        let decoded = match value? {
+            Some(bytes) => match decode_head_of(*id, &bytes) {
+                Ok(v) => Some(v),
+                Err(err) => on_damage.damaged(*id, err)?,
+            },
+            None => None,
+        };
+        out.push((*id, decoded));
+    }
+    for &e in slots {
+        let present: Vec<Uuid> = out.iter().filter(|(_, a)| a.is_some()).map(|(id, _)| *id).collect();
+        let mut values = read_slots_opt(db, e, &present, on_damage, &opts)?.into_iter();
+        for (id, array) in out.iter_mut().filter(|(_, a)| a.is_some()) {
+            match values.next().and_then(|(_, v)| v) {
+                Some(v) => {
+                    if let Some(a) = array.as_mut() {
+                        a.set(e, v);
+                    }
+                }
+                None => {
+                    // The value is damaged (and recorded), or missing beside its head.
+                    let missing = DecodeError::Malformed(format!("slot {} is missing", e.short_name()));
+                    on_damage.damaged::<()>(*id, missing)?;
+                    *array = None;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One array found by [`StoreCore::scan_arrays`]: its key in `teleological_arrays` and the
+/// array, or why it could not be read.
+#[derive(Debug, Clone)]
+pub struct ScannedArray {
+    pub key: Vec<u8>,
+    pub array: Result<TeleologicalArray, String>,
 }
 
 /// The mutable state only a committing writer touches.
@@ -169,22 +241,86 @@ impl StoreCore {
     }
 
     pub(crate) fn retrieve(&self, id: Uuid) -> StorageResult<TeleologicalArray> {
-        let cf = ColumnFamily::Arrays.handle(&self.db)?;
-        let bytes = self.db.get_pinned_cf(&cf, id.as_bytes())?.ok_or(StorageError::NotFound(id))?;
-        decode_array_of(id, &bytes).map_err(|e| {
-            self.damage.lock().array(id);
-            StorageError::corrupt(format_args!("array {id}"), e)
-        })
+        self.retrieve_projected(&[id], &Embedder::all().collect::<Vec<_>>())?
+            .pop()
+            .ok_or(StorageError::NotFound(id))
     }
 
     pub(crate) fn retrieve_batch(&self, ids: &[Uuid]) -> StorageResult<Vec<TeleologicalArray>> {
-        let arrays = read_arrays(&self.db, ids, decode_array_of, OnDamage::Fail).inspect_err(|e| {
+        self.retrieve_projected(ids, &Embedder::all().collect::<Vec<_>>())
+    }
+
+    /// The arrays of `ids`, in order, with only the slots of `slots` read (the others left
+    /// `Pending`; none: the head alone, metadata and content). `NotFound` names the first
+    /// id not stored, `Corruption` the first damaged one (all the damaged ones are recorded).
+    pub(crate) fn retrieve_projected(
+        &self,
+        ids: &[Uuid],
+        slots: &[Embedder],
+    ) -> StorageResult<Vec<TeleologicalArray>> {
+        let arrays = read_arrays(&self.db, ids, slots, OnDamage::Fail).inspect_err(|e| {
             if let StorageError::Corruption { .. } = e {
                 // Record which values are damaged (the error names the first).
-                let _ = read_arrays(&self.db, ids, decode_array_of, OnDamage::Skip(&self.damage));
+                let _ = read_arrays(&self.db, ids, slots, OnDamage::Skip(&self.damage));
             }
         })?;
         arrays.into_iter().map(|(id, array)| array.ok_or(StorageError::NotFound(id))).collect()
+    }
+
+    /// Up to `max` stored arrays with keys after `after` (from the first when `None`), in key
+    /// (id) order, each whole or with why it could not be read; head and slots from one
+    /// RocksDB snapshot.
+    pub(crate) fn scan_arrays(&self, after: Option<&[u8]>, max: usize) -> StorageResult<Vec<ScannedArray>> {
+        let snapshot = self.db.snapshot();
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&snapshot);
+        let cf = ColumnFamily::Arrays.handle(&self.db)?;
+        let mut it = self.db.raw_iterator_cf_opt(&cf, opts);
+        match after {
+            Some(key) => {
+                it.seek(key);
+                if it.key() == Some(key) {
+                    it.next();
+                }
+            }
+            None => it.seek_to_first(),
+        }
+        let mut page = Vec::with_capacity(max.min(4096));
+        while page.len() < max {
+            let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
+            let array = match Uuid::from_slice(key) {
+                Ok(id) => decode_head_of(id, value).map_err(|e| e.to_string()),
+                Err(_) => Err(format!("the key is {} bytes, not a 16-byte id", key.len())),
+            };
+            page.push(ScannedArray { key: key.to_vec(), array });
+            it.next();
+        }
+        it.status()?;
+        drop(it);
+        let mut opts = ReadOptions::default();
+        opts.set_snapshot(&snapshot);
+        for e in Embedder::all() {
+            let ids: Vec<Uuid> = page.iter().filter_map(|p| p.array.as_ref().ok().map(|a| a.id)).collect();
+            let cf = ColumnFamily::Slots.handle(&self.db)?;
+            let keys: Vec<[u8; 17]> = ids.iter().map(|&id| slot_key(e, id)).collect();
+            let mut values = ids.iter().zip(self.db.batched_multi_get_cf_opt(&cf, &keys, false, &opts));
+            for scanned in page.iter_mut().filter(|p| p.array.is_ok()) {
+                let Some((&id, value)) = values.next() else { break };
+                let slot = match value? {
+                    Some(bytes) => decode_slot_value(id, e, &bytes).map_err(|err| err.to_string()),
+                    None => Err(format!("slot {} is missing", e.short_name())),
+                };
+                match slot {
+                    Ok(out) => {
+                        if let Ok(a) = scanned.array.as_mut() {
+                            a.set(e, out);
+                        }
+                    }
+                    Err(why) => scanned.array = Err(why),
+                }
+            }
+        }
+        Ok(page)
     }
 
     /// The `namespace_index` keys naming `id`, found by a scan: for an id whose metadata

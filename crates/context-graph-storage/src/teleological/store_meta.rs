@@ -9,7 +9,9 @@ use super::error::{StorageError, StorageResult};
 use super::index::IndexType;
 
 /// Version of the whole on-disk layout (`docs/FORMAT.md`). `open` refuses any other.
-pub const STORE_FORMAT_VERSION: u32 = 2;
+pub const STORE_FORMAT_VERSION: u32 = 3;
+/// The older format an open upgrades (`upgrade.rs`).
+pub(crate) const UPGRADABLE_FORMAT_VERSION: u32 = 2;
 
 pub(crate) const KEY_FORMAT_VERSION: &[u8] = b"format_version";
 pub(crate) const KEY_SCHEMA: &[u8] = b"schema";
@@ -99,7 +101,7 @@ pub(crate) fn init_or_check(db: &DB, asked: &SchemaRecord) -> StorageResult<(Cou
             return Err(StorageError::Corruption { what: "store_meta/format_version is malformed".into() })
         }
     };
-    if found != STORE_FORMAT_VERSION {
+    if found != STORE_FORMAT_VERSION && found != UPGRADABLE_FORMAT_VERSION {
         return Err(StorageError::UnsupportedFormat { found, supported: STORE_FORMAT_VERSION });
     }
     let stored = db
@@ -109,6 +111,9 @@ pub(crate) fn init_or_check(db: &DB, asked: &SchemaRecord) -> StorageResult<(Cou
         .map_err(|e| StorageError::Corruption { what: format!("store_meta/schema does not parse: {e}") })?;
     if let Some(reason) = stored.mismatch(asked) {
         return Err(StorageError::SchemaMismatch { reason });
+    }
+    if found == UPGRADABLE_FORMAT_VERSION {
+        super::upgrade::from_format_2(db)?;
     }
     let counters = Counters {
         commit_seq: read_u64(db, KEY_COMMIT_SEQ)?,

@@ -3,13 +3,15 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use context_graph_core::encoding::{decode_metadata, encode_array, encode_metadata, MetadataRecord};
-use context_graph_core::teleology::{validate_array, EmbedderDims, TeleologicalArray};
+use context_graph_core::encoding::{
+    decode_metadata, encode_array_parts, encode_metadata, EncodedArray, MetadataRecord,
+};
+use context_graph_core::teleology::{validate_array, Embedder, EmbedderDims, TeleologicalArray};
 use rocksdb::{WriteBatch, WriteOptions};
 use uuid::Uuid;
 
 use super::change_log::{encode_entry, log_key, LogOp};
-use super::column_families::ColumnFamily;
+use super::column_families::{slot_key, ColumnFamily};
 use super::config::Durability;
 use super::error::{StorageError, StorageResult};
 use super::index::IndexChange;
@@ -42,8 +44,8 @@ enum Existing {
 
 /// A put, checked and encoded before the writer lock is taken.
 pub(crate) struct EncodedPut {
-    /// The `teleological_arrays` value.
-    pub(crate) array: Vec<u8>,
+    /// The `teleological_arrays` value (the head) and the 13 `array_slots` values.
+    pub(crate) parts: EncodedArray,
     /// The `array_metadata` record.
     pub(crate) record: MetadataRecord,
 }
@@ -134,6 +136,7 @@ impl StoreCore {
 
         // Step 4.
         let arrays_cf = ColumnFamily::Arrays.handle(&self.db)?;
+        let slots_cf = ColumnFamily::Slots.handle(&self.db)?;
         let ns_cf = ColumnFamily::NamespaceIndex.handle(&self.db)?;
         let mut batch = WriteBatch::default();
         let mut log = Vec::with_capacity(mutations.len());
@@ -152,7 +155,11 @@ impl StoreCore {
             let existed = !matches!(old, Existing::Absent);
             match (m, enc) {
                 (Mutation::Put(array), Some(enc)) => {
-                    batch.put_cf(&arrays_cf, id.as_bytes(), &enc.array);
+                    // Every stored array has all 13 slots: a replacement overwrites each one.
+                    batch.put_cf(&arrays_cf, id.as_bytes(), &enc.parts.head);
+                    for (e, slot) in Embedder::all().zip(&enc.parts.slots) {
+                        batch.put_cf(&slots_cf, slot_key(e, id), slot);
+                    }
                     batch.put_cf(&meta_cf, id.as_bytes(), encode_metadata(&enc.record));
                     if let Some(ns) = array.namespace() {
                         batch.put_cf(&ns_cf, namespace_key(ns, id), []);
@@ -162,6 +169,9 @@ impl StoreCore {
                 }
                 _ => {
                     batch.delete_cf(&arrays_cf, id.as_bytes());
+                    for e in Embedder::all() {
+                        batch.delete_cf(&slots_cf, slot_key(e, id));
+                    }
                     batch.delete_cf(&meta_cf, id.as_bytes());
                     count = count.saturating_sub(1);
                     log.push(LogOp::Remove(id));
@@ -282,8 +292,8 @@ fn apply_cost(dims: EmbedderDims) -> usize {
 
 /// The values of an array that passed [`StoreCore::validate_put`].
 pub(crate) fn encode_valid(array: &TeleologicalArray) -> StorageResult<EncodedPut> {
-    let bytes = encode_array(array)
+    let parts = encode_array_parts(array)
         .ok_or_else(|| StorageError::Serialization(format!("array {} cannot be encoded", array.id)))?;
-    let record = MetadataRecord::of(array, bytes.len());
-    Ok(EncodedPut { array: bytes, record })
+    let record = MetadataRecord::of(array, parts.len());
+    Ok(EncodedPut { parts, record })
 }

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::blocking::run_blocking;
 use super::bulk_load::BulkLoadReport;
-pub use super::column_families::{CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX};
+pub use super::column_families::{CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX, CF_SLOTS};
 pub use super::config::{
     Durability, StoreConfig, DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH,
     MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
@@ -23,6 +23,7 @@ pub use super::config::{
 use super::index::{EmbedderIndex, EmbedderIndexConfig};
 use super::recovery::open_core;
 use super::store::{StorageError, StorageResult, StorageStats, TeleologicalArrayStore};
+pub use super::store_core::ScannedArray;
 use super::store_core::StoreCore;
 pub use super::store_meta::STORE_FORMAT_VERSION;
 use super::write_path::Mutation;
@@ -100,6 +101,27 @@ impl RocksDbTeleologicalStore {
     /// inspection. Writing through it bypasses the indices and the counters.
     pub fn db(&self) -> &rocksdb::DB {
         &self.core().db
+    }
+
+    /// The arrays of `ids`, in order, with only the slots of `slots` read and filled (the
+    /// others `Pending`; an empty list reads the head alone: times, metadata and content).
+    /// One slot of an array is read without reading the other twelve. `NotFound` names the
+    /// first id not stored, `Corruption` the first damaged one.
+    pub async fn retrieve_projected(
+        &self,
+        ids: &[Uuid],
+        slots: &[Embedder],
+    ) -> StorageResult<Vec<TeleologicalArray>> {
+        let (core, ids, slots) = (self.core().clone(), ids.to_vec(), slots.to_vec());
+        run_blocking(move || core.retrieve_projected(&ids, &slots)).await
+    }
+
+    /// Up to `max` stored arrays whose keys follow `after` (the key of the last array of the
+    /// previous page; `None` for the first page), in id order: each whole, or with why it
+    /// could not be read. For `teleo export` and `teleo check`; synchronous (like
+    /// [`RocksDbTeleologicalStore::db`]), so call it from a blocking context.
+    pub fn scan_arrays(&self, after: Option<&[u8]>, max: usize) -> StorageResult<Vec<ScannedArray>> {
+        self.core().scan_arrays(after, max)
     }
 
     /// The index serving one embedder, for reading (search, size). Writes go through the

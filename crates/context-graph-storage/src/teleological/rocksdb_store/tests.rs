@@ -367,12 +367,12 @@ async fn delete_removes_from_every_index_and_allows_restore() {
 async fn all_column_families_exist_after_open() {
     let f = Fixture::new(8);
     let store = f.open();
-    for name in [CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX, "index_change_log", "store_meta"] {
+    for name in [CF_ARRAYS, CF_SLOTS, CF_METADATA, CF_NAMESPACE_INDEX, "index_change_log", "store_meta"] {
         assert!(store.db().cf_handle(name).is_some(), "{name}");
     }
     store.close().unwrap();
     let listed = rocksdb::DB::list_cf(&rocksdb::Options::default(), f.dir.path().join("data")).unwrap();
-    for name in [CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX] {
+    for name in [CF_ARRAYS, CF_SLOTS, CF_METADATA, CF_NAMESPACE_INDEX] {
         assert!(listed.iter().any(|n| n == name), "{name} in {listed:?}");
     }
 }
@@ -508,8 +508,10 @@ async fn stats_read_metadata_only() {
     assert_eq!(s.namespaces, vec!["a", "b", "c"]);
     assert_eq!(s.oldest_array, Some(arrays[0].created_at));
     assert_eq!(s.newest_array, Some(arrays[6].created_at));
-    let encoded: u64 =
-        arrays.iter().map(|a| context_graph_core::encoding::encode_array(a).unwrap().len() as u64).sum();
+    let encoded: u64 = arrays
+        .iter()
+        .map(|a| context_graph_core::encoding::encode_array_parts(a).unwrap().len() as u64)
+        .sum();
     assert_eq!(s.total_bytes, encoded);
     assert_eq!(s.commit_seq, 1);
 }
@@ -578,10 +580,11 @@ async fn buffered_durability_reads_back_after_reopen() {
 }
 
 #[tokio::test]
-async fn default_roster_value_is_within_two_percent_of_raw_bytes() {
+async fn default_roster_values_are_within_two_percent_of_raw_bytes() {
     let mut rng = StdRng::seed_from_u64(19);
     let a = array(&mut rng, &StoreSchema::default(), Some("ns"));
-    let encoded = context_graph_core::encoding::encode_array(&a).unwrap().len();
+    // The head and the 13 slot values together.
+    let encoded = context_graph_core::encoding::encode_array_parts(&a).unwrap().len();
     let raw = a.raw_embedding_bytes();
     assert!((encoded as f64) <= raw as f64 * 1.02, "encoded {encoded} bytes for {raw} raw bytes");
 }
@@ -668,4 +671,96 @@ async fn close_rewrites_snapshots_only_after_changes() {
     assert_ne!(std::fs::read(&snapshot).unwrap(), written);
     let store = f.open();
     assert!(store.stats().await.unwrap().indices.iter().all(|s| s.live == 2));
+}
+
+/// Rewrite the closed store at `path` into format 2 (one whole value per array), except the
+/// arrays of `converted`, which stay in parts (an upgrade that a crash interrupted).
+fn downgrade_to_format_2(path: &std::path::Path, arrays: &[TeleologicalArray], converted: &[Uuid]) {
+    use crate::teleological::column_families::slot_key;
+    use context_graph_core::encoding::{encode_array, encode_metadata, MetadataRecord};
+    let data = path.join("data");
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), &data).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), &data, &cfs).unwrap();
+    let (heads, slots, meta) = (
+        db.cf_handle(CF_ARRAYS).unwrap(),
+        db.cf_handle(CF_SLOTS).unwrap(),
+        db.cf_handle(CF_METADATA).unwrap(),
+    );
+    for a in arrays.iter().filter(|a| !converted.contains(&a.id)) {
+        let whole = encode_array(a).unwrap();
+        db.put_cf(&meta, a.id.as_bytes(), encode_metadata(&MetadataRecord::of(a, whole.len()))).unwrap();
+        db.put_cf(&heads, a.id.as_bytes(), whole).unwrap();
+        for e in Embedder::all() {
+            db.delete_cf(&slots, slot_key(e, a.id)).unwrap();
+        }
+    }
+    let store_meta = db.cf_handle("store_meta").unwrap();
+    db.put_cf(&store_meta, crate::teleological::store_meta::KEY_FORMAT_VERSION, 2u32.to_le_bytes()).unwrap();
+}
+
+fn persisted_format_version(store: &RocksDbTeleologicalStore) -> u32 {
+    let cf = store.db().cf_handle("store_meta").unwrap();
+    let v = store.db().get_cf(&cf, crate::teleological::store_meta::KEY_FORMAT_VERSION).unwrap().unwrap();
+    u32::from_le_bytes(v.as_slice().try_into().unwrap())
+}
+
+#[tokio::test]
+async fn a_format_2_store_is_upgraded_on_open_even_after_an_interrupted_upgrade() {
+    let mut f = Fixture::new(31);
+    let arrays: Vec<_> = (0..40).map(|i| f.array(Some(["a", "b"][i % 2]))).collect();
+    let store = f.open();
+    store.store_batch(&arrays).await.unwrap();
+    store.close().unwrap();
+    // A quarter already converted: the upgrade must skip them and convert the rest.
+    let converted: Vec<Uuid> = arrays.iter().step_by(4).map(|a| a.id).collect();
+    downgrade_to_format_2(f.dir.path(), &arrays, &converted);
+
+    let store = f.open();
+    assert_eq!(persisted_format_version(&store), STORE_FORMAT_VERSION);
+    assert_eq!(store.retrieve_batch(&arrays.iter().map(|a| a.id).collect::<Vec<_>>()).await.unwrap(), arrays);
+    let stats = store.stats().await.unwrap();
+    let parts: u64 = arrays
+        .iter()
+        .map(|a| context_graph_core::encoding::encode_array_parts(a).unwrap().len() as u64)
+        .sum();
+    assert_eq!(stats.total_bytes, parts, "the metadata records give the new sizes");
+    for s in &stats.indices {
+        assert_eq!(s.open_mode, IndexOpenMode::Loaded, "{:?}: the snapshots stay valid", s.embedder);
+    }
+    // Searches rescore from the new slot values.
+    let rrf = context_graph_core::teleology::ComparisonType::rrf();
+    let hits = crate::IndexedTeleologicalStore::search(&store, &arrays[7], &rrf, None, 5).await.unwrap();
+    assert_eq!(hits[0].id, arrays[7].id);
+    store.close().unwrap();
+    let store = f.open();
+    assert_eq!(store.retrieve(arrays[9].id).await.unwrap(), arrays[9]);
+}
+
+#[tokio::test]
+async fn a_projection_reads_only_the_slots_asked_for() {
+    let mut f = Fixture::new(32);
+    let arrays: Vec<_> = (0..4).map(|_| f.array(Some("p"))).collect();
+    let store = f.open();
+    store.store_batch(&arrays).await.unwrap();
+    let ids: Vec<Uuid> = arrays.iter().map(|a| a.id).collect();
+    let slots = [Embedder::Code, Embedder::Hdc];
+    let got = store.retrieve_projected(&ids, &slots).await.unwrap();
+    for (a, g) in arrays.iter().zip(&got) {
+        for e in Embedder::all() {
+            let expected = if slots.contains(&e) { a.get(e).clone() } else { EmbedderOutput::Pending };
+            assert_eq!(*g.get(e), expected, "{e:?}");
+        }
+        assert_eq!(
+            (g.id, &g.metadata, &g.content, g.created_at),
+            (a.id, &a.metadata, &a.content, a.created_at)
+        );
+    }
+    let heads = store.retrieve_projected(&ids[..1], &[]).await.unwrap();
+    assert!(heads[0].embeddings.iter().all(|s| *s == EmbedderOutput::Pending));
+    assert_eq!(heads[0].metadata, arrays[0].metadata);
+    let missing = Uuid::from_u128(77);
+    assert!(matches!(
+        store.retrieve_projected(&[ids[0], missing], &slots).await,
+        Err(StorageError::NotFound(id)) if id == missing
+    ));
 }

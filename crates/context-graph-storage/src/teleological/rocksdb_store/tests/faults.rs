@@ -281,16 +281,17 @@ async fn damaged_records_are_skipped_and_reported_and_the_rest_keeps_serving() {
     let store = f.open();
     store.store_batch(&arrays).await.unwrap();
     store.close().unwrap();
-    // One metadata record that does not decode, one whose time is out of range, one array
-    // value that does not decode, one array value that holds another array; and the index
-    // snapshots gone, so that the open rebuilds from the arrays.
+    // One metadata record that does not decode, one whose time is out of range, one slot value
+    // that does not decode, one slot value that holds another array's; and the index
+    // snapshots gone, so that the open rebuilds from the stored slots.
     poke(f.dir.path(), CF_METADATA, arrays[1].id.as_bytes(), &[1, 0xc1, 0xc1]);
     let mut far = MetadataRecord::of(&arrays[2], 100);
     far.created_secs = i64::MAX;
     poke(f.dir.path(), CF_METADATA, arrays[2].id.as_bytes(), &encode_metadata(&far));
-    poke(f.dir.path(), CF_ARRAYS, arrays[3].id.as_bytes(), &[1, 0x93, 0xff]);
-    let moved = context_graph_core::encoding::encode_array(&arrays[5]).unwrap();
-    poke(f.dir.path(), CF_ARRAYS, arrays[4].id.as_bytes(), &moved);
+    let code_slot = |id| crate::teleological::column_families::slot_key(Embedder::Code, id);
+    poke(f.dir.path(), CF_SLOTS, &code_slot(arrays[3].id), &[1, 0x93, 0xff]);
+    let moved = context_graph_core::encoding::encode_slot_value(arrays[5].id, arrays[5].get(Embedder::Code));
+    poke(f.dir.path(), CF_SLOTS, &code_slot(arrays[4].id), &moved.unwrap());
     std::fs::remove_dir_all(f.dir.path().join("indices")).unwrap();
 
     let store = f.open();
