@@ -7,6 +7,7 @@
 //! index precisions (indices rebuilt) and measure the graph indices again; read the peak RSS.
 //! Nothing assumes the default roster: the embedders come from the dataset's `meta.json`.
 
+mod baseline;
 mod dataset;
 mod fused;
 mod latency;
@@ -110,6 +111,17 @@ pub struct BenchArgs {
     /// scans per query); 0 skips the comparison.
     #[arg(long, default_value_t = 50)]
     pub fused_reference_queries: usize,
+
+    /// Skip the bare-index baseline (a usearch index of the first dense embedder's vectors,
+    /// same graph settings, precision and search breadth as the store's, built and searched
+    /// in the same run; the store's p50 is reported as a ratio to it).
+    #[arg(long)]
+    pub skip_baseline: bool,
+
+    /// Arrays per commit of the writer that runs while search latency under writes is
+    /// measured (it stores existing arrays again, continuously).
+    #[arg(long, default_value_t = 64)]
+    pub writer_batch: usize,
 }
 
 /// `--durability` values.
@@ -180,6 +192,13 @@ pub struct BenchResults {
     pub skipped: Vec<(Embedder, String)>,
     /// Fused search (RRF over every embedder) and namespace-filtered recall.
     pub fused: Option<fused::FusedResult>,
+    /// The bare usearch index beside the store's first dense embedder.
+    pub baseline: Option<baseline::Baseline>,
+    /// The first embedder's search latency while a writer commits batches continuously, the
+    /// commits it made meanwhile, and the writer's batch size.
+    pub under_writes: Option<(Embedder, Latencies, usize, usize)>,
+    /// A fresh `teleo` process: open the closed store, answer one search, exit.
+    pub fresh_process: Option<Duration>,
     pub close: Duration,
     pub reopen: Duration,
     pub reopen_embedder: Embedder,
@@ -267,6 +286,33 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         pb.inc(1);
     }
     pb.finish_and_clear();
+    let baseline = match searches.iter().zip(&workloads).find(|(s, _)| s.index_type == IndexType::Hnsw) {
+        Some((s, w)) if !args.skip_baseline => {
+            let pb = progress::bar(None, &format!("bare usearch baseline of {}", w.embedder.short_name()));
+            let b = baseline::measure(
+                ds,
+                w,
+                &loaded.ids,
+                baseline::StoreSide { precision, ef: s.ef.unwrap_or(1), p50: s.latency.p50 },
+                args.searches,
+                search::TIME_BUDGET,
+            )?;
+            pb.finish_and_clear();
+            Some(b)
+        }
+        _ => None,
+    };
+    let under_writes = match workloads.first() {
+        Some(w) => {
+            let pb =
+                progress::bar(None, &format!("searching {} while a writer commits", w.embedder.short_name()));
+            let (latency, commits) =
+                search::under_writes(&store, w, &loaded.ids, args.writer_batch, args.searches).await?;
+            pb.finish_and_clear();
+            Some((w.embedder, latency, commits, args.writer_batch))
+        }
+        None => None,
+    };
     let queries = ds.queries().map_err(|e| anyhow!("dataset: {e}"))?;
     let fused = fused::measure(&store, ds, &loaded.ids, &queries, k, args.fused_reference_queries).await?;
 
@@ -293,6 +339,7 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     let reopen = t.elapsed();
     let stats = store.stats().await?;
     open::close(store, &path)?;
+    let fresh_process = fresh_process_search(&path, reopen_embedder, &loaded.ids, args.k)?;
 
     let graph_memory = |stats: &context_graph_storage::StorageStats| -> usize {
         stats
@@ -386,6 +433,9 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         searches,
         skipped,
         fused,
+        baseline,
+        under_writes,
+        fresh_process,
         close,
         reopen,
         reopen_embedder,
@@ -402,4 +452,43 @@ async fn own_query(
 ) -> anyhow::Result<EmbedderOutput> {
     let id = ids.first().ok_or_else(|| anyhow!("the dataset has no records"))?;
     Ok(store.retrieve(*id).await?.get(e).clone())
+}
+
+/// Time a fresh `teleo` process that opens the closed store at `path`, answers one search of
+/// `e` (like a stored array) and exits: what a restarted server waits before its first answer,
+/// process start and exit included. `None` when the current executable cannot be found.
+fn fresh_process_search(
+    path: &Path,
+    e: Embedder,
+    ids: &[Uuid],
+    k: usize,
+) -> anyhow::Result<Option<Duration>> {
+    let (Ok(exe), Some(id)) = (std::env::current_exe(), ids.first()) else {
+        return Ok(None);
+    };
+    let t = Instant::now();
+    let out = std::process::Command::new(exe)
+        .arg("--db")
+        .arg(path)
+        .args([
+            "search",
+            "--embedder",
+            e.short_name(),
+            "--like",
+            &id.to_string(),
+            "-k",
+            &k.to_string(),
+            "--json",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("starting a fresh teleo process")?;
+    let elapsed = t.elapsed();
+    if !out.status.success() {
+        return Err(anyhow!(
+            "the fresh teleo process failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(Some(elapsed))
 }

@@ -122,19 +122,32 @@ pub fn print_table(r: &BenchResults) {
             modes.join(", ")
         ),
     ]);
+    if let Some(fresh) = r.fresh_process {
+        t.row(vec![
+            "fresh process: open + first search + exit".into(),
+            format!(
+                "{} (`teleo search --like` in a new process, {})",
+                duration(fresh),
+                r.reopen_embedder.short_name()
+            ),
+        ]);
+    }
     t.row(vec!["total run".into(), duration(r.total)]);
     t.print();
     say!();
     let clients = r.searches.first().map_or(1, |s| s.clients);
     let recall = format!(">recall@{}", r.k);
     let qps = format!(">QPS ({clients} clients)");
-    let mut t = Table::new(&["embedder", "index", ">ef", &recall, ">p50", ">p99", &qps, "sweep ef:recall"]);
+    let scaling = format!(">{clients} vs 1");
+    let mut t =
+        Table::new(&["embedder", "index", ">ef", &recall, ">p50", ">p99", &qps, &scaling, "sweep ef:recall"]);
     for s in &r.searches {
         t.row(search_row(s, r.target));
     }
     for (e, why) in &r.skipped {
         t.row(vec![
             e.short_name().into(),
+            "-".into(),
             "-".into(),
             "-".into(),
             "-".into(),
@@ -152,6 +165,38 @@ pub fn print_table(r: &BenchResults) {
     );
     if r.searches.iter().any(|s| !s.target_met) {
         say!("* below the recall target of {:.2} at every ef tried; the best is shown", r.target);
+    }
+    if let Some(b) = &r.baseline {
+        say!(
+            "bare usearch baseline of {}: {} at {}, same graph settings, ef {}: built in {}, recall@{} {:.3}, \
+             p50 {} / p99 {}; the store's p50 {} is {:.2}× the bare index's",
+            b.embedder.short_name(),
+            b.latency.samples,
+            b.precision,
+            b.ef,
+            duration(b.build),
+            r.k,
+            b.recall,
+            duration(b.latency.p50),
+            duration(b.latency.p99),
+            duration(b.store_p50),
+            b.ratio()
+        );
+    }
+    if let Some((e, latency, commits, batch)) = &r.under_writes {
+        let idle = r.searches.iter().find(|s| s.embedder == *e).map(|s| s.latency);
+        say!(
+            "{} while a writer commits continuously ({commits} commits of {batch} arrays): p50 {} / p99 {}{}",
+            e.short_name(),
+            duration(latency.p50),
+            duration(latency.p99),
+            idle.map_or(String::new(), |i| format!(
+                "; idle p50 {} / p99 {}: p99 {:.2}× idle",
+                duration(i.p50),
+                duration(i.p99),
+                latency.p99.as_secs_f64() / i.p99.as_secs_f64().max(1e-9)
+            ))
+        );
     }
     if let Some(f) = &r.fused {
         say!();
@@ -237,6 +282,7 @@ fn search_row(s: &SearchResult, _target: f64) -> Vec<String> {
         duration(s.latency.p50),
         duration(s.latency.p99),
         format!("{:.0}", s.qps),
+        format!("{:.2}×", s.qps / s.qps_one.max(1e-9)),
         sweep.join(" "),
     ]
 }
@@ -280,6 +326,9 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
         let mut qps = base("search_qps", json!(s.qps), "queries/s");
         qps["clients"] = json!(s.clients);
         lines.push(qps);
+        let mut one = base("search_qps", json!(s.qps_one), "queries/s");
+        one["clients"] = json!(1);
+        lines.push(one);
     }
     for (e, why) in &r.skipped {
         lines.push(json!({"metric": "search_skipped", "embedder": e.short_name(), "reason": why}));
@@ -306,6 +355,21 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
                 "embedder": n.embedder.short_name()}),
             );
         }
+    }
+    if let Some(b) = &r.baseline {
+        lines.push(json!({"metric": "bare_usearch_p50_us", "value": micros(b.latency.p50), "unit": "us",
+            "embedder": b.embedder.short_name(), "precision": b.precision.as_str(), "ef": b.ef,
+            "recall": b.recall, "build_s": b.build.as_secs_f64(), "store_p50_us": micros(b.store_p50),
+            "store_over_bare": b.ratio()}));
+    }
+    if let Some((e, latency, commits, batch)) = &r.under_writes {
+        lines
+            .push(json!({"metric": "search_p99_under_writes_us", "value": micros(latency.p99), "unit": "us",
+            "embedder": e.short_name(), "p50_us": micros(latency.p50), "commits": commits, "batch": batch}));
+    }
+    if let Some(fresh) = r.fresh_process {
+        lines.push(json!({"metric": "fresh_process_first_search_ms", "value": millis(fresh), "unit": "ms",
+            "embedder": r.reopen_embedder.short_name()}));
     }
     lines.push(json!({"metric": "close_ms", "value": millis(r.close), "unit": "ms"}));
     lines.push(json!({"metric": "reopen_to_first_result_ms", "value": millis(r.reopen),

@@ -18,7 +18,7 @@ use super::workload::Workload;
 const EF_LADDER: [usize; 12] = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 512, 1024];
 
 /// Stop adding timed searches after this long (very slow indices still get one pass).
-const TIME_BUDGET: Duration = Duration::from_secs(5);
+pub const TIME_BUDGET: Duration = Duration::from_secs(5);
 
 /// What the benchmark measured for one embedder.
 #[derive(Clone)]
@@ -34,6 +34,8 @@ pub struct SearchResult {
     /// (breadth walked, recall) of every distinct setting tried.
     pub sweep: Vec<(usize, f64)>,
     pub latency: Latencies,
+    /// Searches per second with one client, and with `clients` concurrent clients.
+    pub qps_one: f64,
     pub qps: f64,
     pub clients: usize,
 }
@@ -79,7 +81,8 @@ pub async fn measure(
         (None, work.recall(store).await?)
     };
     let latency = sequential(store, &work, timed).await?;
-    let clients = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let clients = std::thread::available_parallelism().map_or(1, |n| n.get()).max(2);
+    let qps_one = throughput(store, &work, 1, timed).await?;
     let qps = throughput(store, &work, clients, timed).await?;
     Ok(SearchResult {
         embedder: e,
@@ -89,9 +92,47 @@ pub async fn measure(
         target_met: recall >= target,
         sweep,
         latency,
+        qps_one,
         qps,
         clients,
     })
+}
+
+/// The latency of one client's searches while a writer commits continuously: batches of
+/// `batch` stored arrays written again (replaced by themselves, so every index does the work
+/// of a real update and the data stays the same). Returns the latencies and the commits made.
+pub async fn under_writes(
+    store: &Arc<RocksDbTeleologicalStore>,
+    work: &Workload,
+    ids: &[uuid::Uuid],
+    batch: usize,
+    timed: usize,
+) -> anyhow::Result<(Latencies, usize)> {
+    use context_graph_storage::TeleologicalArrayStore;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let commits = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (store, stop, commits, ids) = (store.clone(), stop.clone(), commits.clone(), ids.to_vec());
+        tokio::spawn(async move {
+            for chunk in ids.chunks(batch.max(1)).cycle() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let arrays = store.retrieve_batch(chunk).await?;
+                store.store_batch(&arrays).await?;
+                commits.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<(), anyhow::Error>(())
+        })
+    };
+    // The clock starts once the writer has committed (or stopped: its error is reported).
+    while commits.load(Ordering::Relaxed) == 0 && !writer.is_finished() {
+        tokio::task::yield_now().await;
+    }
+    let latency = sequential(store, work, timed).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.map_err(|e| anyhow!("the writer failed: {e}"))??;
+    Ok((latency?, commits.load(Ordering::Relaxed)))
 }
 
 /// One client: the latency of `timed` searches cycling through the queries (fewer if they

@@ -43,6 +43,21 @@ pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     dot_i8_portable(a, b)
 }
 
+/// The largest dot product of `q` with any `dims`-wide row of `rows` (rows back to back; a
+/// trailing partial row is ignored); `i32::MIN` when there is no row. One call for a whole
+/// MaxSim row: the per-pair call and feature check of [`dot_i8`] cost more than the 128-byte
+/// dot itself.
+pub fn max_dot_i8(q: &[i8], rows: &[i8], dims: usize) -> i32 {
+    if dims == 0 {
+        return i32::MIN;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(d) = kernels::max_dot_i8(q, rows, dims) {
+        return d;
+    }
+    rows.chunks_exact(dims).map(|r| dot_i8_portable(q, r)).max().unwrap_or(i32::MIN)
+}
+
 #[inline(always)]
 fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
     // Integer addition is associative, so the compiler vectorizes this plain loop.
@@ -78,6 +93,11 @@ mod kernels {
         has_avx2_fma().then(|| unsafe { dot_i8_avx2(a, b) })
     }
 
+    pub(super) fn max_dot_i8(q: &[i8], rows: &[i8], dims: usize) -> Option<i32> {
+        // SAFETY: as in `dot`.
+        has_avx2_fma().then(|| unsafe { max_dot_i8_avx2(q, rows, dims) })
+    }
+
     pub(super) fn hamming(a: &[u64], b: &[u64]) -> Option<u32> {
         // SAFETY: called only when the CPU has `popcnt`.
         has_popcnt().then(|| unsafe { hamming_popcnt(a, b) })
@@ -88,17 +108,45 @@ mod kernels {
         super::dot_portable(a, b)
     }
 
-    /// 16 bytes at a time: sign-extend to 16 bits, multiply pairs and add them into eight
-    /// 32-bit lanes (`vpmaddwd`), which the compiler does not find on its own.
+    /// 32 bytes at a time: `vpmaddubsw` multiplies |a| (unsigned) by b with a's sign and adds
+    /// pairs into 16 bits, `vpmaddwd` adds those into eight 32-bit lanes; then 16 bytes at a
+    /// time by sign-extension. Exact for components in -127..=127 (no pair sum can saturate
+    /// 16 bits); a slice holding -128 is counted by the 16-byte path instead (checked as it
+    /// goes, a compare per load), so the result is exact for every input.
     #[target_feature(enable = "avx2,fma")]
+    #[inline]
     unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
         use std::arch::x86_64::*;
         let n = a.len().min(b.len());
         let mut acc = _mm256_setzero_si256();
+        let ones = _mm256_set1_epi16(1);
+        let min = _mm256_set1_epi8(i8::MIN);
+        let mut seen_min = _mm256_setzero_si256();
         let mut i = 0;
-        while i + 16 <= n {
-            // SAFETY: `i + 16 <= n` keeps both 16-byte loads inside the slices (unaligned
+        while i + 32 <= n {
+            // SAFETY: `i + 32 <= n` keeps both 32-byte loads inside the slices (unaligned
             // loads need no alignment).
+            let (va, vb) = unsafe {
+                (
+                    _mm256_loadu_si256(a.as_ptr().add(i) as *const __m256i),
+                    _mm256_loadu_si256(b.as_ptr().add(i) as *const __m256i),
+                )
+            };
+            seen_min = _mm256_or_si256(
+                seen_min,
+                _mm256_or_si256(_mm256_cmpeq_epi8(va, min), _mm256_cmpeq_epi8(vb, min)),
+            );
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(va, va), _mm256_sign_epi8(vb, va));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+            i += 32;
+        }
+        if _mm256_testz_si256(seen_min, seen_min) == 0 {
+            // A -128 somewhere: recount the whole of it by sign-extension.
+            acc = _mm256_setzero_si256();
+            i = 0;
+        }
+        while i + 16 <= n {
+            // SAFETY: `i + 16 <= n` keeps both 16-byte loads inside the slices.
             let (va, vb) = unsafe {
                 (
                     _mm_loadu_si128(a.as_ptr().add(i) as *const __m128i),
@@ -109,10 +157,23 @@ mod kernels {
                 _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepi8_epi16(va), _mm256_cvtepi8_epi16(vb)));
             i += 16;
         }
-        let mut lanes = [0i32; 8];
-        // SAFETY: `lanes` is 32 bytes, the size of the store.
-        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, acc) };
-        lanes.iter().sum::<i32>() + super::dot_i8_portable(&a[i..n], &b[i..n])
+        // Horizontal sum of the eight lanes in registers.
+        let halves = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+        let pairs = _mm_add_epi32(halves, _mm_shuffle_epi32(halves, 0b01_00_11_10));
+        let sum = _mm_add_epi32(pairs, _mm_shuffle_epi32(pairs, 0b10_11_00_01));
+        let tail = if i < n { super::dot_i8_portable(&a[i..n], &b[i..n]) } else { 0 };
+        _mm_cvtsi128_si32(sum) + tail
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn max_dot_i8_avx2(q: &[i8], rows: &[i8], dims: usize) -> i32 {
+        let mut best = i32::MIN;
+        for row in rows.chunks_exact(dims) {
+            // SAFETY: this function has the features `dot_i8_avx2` needs; inlined here, so
+            // the loop pays no call or feature check per row.
+            best = best.max(unsafe { dot_i8_avx2(q, row) });
+        }
+        best
     }
 
     #[target_feature(enable = "popcnt")]
@@ -216,11 +277,34 @@ mod tests {
             let qb: Vec<i8> = (0..n).map(|i| (i * 53 % 255 - 127) as i8).collect();
             let naive: i32 = qa.iter().zip(&qb).map(|(&x, &y)| x as i32 * y as i32).sum();
             assert_eq!(dot_i8(&qa, &qb), naive, "n={n}");
+            // Extremes, -128 included (which the 32-byte path must hand to the 16-byte one).
+            for (x, y) in [(-128i8, -128i8), (-128, 127), (127, 127), (-127, -127), (127, -128)] {
+                let (ea, eb) = (vec![x; n], vec![y; n]);
+                assert_eq!(dot_i8(&ea, &eb), n as i32 * x as i32 * y as i32, "n={n} {x}x{y}");
+                let mut mixed = qa.clone();
+                if let Some(v) = mixed.get_mut(n / 2) {
+                    *v = x;
+                }
+                let naive: i32 = mixed.iter().zip(&qb).map(|(&p, &q)| p as i32 * q as i32).sum();
+                assert_eq!(dot_i8(&mixed, &qb), naive, "n={n} one {x}");
+            }
             let wa: Vec<u64> = (0..n as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
             let wb: Vec<u64> = (0..n as u64).map(|i| !i.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)).collect();
             let naive: u32 = wa.iter().zip(&wb).map(|(x, y)| (x ^ y).count_ones()).sum();
             assert_eq!(hamming(&wa, &wb), naive, "n={n}");
         }
+    }
+
+    #[test]
+    fn max_dot_i8_is_the_best_row() {
+        for dims in [1, 15, 16, 17, 128, 130] {
+            let q: Vec<i8> = (0..dims).map(|i| (i * 41 % 255) as i8).collect();
+            let rows: Vec<i8> = (0..dims * 7 + 3).map(|i| (i * 29 % 251) as i8).collect();
+            let naive = rows.chunks_exact(dims).map(|r| dot_i8_portable(&q, r)).max().unwrap();
+            assert_eq!(max_dot_i8(&q, &rows, dims), naive, "dims={dims}");
+        }
+        assert_eq!(max_dot_i8(&[1, 2], &[1], 2), i32::MIN, "no whole row");
+        assert_eq!(max_dot_i8(&[1], &[1, 2], 0), i32::MIN, "zero width");
     }
 
     #[test]

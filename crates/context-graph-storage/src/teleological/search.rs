@@ -23,7 +23,8 @@ use super::attrs::AttrTable;
 use super::blocking::run_blocking;
 use super::config::{check_limit, MAX_FUSED_CANDIDATES};
 use super::damage::DamageLog;
-use super::index::{Candidates, IndexSearchResult};
+use super::index::{Candidates, IndexSearchResult, IndexType};
+use super::parallel::map_parallel;
 use super::rocksdb_store::RocksDbTeleologicalStore;
 use super::store::{EmbedderIndexStats, StorageError, StorageResult, TeleologicalArrayStore};
 use super::store_core::{read_slots_opt, IndexSlot, OnDamage, StoreCore};
@@ -225,7 +226,8 @@ impl StoreCore {
                 passes_post_filters(&self.attrs.read(), filter, id)
             })?
         };
-        let mut union: Vec<Uuid> = lists.iter().flat_map(|hits| hits.iter().map(|h| h.id)).collect();
+        let mut union: Vec<Uuid> =
+            lists.iter().flat_map(|l| l.hits[..l.proposed].iter().map(|h| h.id)).collect();
         union.sort_unstable();
         union.dedup();
 
@@ -236,7 +238,7 @@ impl StoreCore {
         let rank_fusion = matches!(comparison, ComparisonType::Rrf { .. } | ComparisonType::EmbedderGroup(_));
         let mut rank_fused: HashMap<Uuid, f32> = HashMap::new();
         let shortlist: Vec<Uuid> = match comparison {
-            ComparisonType::SingleEmbedder(_) => lists[0]
+            ComparisonType::SingleEmbedder(_) => lists[0].hits[..lists[0].proposed]
                 .iter()
                 .take(limit.saturating_mul(self.rescore_breadth(params)))
                 .map(|h| h.id)
@@ -302,9 +304,11 @@ impl StoreCore {
 
     /// Each embedder's `per_embedder` best candidates among `candidates` by its index's own
     /// scores (approximate for an index holding reduced precision; the exact scores come
-    /// later, for what is returned), keeping those `keep` admits. A breadth asked for in
-    /// `params` is walked by asking the index for that many (HNSW walks at least as wide as
-    /// the results it returns), then cut back.
+    /// later, for what is returned), keeping those `keep` admits; one embedder per worker. A
+    /// breadth asked for in `params` is walked by asking the index for that many (HNSW walks
+    /// at least as wide as the results it returns), then cut back. An index that scans all it
+    /// holds whatever the limit (inverted, binary) returns a list `RANK_LIST_FACTOR` times as
+    /// long, whose first `per_embedder` are its candidates and the rest rank the others.
     fn candidate_lists(
         &self,
         query: &TeleologicalArray,
@@ -312,21 +316,26 @@ impl StoreCore {
         per_embedder: usize,
         params: &SearchParams,
         candidates: Candidates<'_>,
-        keep: impl Fn(Uuid) -> bool,
-    ) -> StorageResult<Vec<Vec<IndexSearchResult>>> {
-        let mut lists = Vec::with_capacity(embedders.len());
+        keep: impl Fn(Uuid) -> bool + Sync,
+    ) -> StorageResult<Vec<CandidateList>> {
         for &e in embedders {
             let m = self.memory_index(e)?;
             m.kind.check(query.get(e))?;
             m.usable()?;
-            // Never more than the index holds: the limit sizes buffers in the index.
-            let asked = per_embedder.max(params.ef.unwrap_or(0)).min(m.kind.len());
-            let mut hits = m.kind.search(query.get(e), asked, None, candidates)?;
-            hits.retain(|h| keep(h.id));
-            hits.truncate(per_embedder);
-            lists.push(hits);
         }
-        Ok(lists)
+        let order = costliest_first(&self.schema, embedders);
+        let lists = map_parallel(&order, |&i| {
+            let m = self.memory_index(embedders[i])?;
+            let scans = matches!(m.kind.index_type(), IndexType::Inverted | IndexType::Binary);
+            let wanted = if scans { per_embedder.saturating_mul(RANK_LIST_FACTOR) } else { per_embedder };
+            // Never more than the index holds: the limit sizes buffers in the index.
+            let asked = wanted.max(params.ef.unwrap_or(0)).min(m.kind.len());
+            let mut hits = m.kind.search(query.get(embedders[i]), asked, None, candidates)?;
+            hits.retain(|h| keep(h.id));
+            hits.truncate(wanted);
+            Ok(CandidateList { proposed: per_embedder.min(hits.len()), hits, ranks_all: scans })
+        })?;
+        Ok(in_embedder_order(order, lists))
     }
 
     /// The index of `e`, or why it cannot be searched.
@@ -341,22 +350,25 @@ impl StoreCore {
     }
 
     /// The standing of each of `ids` in each embedder: its rank there (1-based) and its
-    /// score by the index. An id in the embedder's list keeps the list's rank; the others
-    /// are scored by the index from what it holds (`Candidates::Only`) and ranked after the
-    /// list, in score order; one the index cannot score (no shared term, say) ranks last.
+    /// score by the index; one embedder per worker. An id in the embedder's list keeps the
+    /// list's rank. The others, in a list that ranks all it could (`ranks_all`), rank just
+    /// after it, with its last score as theirs (a bound); otherwise they are scored by the index from what it holds
+    /// (`Candidates::Only`) and ranked after the list in score order. One the index cannot
+    /// score (no shared term, say) ranks last.
     fn standings(
         &self,
         query: &TeleologicalArray,
         embedders: &[Embedder],
-        lists: &[Vec<IndexSearchResult>],
+        lists: &[CandidateList],
         ids: &[Uuid],
     ) -> StorageResult<Vec<Vec<Standing>>> {
         let mut sorted: Vec<Uuid> = ids.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
         let position: HashMap<Uuid, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
-        let mut out = Vec::with_capacity(embedders.len());
-        for (&e, list) in embedders.iter().zip(lists) {
+        let order = costliest_first(&self.schema, embedders);
+        let standings = map_parallel(&order, |&i| {
+            let (e, list) = (embedders[i], &lists[i].hits);
             let mut standing = vec![Standing { rank: usize::MAX, score: f32::NEG_INFINITY }; ids.len()];
             let mut listed = HashSet::with_capacity(list.len());
             for (r, h) in list.iter().enumerate() {
@@ -366,7 +378,14 @@ impl StoreCore {
                 listed.insert(h.id);
             }
             let rest: Vec<Uuid> = sorted.iter().copied().filter(|id| !listed.contains(id)).collect();
-            if !rest.is_empty() {
+            if lists[i].ranks_all {
+                // At most the list's last score: that bound keeps a score fusion from
+                // dropping them before the exact rescoring.
+                let bound = list.last().map_or(f32::NEG_INFINITY, |h| h.score);
+                for s in standing.iter_mut().filter(|s| s.rank == usize::MAX) {
+                    *s = Standing { rank: list.len() + 1, score: bound };
+                }
+            } else if !rest.is_empty() {
                 let m = self.memory_index(e)?;
                 // Sorted best first by the index; ranks continue after the list's.
                 let scored = m.kind.search(query.get(e), rest.len(), None, Candidates::Only(&rest))?;
@@ -379,9 +398,9 @@ impl StoreCore {
             for s in standing.iter_mut().filter(|s| s.rank == usize::MAX) {
                 s.rank = list.len() + ids.len() + 1;
             }
-            out.push(standing);
-        }
-        Ok(out)
+            Ok(standing)
+        })?;
+        Ok(in_embedder_order(order, standings))
     }
 
     /// Small namespaces are scored exhaustively; other filters run inside the index search.
@@ -494,6 +513,43 @@ fn passes_post_filters(attrs: &AttrTable, filter: &SearchFilter, id: Uuid) -> bo
             attrs.get(id).and_then(|a| a.memory_type.as_deref()).is_some_and(|t| types.iter().any(|w| w == t))
         }
     }
+}
+
+/// An index scanning everything it holds (inverted, binary) returns this many times its
+/// candidates, to rank the other embedders' candidates by its exact order at no extra scan.
+const RANK_LIST_FACTOR: usize = 8;
+
+/// One embedder's answer in a fused search: its `hits` best first, of which the first
+/// `proposed` join the candidates; `ranks_all` when the list is the index's exact order as
+/// far as it goes (a candidate missing from it ranks after it).
+struct CandidateList {
+    hits: Vec<IndexSearchResult>,
+    proposed: usize,
+    ranks_all: bool,
+}
+
+/// The positions of `embedders`, costliest index first (token-level, binary, sparse, then
+/// dense by width), so that the workers of a parallel step finish together.
+fn costliest_first(
+    schema: &context_graph_core::teleology::StoreSchema,
+    embedders: &[Embedder],
+) -> Vec<usize> {
+    let cost = |e: Embedder| match schema.get(e) {
+        EmbedderDims::TokenLevel { .. } => usize::MAX,
+        EmbedderDims::Binary { bits } => 1_000_000 + bits,
+        EmbedderDims::Sparse { .. } => 500_000,
+        EmbedderDims::Dense(d) => d,
+    };
+    let mut order: Vec<usize> = (0..embedders.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(embedders[i])));
+    order
+}
+
+/// `results[j]` belongs to embedder position `order[j]`: put them back in embedder order.
+fn in_embedder_order<R>(order: Vec<usize>, results: Vec<R>) -> Vec<R> {
+    let mut paired: Vec<(usize, R)> = order.into_iter().zip(results).collect();
+    paired.sort_by_key(|(i, _)| *i);
+    paired.into_iter().map(|(_, r)| r).collect()
 }
 
 /// Where one candidate stands in one embedder.

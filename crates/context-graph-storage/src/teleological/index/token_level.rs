@@ -31,7 +31,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use context_graph_core::teleology::similarity::{dot_i8, max_sim};
+use context_graph_core::teleology::similarity::{max_dot_i8, max_sim};
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, TokenEmbeddings};
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
@@ -126,10 +126,7 @@ impl StoredTokens {
                 query
                     .quantized
                     .iter()
-                    .map(|(q, q_scale)| {
-                        let best = codes.chunks_exact(dims).map(|d| dot_i8(q, d)).max().unwrap_or(0);
-                        best as f32 * q_scale
-                    })
+                    .map(|(q, q_scale)| max_dot_i8(q, codes, dims) as f32 * q_scale)
                     .sum::<f32>()
                     * scale
             }
