@@ -11,8 +11,8 @@ use context_graph_core::teleology::{
     TeleologicalArray,
 };
 use context_graph_storage::{
-    IndexedTeleologicalStore, RocksDbTeleologicalStore, SearchFilter, StorageError, StoreConfig,
-    TeleologicalArrayStore, VectorPrecision,
+    IndexedTeleologicalStore, RocksDbTeleologicalStore, SearchFilter, SearchParams, StorageError,
+    StoreConfig, TeleologicalArrayStore, VectorPrecision,
 };
 use uuid::Uuid;
 use workload::array;
@@ -58,6 +58,7 @@ fn brute(
     comparison: &ComparisonType,
     filter: &SearchFilter,
     limit: usize,
+    overfetch: usize,
 ) -> Vec<(Uuid, f32)> {
     let embedders: Vec<Embedder> =
         comparison.embedders().into_iter().filter(|&e| query.get(e).is_computed()).collect();
@@ -78,9 +79,9 @@ fn brute(
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         // Exact scanning indices (sparse, binary) return longer lists to rank by.
         let scans = matches!(schema.get(e), EmbedderDims::Sparse { .. } | EmbedderDims::Binary { .. });
-        scored.truncate(limit * OVERFETCH * if scans { RANK_LIST_FACTOR } else { 1 });
+        scored.truncate(limit * overfetch * if scans { RANK_LIST_FACTOR } else { 1 });
         let kept: Vec<Uuid> = scored.into_iter().filter(|s| s.2).map(|s| s.0).collect();
-        candidates.extend(kept.iter().take(limit * OVERFETCH).copied());
+        candidates.extend(kept.iter().take(limit * overfetch).copied());
         lists.push((kept, scans));
     }
     let by_id: HashMap<Uuid, &TeleologicalArray> = arrays.iter().map(|a| (a.id, a)).collect();
@@ -165,8 +166,20 @@ async fn check(
     filter: &SearchFilter,
     limit: usize,
 ) {
-    let got = f.store.search(query, comparison, Some(filter), limit).await.unwrap();
-    let want = brute(&f.arrays, &f.schema, query, comparison, filter, limit);
+    check_with(f, query, comparison, filter, limit, &SearchParams::default()).await
+}
+
+async fn check_with(
+    f: &Fixture,
+    query: &TeleologicalArray,
+    comparison: &ComparisonType,
+    filter: &SearchFilter,
+    limit: usize,
+    params: &SearchParams,
+) {
+    let got = f.store.search_with(query, comparison, Some(filter), limit, params).await.unwrap();
+    let overfetch = params.overfetch.unwrap_or(OVERFETCH);
+    let want = brute(&f.arrays, &f.schema, query, comparison, filter, limit, overfetch);
     let got_ids: Vec<_> = got.iter().map(|r| r.id).collect();
     let want_ids: Vec<_> = want.iter().map(|r| r.0).collect();
     assert_eq!(got_ids, want_ids, "{comparison:?} with {filter:?}");
@@ -320,4 +333,36 @@ async fn rebuild_indices_reproduces_the_same_answers() {
         before.iter().map(|r| r.id).collect::<Vec<_>>(),
         after.iter().map(|r| r.id).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_request_parameters_change_that_request_only_and_bad_ones_are_refused() {
+    let f = fixture(300).await;
+    let query = array(30_000, 2);
+    let none = SearchFilter::default();
+    // A wider overfetch is the reference with that overfetch; the next default request is
+    // the default reference again (nothing store-wide changed).
+    let wide = SearchParams { overfetch: Some(6), ..Default::default() };
+    let rrf = ComparisonType::rrf();
+    assert_ne!(
+        brute(&f.arrays, &f.schema, &query, &rrf, &none, 10, 6),
+        brute(&f.arrays, &f.schema, &query, &rrf, &none, 10, OVERFETCH),
+        "the query tells the two overfetches apart"
+    );
+    check_with(&f, &query, &ComparisonType::rrf(), &none, 10, &wide).await;
+    check(&f, &query, &ComparisonType::rrf(), &none, 10).await;
+    let deep = SearchParams { ef: Some(200), rescore_factor: Some(4), ..Default::default() };
+    check_with(&f, &query, &ComparisonType::SingleEmbedder(Embedder::Semantic), &none, 10, &deep).await;
+    for bad in [
+        SearchParams { ef: Some(0), ..Default::default() },
+        SearchParams { ef: Some(10_001), ..Default::default() },
+        SearchParams { overfetch: Some(0), ..Default::default() },
+        SearchParams { rescore_factor: Some(1_001), ..Default::default() },
+    ] {
+        let err = f.store.search_with(&query, &ComparisonType::rrf(), None, 10, &bad).await.unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Validation { reason, .. } if reason.contains("search parameter")),
+            "{err:?}"
+        );
+    }
 }

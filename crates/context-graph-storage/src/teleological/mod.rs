@@ -33,7 +33,7 @@ pub use rocksdb_store::{
     CF_NAMESPACE_INDEX, CF_SLOTS, DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH,
     MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
 };
-pub use search::{IndexedTeleologicalStore, SearchFilter, SearchResult};
+pub use search::{IndexedTeleologicalStore, SearchFilter, SearchParams, SearchResult};
 pub use store::{
     DamageReport, EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
     TeleologicalArrayStore, WriteOutcome,
