@@ -165,13 +165,55 @@ mod kernels {
         _mm_cvtsi128_si32(sum) + tail
     }
 
+    /// The query's 32-byte chunks are prepared once (|q|, and q for the signs) and kept in
+    /// registers; each row then costs a load, a sign, a `vpmaddubsw` and a `vpmaddwd` per
+    /// chunk. Rows of another width, a query holding -128, or a row holding it (checked as
+    /// it is loaded) go through `dot_i8_avx2`, which is exact for every input.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn max_dot_i8_avx2(q: &[i8], rows: &[i8], dims: usize) -> i32 {
+        use std::arch::x86_64::*;
+        const MAX_CHUNKS: usize = 8;
+        let chunks = dims / 32;
+        let fast = dims.is_multiple_of(32)
+            && chunks <= MAX_CHUNKS
+            && q.len() >= dims
+            && !q[..dims].contains(&i8::MIN);
         let mut best = i32::MIN;
+        if !fast {
+            for row in rows.chunks_exact(dims) {
+                // SAFETY: this function has the features `dot_i8_avx2` needs.
+                best = best.max(unsafe { dot_i8_avx2(q, row) });
+            }
+            return best;
+        }
+        let zero = _mm256_setzero_si256();
+        let (mut signs, mut magnitudes) = ([zero; MAX_CHUNKS], [zero; MAX_CHUNKS]);
+        for c in 0..chunks {
+            // SAFETY: `(c + 1) * 32 <= dims <= q.len()`.
+            let v = unsafe { _mm256_loadu_si256(q.as_ptr().add(c * 32) as *const __m256i) };
+            signs[c] = v;
+            magnitudes[c] = _mm256_sign_epi8(v, v);
+        }
+        let ones = _mm256_set1_epi16(1);
+        let min = _mm256_set1_epi8(i8::MIN);
         for row in rows.chunks_exact(dims) {
-            // SAFETY: this function has the features `dot_i8_avx2` needs; inlined here, so
-            // the loop pays no call or feature check per row.
-            best = best.max(unsafe { dot_i8_avx2(q, row) });
+            let (mut acc, mut seen_min) = (zero, zero);
+            for c in 0..chunks {
+                // SAFETY: `row` is `dims` bytes and `(c + 1) * 32 <= dims`.
+                let v = unsafe { _mm256_loadu_si256(row.as_ptr().add(c * 32) as *const __m256i) };
+                seen_min = _mm256_or_si256(seen_min, _mm256_cmpeq_epi8(v, min));
+                let pairs = _mm256_maddubs_epi16(magnitudes[c], _mm256_sign_epi8(v, signs[c]));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
+            }
+            let d = if _mm256_testz_si256(seen_min, seen_min) == 0 {
+                // SAFETY: as above.
+                unsafe { dot_i8_avx2(q, row) }
+            } else {
+                let halves = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+                let pairs = _mm_add_epi32(halves, _mm_shuffle_epi32(halves, 0b01_00_11_10));
+                _mm_cvtsi128_si32(_mm_add_epi32(pairs, _mm_shuffle_epi32(pairs, 0b10_11_00_01)))
+            };
+            best = best.max(d);
         }
         best
     }
@@ -297,11 +339,25 @@ mod tests {
 
     #[test]
     fn max_dot_i8_is_the_best_row() {
-        for dims in [1, 15, 16, 17, 128, 130] {
+        for dims in [1, 15, 16, 17, 32, 64, 128, 130, 256, 288] {
             let q: Vec<i8> = (0..dims).map(|i| (i * 41 % 255) as i8).collect();
-            let rows: Vec<i8> = (0..dims * 7 + 3).map(|i| (i * 29 % 251) as i8).collect();
-            let naive = rows.chunks_exact(dims).map(|r| dot_i8_portable(&q, r)).max().unwrap();
-            assert_eq!(max_dot_i8(&q, &rows, dims), naive, "dims={dims}");
+            let mut rows: Vec<i8> = (0..dims * 7 + 3).map(|i| (i * 29 % 251) as i8).collect();
+            let naive =
+                |q: &[i8], rows: &[i8]| rows.chunks_exact(dims).map(|r| dot_i8_portable(q, r)).max().unwrap();
+            assert_eq!(max_dot_i8(&q, &rows, dims), naive(&q, &rows), "dims={dims}");
+            // -128 in a row, and in the query, take the exact path.
+            rows[dims + 1] = i8::MIN;
+            rows[dims + 2] = i8::MIN;
+            assert_eq!(max_dot_i8(&q, &rows, dims), naive(&q, &rows), "dims={dims}, -128 in a row");
+            let mut q_min = q.clone();
+            q_min[0] = i8::MIN;
+            assert_eq!(
+                max_dot_i8(&q_min, &rows, dims),
+                naive(&q_min, &rows),
+                "dims={dims}, -128 in the query"
+            );
+            let extreme = vec![i8::MIN; dims * 2];
+            assert_eq!(max_dot_i8(&q_min, &extreme, dims), naive(&q_min, &extreme), "dims={dims}, all -128");
         }
         assert_eq!(max_dot_i8(&[1, 2], &[1], 2), i32::MIN, "no whole row");
         assert_eq!(max_dot_i8(&[1], &[1, 2], 0), i32::MIN, "zero width");

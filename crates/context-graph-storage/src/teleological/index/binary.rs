@@ -19,12 +19,15 @@ use crate::teleological::error::{StorageError, StorageResult};
 use crate::teleological::parallel::map_parallel;
 use context_graph_core::teleology::similarity::{hamming, pack_words};
 
-/// Codes stored densely: entry `i` is `ids[i]` with words `[i * words, (i + 1) * words)`.
+/// Codes stored densely: entry `i` is `ids[i]` with words `[i * words, (i + 1) * words)`;
+/// for long codes, also each code's first `SKETCH_WORDS` words back to back (`sketches`), so
+/// that a sketch scan streams through memory instead of touching every code at a stride.
 #[derive(Default)]
 struct Codes {
     ids: Vec<Uuid>,
     slot_of: HashMap<Uuid, usize>,
     words: Vec<u64>,
+    sketches: Vec<u64>,
 }
 
 /// Indices of at least this many codes are scanned in parallel parts (below it, starting the
@@ -37,15 +40,17 @@ const SKETCH_WORDS: usize = 16;
 /// smaller indices are scanned exactly.
 const SKETCH_MIN_RATIO: usize = 4;
 const SKETCH_MIN_ENTRIES: usize = 4_096;
-/// A sketch scan keeps this many times the limit (at least `SKETCH_SHORTLIST_MIN`) by the
-/// prefix distance, and ranks them by the exact distance.
-const SKETCH_SHORTLIST_FACTOR: usize = 32;
+/// A sketch scan keeps this many times the limit (at least `SKETCH_SHORTLIST_MIN`: 51 times
+/// a limit of 10) by the prefix distance, and ranks them by the exact distance.
+const SKETCH_SHORTLIST_FACTOR: usize = 4;
 const SKETCH_SHORTLIST_MIN: usize = 512;
 
 pub(crate) struct BinaryKind {
     embedder: Embedder,
     bits: usize,
     words: usize,
+    /// Words of each code kept as its sketch: `SKETCH_WORDS` for long codes, else 0.
+    sketch: usize,
     codes: RwLock<Codes>,
 }
 
@@ -64,7 +69,9 @@ impl BinaryKind {
     }
 
     pub(crate) fn new(embedder: Embedder, bits: usize) -> Self {
-        Self { embedder, bits, words: bits.div_ceil(64), codes: RwLock::new(Codes::default()) }
+        let words = bits.div_ceil(64);
+        let sketch = if words >= SKETCH_MIN_RATIO * SKETCH_WORDS { SKETCH_WORDS } else { 0 };
+        Self { embedder, bits, words, sketch, codes: RwLock::new(Codes::default()) }
     }
 
     /// Payload: bits u64, count u64, ids (16 bytes each), then the words (8 bytes each, LE).
@@ -90,6 +97,10 @@ impl BinaryKind {
         }
         codes.words =
             r.0.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
+        if kind.sketch > 0 {
+            codes.sketches =
+                codes.words.chunks_exact(kind.words).flat_map(|c| &c[..kind.sketch]).copied().collect();
+        }
         *kind.codes.write() = codes;
         Ok(kind)
     }
@@ -113,7 +124,25 @@ impl MemoryIndex {
 }
 
 impl Codes {
-    fn remove(&mut self, id: Uuid, words: usize) {
+    /// Store `packed` under `id` (replacing its code if present); `sketch` words of it are
+    /// kept as its sketch (0: no sketches).
+    fn upsert(&mut self, id: Uuid, packed: &[u64], sketch: usize) {
+        let words = packed.len();
+        match self.slot_of.get(&id) {
+            Some(&slot) => {
+                self.words[slot * words..(slot + 1) * words].copy_from_slice(packed);
+                self.sketches[slot * sketch..(slot + 1) * sketch].copy_from_slice(&packed[..sketch]);
+            }
+            None => {
+                self.slot_of.insert(id, self.ids.len());
+                self.ids.push(id);
+                self.words.extend_from_slice(packed);
+                self.sketches.extend_from_slice(&packed[..sketch]);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: Uuid, words: usize, sketch: usize) {
         let Some(slot) = self.slot_of.remove(&id) else {
             return;
         };
@@ -123,9 +152,11 @@ impl Codes {
             self.ids[slot] = moved;
             self.slot_of.insert(moved, slot);
             self.words.copy_within(last * words..(last + 1) * words, slot * words);
+            self.sketches.copy_within(last * sketch..(last + 1) * sketch, slot * sketch);
         }
         self.ids.pop();
         self.words.truncate(last * words);
+        self.sketches.truncate(last * sketch);
     }
 }
 
@@ -152,19 +183,9 @@ impl MemoryKind for BinaryKind {
             match *change {
                 IndexChange::Upsert(id, out) => {
                     let packed = pack_words(self.code(out)?, self.words);
-                    match codes.slot_of.get(&id) {
-                        Some(&slot) => {
-                            codes.words[slot * self.words..(slot + 1) * self.words].copy_from_slice(&packed)
-                        }
-                        None => {
-                            let slot = codes.ids.len();
-                            codes.ids.push(id);
-                            codes.slot_of.insert(id, slot);
-                            codes.words.extend_from_slice(&packed);
-                        }
-                    }
+                    codes.upsert(id, &packed, self.sketch);
                 }
-                IndexChange::Remove(id) => codes.remove(id, self.words),
+                IndexChange::Remove(id) => codes.remove(id, self.words, self.sketch),
             }
         }
         Ok(())
@@ -197,7 +218,7 @@ impl MemoryKind for BinaryKind {
             hits.truncate(limit);
             return Ok(self.results(hits, limit, threshold));
         }
-        let sketch = self.words >= SKETCH_MIN_RATIO * SKETCH_WORDS && n >= SKETCH_MIN_ENTRIES;
+        let sketch = self.sketch > 0 && n >= SKETCH_MIN_ENTRIES;
         let (width, kept) = if sketch {
             (SKETCH_WORDS, limit.saturating_mul(SKETCH_SHORTLIST_FACTOR).max(SKETCH_SHORTLIST_MIN).min(n))
         } else {
@@ -214,7 +235,11 @@ impl MemoryKind for BinaryKind {
                 if !all && !candidates.admits(codes.ids[slot]) {
                     continue;
                 }
-                let code = &codes.words[slot * self.words..slot * self.words + width];
+                let code = if sketch {
+                    &codes.sketches[slot * width..(slot + 1) * width]
+                } else {
+                    &codes.words[slot * width..(slot + 1) * width]
+                };
                 let d = hamming(&q[..width], code);
                 if best.len() < kept {
                     best.push((d, slot));
@@ -260,12 +285,13 @@ impl MemoryKind for BinaryKind {
 
     fn memory_bytes(&self) -> usize {
         let c = self.codes.read();
-        c.words.capacity() * 8 + c.ids.capacity() * 16 + c.slot_of.capacity() * 32
+        (c.words.capacity() + c.sketches.capacity()) * 8 + c.ids.capacity() * 16 + c.slot_of.capacity() * 32
     }
 
     fn optimize(&self) -> StorageResult<()> {
         let mut c = self.codes.write();
         c.words.shrink_to_fit();
+        c.sketches.shrink_to_fit();
         c.ids.shrink_to_fit();
         Ok(())
     }
