@@ -286,6 +286,11 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         pb.inc(1);
     }
     pb.finish_and_clear();
+    // Ingest and search are done: their peak, before the measurements that load dataset
+    // columns into this process (the baseline, the exhaustive fusion), and before close and
+    // the in-process reopen add theirs (the freed store's memory is kept by the allocator
+    // while the reopen allocates).
+    let peak_rss_serving = system::peak_rss_bytes();
     let baseline = match searches.iter().zip(&workloads).find(|(s, _)| s.index_type == IndexType::Hnsw) {
         Some((s, w)) if !args.skip_baseline => {
             let pb = progress::bar(None, &format!("bare usearch baseline of {}", w.embedder.short_name()));
@@ -316,9 +321,6 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     let queries = ds.queries().map_err(|e| anyhow!("dataset: {e}"))?;
     let fused = fused::measure(&store, ds, &loaded.ids, &queries, k, args.fused_reference_queries).await?;
 
-    // Ingest and search are done: their peak, before close and the in-process reopen add
-    // theirs (the freed store's memory is kept by the allocator while the reopen allocates).
-    let peak_rss_serving = system::peak_rss_bytes();
     let t = Instant::now();
     let store = Arc::try_unwrap(store).map_err(|_| anyhow!("the store is still in use"))?;
     open::close(store, &path)?;

@@ -255,8 +255,11 @@ impl StoreCore {
                     rank_fused = approximate.iter().copied().collect();
                     best_ids(approximate, limit)
                 } else {
-                    // Score fusion: approximate scores pick a shortlist, rescored exactly.
-                    best_ids(approximate, limit.saturating_mul(self.rescore_breadth(params)))
+                    // Score fusion: approximate scores (some only bounds) pick a shortlist,
+                    // rescored exactly; wider than a single embedder's, since thirteen
+                    // approximations add up.
+                    let breadth = self.rescore_breadth(params).saturating_mul(SCORE_FUSION_BREADTH);
+                    best_ids(approximate, limit.saturating_mul(breadth))
                 }
             }
         };
@@ -514,6 +517,9 @@ fn passes_post_filters(attrs: &AttrTable, filter: &SearchFilter, id: Uuid) -> bo
         }
     }
 }
+
+/// A score fusion rescores exactly this many times the rescore factor's candidates.
+const SCORE_FUSION_BREADTH: usize = 4;
 
 /// An index scanning everything it holds (inverted, binary) returns this many times its
 /// candidates, to rank the other embedders' candidates by its exact order at no extra scan.
