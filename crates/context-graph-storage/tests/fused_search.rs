@@ -48,7 +48,7 @@ fn post_admits(a: &TeleologicalArray, f: &SearchFilter) -> bool {
 
 /// The reference: each embedder's exact top `limit × OVERFETCH` among the arrays the filters
 /// admit are the candidates; each candidate ranked in every embedder (its place in the list,
-/// eight times as long for sparse and binary, whose absentees rank just after it; else after
+/// eight times as long for sparse, whose absentees rank just after it; else after
 /// the list by exact score among the candidates) and fused as `ComparisonType` documents.
 /// The store holds f32 vectors here, so that its index scores are the exact ones.
 fn brute(
@@ -77,8 +77,8 @@ fn brute(
             scored.retain(|s| s.1 > 0.0);
         }
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        // Exact scanning indices (sparse, binary) return longer lists to rank by.
-        let scans = matches!(schema.get(e), EmbedderDims::Sparse { .. } | EmbedderDims::Binary { .. });
+        // Inverted indices (sparse) return longer lists to rank by.
+        let scans = matches!(schema.get(e), EmbedderDims::Sparse { .. });
         scored.truncate(limit * overfetch * if scans { RANK_LIST_FACTOR } else { 1 });
         let kept: Vec<Uuid> = scored.into_iter().filter(|s| s.2).map(|s| s.0).collect();
         candidates.extend(kept.iter().take(limit * overfetch).copied());

@@ -10,7 +10,7 @@
 //! byte 0        slot format version = 0x01
 //! byte 1        kind: 1 dense, 2 sparse, 3 token-level, 4 binary
 //! bytes 2..6    aux (u32 LE): sparse: term count n; token-level: floats per token; else 0
-//! bytes 6..22   the array's id (16 bytes): a value moved under another key is detected
+//! bytes 6..22   the array's id (16 bytes): a value moved under another array's key is detected
 //! bytes 22..    payload, as in the whole-array value (floats f32 LE; sparse: n ids, n weights)
 //! ```
 

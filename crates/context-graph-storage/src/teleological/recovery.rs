@@ -702,7 +702,9 @@ pub(crate) fn read_persisted_schema(
     if !data.join("CURRENT").exists() {
         return Ok(None);
     }
-    let names: Vec<&str> = ColumnFamily::ALL.iter().map(|cf| cf.name()).collect();
+    // The column families the store has: an older format lacks some of ours (format 2 has
+    // no `array_slots`), and a read-only open may name only existing ones.
+    let names = DB::list_cf(&Options::default(), &data)?;
     let db = DB::open_cf_for_read_only(&Options::default(), &data, names, false)?;
     Ok(super::store_meta::read_schema(&db)?.map(|r| r.schema))
 }

@@ -27,7 +27,7 @@ use super::index::{Candidates, IndexSearchResult, IndexType};
 use super::parallel::map_parallel;
 use super::rocksdb_store::RocksDbTeleologicalStore;
 use super::store::{EmbedderIndexStats, StorageError, StorageResult, TeleologicalArrayStore};
-use super::store_core::{read_slots_opt, IndexSlot, OnDamage, StoreCore};
+use super::store_core::{heads_present, read_slots_opt, IndexSlot, OnDamage, StoreCore};
 
 /// A namespace with at most this many arrays (or this share of the store, whichever is
 /// larger) is searched exhaustively rather than through the graphs.
@@ -309,8 +309,8 @@ impl StoreCore {
     /// scores (approximate for an index holding reduced precision; the exact scores come
     /// later, for what is returned), keeping those `keep` admits; one embedder per worker. A
     /// breadth asked for in `params` is walked by asking the index for that many (HNSW walks
-    /// at least as wide as the results it returns), then cut back. An index that scans all it
-    /// holds whatever the limit (inverted, binary) returns a list `RANK_LIST_FACTOR` times as
+    /// at least as wide as the results it returns), then cut back. An inverted index, which
+    /// scans all its postings whatever the limit, returns a list `RANK_LIST_FACTOR` times as
     /// long, whose first `per_embedder` are its candidates and the rest rank the others.
     fn candidate_lists(
         &self,
@@ -329,7 +329,10 @@ impl StoreCore {
         let order = costliest_first(&self.schema, embedders);
         let lists = map_parallel(&order, |&i| {
             let m = self.memory_index(embedders[i])?;
-            let scans = matches!(m.kind.index_type(), IndexType::Inverted | IndexType::Binary);
+            // Inverted lists are exact however long; a binary list may come from a sketch
+            // scan (not an exact order beyond its candidates), and binary scores any listed id
+            // by a lookup, so it ranks the others like the graphs do.
+            let scans = m.kind.index_type() == IndexType::Inverted;
             let wanted = if scans { per_embedder.saturating_mul(RANK_LIST_FACTOR) } else { per_embedder };
             // Never more than the index holds: the limit sizes buffers in the index.
             let asked = wanted.max(params.ef.unwrap_or(0)).min(m.kind.len());
@@ -458,12 +461,14 @@ impl StoreCore {
                 }
             }
         }
-        scored.extend(
-            found
-                .into_iter()
-                .filter(|(_, (_, read))| *read == embedders.len())
-                .map(|(id, (per, _))| (id, per)),
-        );
+        // Only arrays whose head is intact are results (a damaged head is recorded).
+        let complete: Vec<Uuid> =
+            found.iter().filter(|(_, (_, read))| *read == embedders.len()).map(|(id, _)| *id).collect();
+        for id in heads_present(&self.db, &complete, &opts, &self.damage)? {
+            if let Some((per, _)) = found.remove(&id) {
+                scored.insert(id, per);
+            }
+        }
         Ok(())
     }
 
@@ -521,8 +526,9 @@ fn passes_post_filters(attrs: &AttrTable, filter: &SearchFilter, id: Uuid) -> bo
 /// A score fusion rescores exactly this many times the rescore factor's candidates.
 const SCORE_FUSION_BREADTH: usize = 4;
 
-/// An index scanning everything it holds (inverted, binary) returns this many times its
-/// candidates, to rank the other embedders' candidates by its exact order at no extra scan.
+/// An inverted index (which accumulates every posting whatever the limit) returns this many
+/// times its candidates, to rank the other embedders' candidates by its exact order at no
+/// extra scan.
 const RANK_LIST_FACTOR: usize = 8;
 
 /// One embedder's answer in a fused search: its `hits` best first, of which the first

@@ -124,6 +124,29 @@ pub(crate) fn read_slots_opt(
     Ok(out)
 }
 
+/// Which of `ids` have a head that decodes, read with `opts` (a snapshot); a damaged head is
+/// recorded in `damage`. A search returns only these: an array whose head is damaged is
+/// `Corruption` to `retrieve`, and must not be returned as a result either.
+pub(crate) fn heads_present(
+    db: &DB,
+    ids: &[Uuid],
+    opts: &ReadOptions,
+    damage: &Mutex<DamageLog>,
+) -> StorageResult<Vec<Uuid>> {
+    let cf = ColumnFamily::Arrays.handle(db)?;
+    let keys: Vec<&[u8]> = ids.iter().map(|id| id.as_bytes().as_slice()).collect();
+    let mut present = Vec::with_capacity(ids.len());
+    for (id, value) in ids.iter().zip(db.batched_multi_get_cf_opt(&cf, &keys, false, opts)) {
+        if let Some(bytes) = value? {
+            match decode_head_of(*id, &bytes) {
+                Ok(_) => present.push(*id),
+                Err(_) => damage.lock().array(*id),
+            }
+        }
+    }
+    Ok(present)
+}
+
 /// The arrays of `ids`, in the order given, with the slots of `slots` filled (the others
 /// left `Pending`): `None` for an id not stored, or damaged under [`OnDamage::Skip`]. The head
 /// and the slots are read from one RocksDB snapshot (a commit is seen whole or not at all), so

@@ -696,6 +696,11 @@ fn downgrade_to_format_2(path: &std::path::Path, arrays: &[TeleologicalArray], c
     }
     let store_meta = db.cf_handle("store_meta").unwrap();
     db.put_cf(&store_meta, crate::teleological::store_meta::KEY_FORMAT_VERSION, 2u32.to_le_bytes()).unwrap();
+    drop((heads, slots, meta, store_meta));
+    if converted.is_empty() {
+        // A store written by format 2 itself has no `array_slots` at all.
+        db.drop_cf(CF_SLOTS).unwrap();
+    }
 }
 
 fn persisted_format_version(store: &RocksDbTeleologicalStore) -> u32 {
@@ -715,6 +720,12 @@ async fn a_format_2_store_is_upgraded_on_open_even_after_an_interrupted_upgrade(
     let converted: Vec<Uuid> = arrays.iter().step_by(4).map(|a| a.id).collect();
     downgrade_to_format_2(f.dir.path(), &arrays, &converted);
 
+    let store = f.open();
+    store.close().unwrap();
+    // A store of format 2 itself (no `array_slots` column family): its schema reads, as the
+    // CLI reads it before opening, and it opens and upgrades.
+    downgrade_to_format_2(f.dir.path(), &arrays, &[]);
+    assert!(RocksDbTeleologicalStore::persisted_schema(f.path()).unwrap().is_some());
     let store = f.open();
     assert_eq!(persisted_format_version(&store), STORE_FORMAT_VERSION);
     assert_eq!(store.retrieve_batch(&arrays.iter().map(|a| a.id).collect::<Vec<_>>()).await.unwrap(), arrays);

@@ -365,3 +365,22 @@ async fn a_damaged_change_log_entry_rebuilds_the_indices_instead_of_failing_the_
     }
     assert_indices_hold(&store, &arrays, &[]).await;
 }
+
+#[tokio::test]
+async fn an_array_whose_head_is_damaged_is_never_a_search_result() {
+    let mut f = Fixture::new(109);
+    let arrays: Vec<_> = (0..30).map(|_| f.array(Some("h"))).collect();
+    let store = f.open();
+    store.store_batch(&arrays).await.unwrap();
+    store.close().unwrap();
+    // The slots (and so every index) keep the array; its head no longer decodes.
+    poke(f.dir.path(), CF_ARRAYS, arrays[5].id.as_bytes(), &[2, 0xc1]);
+    let store = f.open();
+    for comparison in [ComparisonType::rrf(), ComparisonType::SingleEmbedder(Embedder::Code)] {
+        let hits = store.search(&arrays[5], &comparison, None, 10).await.unwrap();
+        assert!(!hits.is_empty());
+        assert!(hits.iter().all(|h| h.id != arrays[5].id), "{comparison:?} returned the damaged array");
+    }
+    assert!(store.stats().await.unwrap().damaged.arrays.contains(&arrays[5].id));
+    assert!(matches!(store.retrieve(arrays[5].id).await, Err(StorageError::Corruption { .. })));
+}
