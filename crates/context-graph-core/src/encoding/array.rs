@@ -150,27 +150,7 @@ fn decode_stored_slot(e: Embedder, slot: &StoredSlot<'_>) -> Result<EmbedderOutp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::teleology::{SparseVector, TokenEmbeddings};
-
-    fn sample() -> TeleologicalArray {
-        let mut a = TeleologicalArray::new(Uuid::from_u128(0x1234));
-        for e in Embedder::all() {
-            a.set(e, EmbedderOutput::Dense(vec![1.0, -0.0, 3.5]));
-        }
-        a.set(Embedder::SpladeKeyword, EmbedderOutput::Sparse(SparseVector::new(vec![1, 7], vec![0.5, 2.0])));
-        a.set(
-            Embedder::LateInteraction,
-            EmbedderOutput::TokenLevel(TokenEmbeddings::new(vec![vec![1.0, 2.0], vec![3.0, 4.0]], 2)),
-        );
-        a.set(Embedder::Hdc, EmbedderOutput::Binary(vec![0xAB, 0x01]));
-        a.metadata = Some(ArrayMetadata {
-            namespace: Some("ns".into()),
-            tags: vec!["t".into()],
-            ..Default::default()
-        });
-        a.content = Some("hello".into());
-        a
-    }
+    use crate::encoding::sample_array as sample;
 
     #[test]
     fn round_trip_and_single_slot() {

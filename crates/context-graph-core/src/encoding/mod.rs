@@ -40,3 +40,25 @@ fn split_version(bytes: &[u8], supported: u8) -> Result<&[u8], DecodeError> {
 fn malformed(e: impl std::fmt::Display) -> DecodeError {
     DecodeError::Malformed(e.to_string())
 }
+
+/// One array with every slot kind, metadata and content: the round-trip tests' sample for
+/// both encodings.
+#[cfg(test)]
+pub(crate) fn sample_array() -> crate::teleology::TeleologicalArray {
+    use crate::teleology::*;
+    use uuid::Uuid;
+    let mut a = TeleologicalArray::new(Uuid::from_u128(0x1234));
+    for e in Embedder::all() {
+        a.set(e, EmbedderOutput::Dense(vec![1.0, -0.0, 3.5]));
+    }
+    a.set(Embedder::SpladeKeyword, EmbedderOutput::Sparse(SparseVector::new(vec![1, 7], vec![0.5, 2.0])));
+    a.set(
+        Embedder::LateInteraction,
+        EmbedderOutput::TokenLevel(TokenEmbeddings::new(vec![vec![1.0, 2.0], vec![3.0, 4.0]], 2)),
+    );
+    a.set(Embedder::Hdc, EmbedderOutput::Binary(vec![0xAB, 0x01]));
+    a.metadata =
+        Some(ArrayMetadata { namespace: Some("ns".into()), tags: vec!["t".into()], ..Default::default() });
+    a.content = Some("hello".into());
+    a
+}

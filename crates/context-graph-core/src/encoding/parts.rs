@@ -210,27 +210,7 @@ pub(super) fn decode_payload(kind: u8, aux: usize, payload: &[u8]) -> Result<Emb
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encoding::{decode_array, encode_array};
-
-    fn sample() -> TeleologicalArray {
-        let mut a = TeleologicalArray::new(Uuid::from_u128(0x1234));
-        for e in Embedder::all() {
-            a.set(e, EmbedderOutput::Dense(vec![1.0, -0.0, 3.5]));
-        }
-        a.set(Embedder::SpladeKeyword, EmbedderOutput::Sparse(SparseVector::new(vec![1, 7], vec![0.5, 2.0])));
-        a.set(
-            Embedder::LateInteraction,
-            EmbedderOutput::TokenLevel(TokenEmbeddings::new(vec![vec![1.0, 2.0], vec![3.0, 4.0]], 2)),
-        );
-        a.set(Embedder::Hdc, EmbedderOutput::Binary(vec![0xAB, 0x01]));
-        a.metadata = Some(ArrayMetadata {
-            namespace: Some("ns".into()),
-            tags: vec!["t".into()],
-            ..Default::default()
-        });
-        a.content = Some("hello".into());
-        a
-    }
+    use crate::encoding::{decode_array, encode_array, sample_array as sample};
 
     fn assemble(parts: &EncodedArray, id: Uuid) -> TeleologicalArray {
         let mut a = decode_array_head(&parts.head).unwrap();

@@ -147,6 +147,20 @@ pub(crate) fn heads_present(
     Ok(present)
 }
 
+/// Position `it` at the first key after `after` (the last key of the previous page), or at
+/// the first key when `None`: where a paged scan resumes.
+pub(crate) fn seek_after(it: &mut rocksdb::DBRawIteratorWithThreadMode<'_, DB>, after: Option<&[u8]>) {
+    match after {
+        Some(key) => {
+            it.seek(key);
+            if it.key() == Some(key) {
+                it.next();
+            }
+        }
+        None => it.seek_to_first(),
+    }
+}
+
 /// The arrays of `ids`, in the order given, with the slots of `slots` filled (the others
 /// left `Pending`): `None` for an id not stored, or damaged under [`OnDamage::Skip`]. The head
 /// and the slots are read from one RocksDB snapshot (a commit is seen whole or not at all), so
@@ -299,15 +313,7 @@ impl StoreCore {
         opts.set_snapshot(&snapshot);
         let cf = ColumnFamily::Arrays.handle(&self.db)?;
         let mut it = self.db.raw_iterator_cf_opt(&cf, opts);
-        match after {
-            Some(key) => {
-                it.seek(key);
-                if it.key() == Some(key) {
-                    it.next();
-                }
-            }
-            None => it.seek_to_first(),
-        }
+        seek_after(&mut it, after);
         let mut page = Vec::with_capacity(max.min(4096));
         while page.len() < max {
             let (Some(key), Some(value)) = (it.key(), it.value()) else { break };

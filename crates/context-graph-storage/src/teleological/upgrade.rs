@@ -18,6 +18,7 @@ use rocksdb::{WriteBatch, WriteOptions, DB};
 
 use super::column_families::{slot_key, ColumnFamily};
 use super::error::StorageResult;
+use super::store_core::seek_after;
 use super::store_meta::{KEY_FORMAT_VERSION, STORE_FORMAT_VERSION};
 
 /// Arrays converted per RocksDB write.
@@ -37,15 +38,7 @@ pub(crate) fn from_format_2(db: &DB) -> StorageResult<()> {
         // A fresh iterator per batch: the writes below must not run under an open iterator
         // for the whole store.
         let mut it = db.raw_iterator_cf(&arrays_cf);
-        match &after {
-            Some(key) => {
-                it.seek(key);
-                if it.key() == Some(key.as_slice()) {
-                    it.next();
-                }
-            }
-            None => it.seek_to_first(),
-        }
+        seek_after(&mut it, after.as_deref());
         let mut page = Vec::with_capacity(UPGRADE_BATCH);
         while page.len() < UPGRADE_BATCH {
             let (Some(key), Some(value)) = (it.key(), it.value()) else { break };
