@@ -20,7 +20,7 @@ fn arg(name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store_dir = arg("--store").ok_or("--store DIR is required")?;
     let data = arg("--data").ok_or("--data DATASET is required")?;

@@ -18,8 +18,6 @@ use uuid::Uuid;
 use workload::array;
 
 const OVERFETCH: usize = 3;
-/// How much longer the lists of exact scanning indices are (the store's `RANK_LIST_FACTOR`).
-const RANK_LIST_FACTOR: usize = 8;
 
 fn bits(schema: &StoreSchema, e: Embedder) -> usize {
     match schema.get(e) {
@@ -48,8 +46,8 @@ fn post_admits(a: &TeleologicalArray, f: &SearchFilter) -> bool {
 
 /// The reference: each embedder's exact top `limit × OVERFETCH` among the arrays the filters
 /// admit are the candidates; each candidate ranked in every embedder (its place in the list,
-/// eight times as long for sparse, whose absentees rank just after it; else after
-/// the list by exact score among the candidates) and fused as `ComparisonType` documents.
+/// else after the list by exact score among the candidates) and fused as `ComparisonType`
+/// documents.
 /// The store holds f32 vectors here, so that its index scores are the exact ones.
 fn brute(
     arrays: &[TeleologicalArray],
@@ -67,7 +65,7 @@ fn brute(
     let shares_nothing = |a: &TeleologicalArray, e: Embedder| {
         matches!(schema.get(e), EmbedderDims::Sparse { .. }) && exact(a, e) <= 0.0
     };
-    let mut lists: Vec<(Vec<Uuid>, bool)> = Vec::new();
+    let mut lists: Vec<Vec<Uuid>> = Vec::new();
     let mut candidates = HashSet::new();
     for &e in &embedders {
         let mut scored: Vec<(Uuid, f32, bool)> =
@@ -77,12 +75,10 @@ fn brute(
             scored.retain(|s| s.1 > 0.0);
         }
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        // Inverted indices (sparse) return longer lists to rank by.
-        let scans = matches!(schema.get(e), EmbedderDims::Sparse { .. });
-        scored.truncate(limit * overfetch * if scans { RANK_LIST_FACTOR } else { 1 });
+        scored.truncate(limit * overfetch);
         let kept: Vec<Uuid> = scored.into_iter().filter(|s| s.2).map(|s| s.0).collect();
-        candidates.extend(kept.iter().take(limit * overfetch).copied());
-        lists.push((kept, scans));
+        candidates.extend(kept.iter().copied());
+        lists.push(kept);
     }
     let by_id: HashMap<Uuid, &TeleologicalArray> = arrays.iter().map(|a| (a.id, a)).collect();
     // Every candidate's rank in every embedder: its place in the embedder's list, else after
@@ -90,14 +86,8 @@ fn brute(
     let ranks: Vec<HashMap<Uuid, usize>> = embedders
         .iter()
         .zip(&lists)
-        .map(|(&e, (list, scans))| {
+        .map(|(&e, list)| {
             let mut r: HashMap<Uuid, usize> = list.iter().enumerate().map(|(i, id)| (*id, i + 1)).collect();
-            if *scans {
-                // A longer list's absentees all rank just after it.
-                for id in &candidates {
-                    r.entry(*id).or_insert(list.len() + 1);
-                }
-            }
             let mut rest: Vec<(Uuid, f32)> = candidates
                 .iter()
                 .filter(|id| !r.contains_key(id) && !shares_nothing(by_id[id], e))

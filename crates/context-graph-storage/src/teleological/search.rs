@@ -23,7 +23,7 @@ use super::attrs::AttrTable;
 use super::blocking::run_blocking;
 use super::config::{check_limit, MAX_FUSED_CANDIDATES};
 use super::damage::DamageLog;
-use super::index::{Candidates, IndexSearchResult, IndexType};
+use super::index::{Candidates, IndexSearchResult};
 use super::parallel::map_parallel;
 use super::rocksdb_store::RocksDbTeleologicalStore;
 use super::store::{EmbedderIndexStats, StorageError, StorageResult, TeleologicalArrayStore};
@@ -226,8 +226,7 @@ impl StoreCore {
                 passes_post_filters(&self.attrs.read(), filter, id)
             })?
         };
-        let mut union: Vec<Uuid> =
-            lists.iter().flat_map(|l| l.hits[..l.proposed].iter().map(|h| h.id)).collect();
+        let mut union: Vec<Uuid> = lists.iter().flat_map(|l| l.hits.iter().map(|h| h.id)).collect();
         union.sort_unstable();
         union.dedup();
 
@@ -238,7 +237,8 @@ impl StoreCore {
         let rank_fusion = matches!(comparison, ComparisonType::Rrf { .. } | ComparisonType::EmbedderGroup(_));
         let mut rank_fused: HashMap<Uuid, f32> = HashMap::new();
         let shortlist: Vec<Uuid> = match comparison {
-            ComparisonType::SingleEmbedder(_) => lists[0].hits[..lists[0].proposed]
+            ComparisonType::SingleEmbedder(_) => lists[0]
+                .hits
                 .iter()
                 .take(limit.saturating_mul(self.rescore_breadth(params)))
                 .map(|h| h.id)
@@ -309,9 +309,7 @@ impl StoreCore {
     /// scores (approximate for an index holding reduced precision; the exact scores come
     /// later, for what is returned), keeping those `keep` admits; one embedder per worker. A
     /// breadth asked for in `params` is walked by asking the index for that many (HNSW walks
-    /// at least as wide as the results it returns), then cut back. An inverted index, which
-    /// scans all its postings whatever the limit, returns a list `RANK_LIST_FACTOR` times as
-    /// long, whose first `per_embedder` are its candidates and the rest rank the others.
+    /// at least as wide as the results it returns), then cut back.
     fn candidate_lists(
         &self,
         query: &TeleologicalArray,
@@ -329,17 +327,12 @@ impl StoreCore {
         let order = costliest_first(&self.schema, embedders);
         let lists = map_parallel(&order, |&i| {
             let m = self.memory_index(embedders[i])?;
-            // Inverted lists are exact however long; a binary list may come from a sketch
-            // scan (not an exact order beyond its candidates), and binary scores any listed id
-            // by a lookup, so it ranks the others like the graphs do.
-            let scans = m.kind.index_type() == IndexType::Inverted;
-            let wanted = if scans { per_embedder.saturating_mul(RANK_LIST_FACTOR) } else { per_embedder };
             // Never more than the index holds: the limit sizes buffers in the index.
-            let asked = wanted.max(params.ef.unwrap_or(0)).min(m.kind.len());
+            let asked = per_embedder.max(params.ef.unwrap_or(0)).min(m.kind.len());
             let mut hits = m.kind.search(query.get(embedders[i]), asked, None, candidates)?;
             hits.retain(|h| keep(h.id));
-            hits.truncate(wanted);
-            Ok(CandidateList { proposed: per_embedder.min(hits.len()), hits, ranks_all: scans })
+            hits.truncate(per_embedder);
+            Ok(CandidateList { hits })
         })?;
         Ok(in_embedder_order(order, lists))
     }
@@ -357,8 +350,7 @@ impl StoreCore {
 
     /// The standing of each of `ids` in each embedder: its rank there (1-based) and its
     /// score by the index; one embedder per worker. An id in the embedder's list keeps the
-    /// list's rank. The others, in a list that ranks all it could (`ranks_all`), rank just
-    /// after it, with its last score as theirs (a bound); otherwise they are scored by the index from what it holds
+    /// list's rank. The others are scored by the index from what it holds
     /// (`Candidates::Only`) and ranked after the list in score order. One the index cannot
     /// score (no shared term, say) ranks last.
     fn standings(
@@ -384,14 +376,7 @@ impl StoreCore {
                 listed.insert(h.id);
             }
             let rest: Vec<Uuid> = sorted.iter().copied().filter(|id| !listed.contains(id)).collect();
-            if lists[i].ranks_all {
-                // At most the list's last score: that bound keeps a score fusion from
-                // dropping them before the exact rescoring.
-                let bound = list.last().map_or(f32::NEG_INFINITY, |h| h.score);
-                for s in standing.iter_mut().filter(|s| s.rank == usize::MAX) {
-                    *s = Standing { rank: list.len() + 1, score: bound };
-                }
-            } else if !rest.is_empty() {
+            if !rest.is_empty() {
                 let m = self.memory_index(e)?;
                 // Sorted best first by the index; ranks continue after the list's.
                 let scored = m.kind.search(query.get(e), rest.len(), None, Candidates::Only(&rest))?;
@@ -526,18 +511,9 @@ fn passes_post_filters(attrs: &AttrTable, filter: &SearchFilter, id: Uuid) -> bo
 /// A score fusion rescores exactly this many times the rescore factor's candidates.
 const SCORE_FUSION_BREADTH: usize = 4;
 
-/// An inverted index (which accumulates every posting whatever the limit) returns this many
-/// times its candidates, to rank the other embedders' candidates by its exact order at no
-/// extra scan.
-const RANK_LIST_FACTOR: usize = 8;
-
-/// One embedder's answer in a fused search: its `hits` best first, of which the first
-/// `proposed` join the candidates; `ranks_all` when the list is the index's exact order as
-/// far as it goes (a candidate missing from it ranks after it).
+/// One embedder's answer in a fused search: its candidates, best first.
 struct CandidateList {
     hits: Vec<IndexSearchResult>,
-    proposed: usize,
-    ranks_all: bool,
 }
 
 /// The positions of `embedders`, costliest index first (token-level, binary, sparse, then

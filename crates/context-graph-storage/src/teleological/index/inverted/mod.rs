@@ -1,8 +1,10 @@
 //! Sparse vectors in in-memory posting lists, scored by the exact dot product.
 //!
-//! Each entry gets a slot number; each term a list of (slot, weight) postings. A search adds
-//! `query weight × posting weight` into one accumulator per slot for every query term's list
-//! (term at a time, no pruning, so the result is exact), then selects the best `limit`.
+//! Each entry gets a slot number; each term a list of (slot, weight) postings in slot order,
+//! with its largest weight. A search adds `query weight × posting weight` into one
+//! accumulator per slot, term at a time, heaviest bound first, until the terms left cannot
+//! lift an unseen entry into the top `limit`; the rest of the lists are then only probed for
+//! the entries still in the running ([`pruned`]). Scores and the top `limit` are exact.
 //! Removing or replacing an entry marks its slot dead; its postings stay in the lists until
 //! dead slots outnumber live ones (or pass 20% when `optimize` runs), when the lists are
 //! compacted and the slots renumbered.
@@ -32,25 +34,52 @@ use super::{
 };
 use crate::teleological::error::{StorageError, StorageResult};
 
+mod forward;
+mod pruned;
+
 #[derive(Debug, Clone, Copy)]
 struct Posting {
     slot: u32,
     weight: f32,
 }
 
+/// One term's postings, in slot order (slots only grow between compactions), and their
+/// largest weight (a bound: removals leave it as it was).
 #[derive(Default)]
+struct TermList {
+    postings: Vec<Posting>,
+    max_weight: f32,
+}
+
+impl TermList {
+    fn push(&mut self, posting: Posting) {
+        self.max_weight = self.max_weight.max(posting.weight);
+        self.postings.push(posting);
+    }
+}
+
 struct Postings {
-    /// Each term's postings, in slot order (slots only grow between compactions).
-    lists: HashMap<u32, Vec<Posting>>,
+    /// Each term's postings.
+    lists: HashMap<u32, TermList>,
     /// Slot → id; `None` for a dead slot.
     ids: Vec<Option<Uuid>>,
-    /// Postings each slot has in the lists (dead slots included, until compaction).
-    counts: Vec<u32>,
+    /// Each slot's terms and weights (dead slots included, until compaction).
+    forward: forward::Forward,
     slot_of: HashMap<Uuid, u32>,
     dead: usize,
 }
 
 impl Postings {
+    fn new(vocab_size: usize) -> Self {
+        Self {
+            lists: HashMap::new(),
+            ids: Vec::new(),
+            forward: forward::Forward::new(vocab_size),
+            slot_of: HashMap::new(),
+            dead: 0,
+        }
+    }
+
     fn live(&self) -> usize {
         self.ids.len() - self.dead
     }
@@ -66,26 +95,25 @@ impl Postings {
     fn compact(&mut self) {
         let mut renumbered = vec![u32::MAX; self.ids.len()];
         let mut ids = Vec::with_capacity(self.live());
-        let mut counts = Vec::with_capacity(self.live());
         for (slot, id) in self.ids.iter().enumerate() {
             if let Some(id) = id {
                 renumbered[slot] = ids.len() as u32;
                 ids.push(Some(*id));
-                counts.push(self.counts[slot]);
             }
         }
+        self.forward.retain(|slot| renumbered[slot] != u32::MAX);
         self.lists.retain(|_, list| {
-            list.retain_mut(|p| {
+            list.postings.retain_mut(|p| {
                 p.slot = renumbered[p.slot as usize];
                 p.slot != u32::MAX
             });
-            list.shrink_to_fit();
-            !list.is_empty()
+            list.postings.shrink_to_fit();
+            list.max_weight = list.postings.iter().map(|p| p.weight).fold(0.0, f32::max);
+            !list.postings.is_empty()
         });
         self.slot_of =
             ids.iter().enumerate().filter_map(|(slot, id)| id.map(|id| (id, slot as u32))).collect();
         self.ids = ids;
-        self.counts = counts;
         self.dead = 0;
     }
 }
@@ -109,7 +137,12 @@ impl InvertedKind {
                 embedder.short_name()
             )));
         }
-        Ok(Self { embedder, vocab_size, config: config.clone(), postings: RwLock::new(Postings::default()) })
+        Ok(Self {
+            embedder,
+            vocab_size,
+            config: config.clone(),
+            postings: RwLock::new(Postings::new(vocab_size)),
+        })
     }
 
     /// Payload: vocabulary size u64, slot count u64, per slot (id 16 bytes, nil when dead; live
@@ -133,15 +166,12 @@ impl InvertedKind {
         if slots > u32::MAX as usize || slots > payload.len() / 21 {
             return Err(format!("snapshot claims {slots} slots in {} bytes", payload.len()));
         }
-        let mut p = Postings {
-            ids: Vec::with_capacity(slots),
-            counts: Vec::with_capacity(slots),
-            ..Default::default()
-        };
+        let mut p = Postings { ids: Vec::with_capacity(slots), ..Postings::new(vocab_size) };
+        let mut counts = Vec::with_capacity(slots);
         for slot in 0..slots {
             let id = Uuid::from_bytes(r.take::<16>()?);
             let [live] = r.take::<1>()?;
-            p.counts.push(u32::from_le_bytes(r.take::<4>()?));
+            counts.push(u32::from_le_bytes(r.take::<4>()?));
             if live == 1 {
                 if p.slot_of.insert(id, slot as u32).is_some() {
                     return Err(format!("id {id} is live in two slots"));
@@ -160,12 +190,17 @@ impl InvertedKind {
             }
             let len = r.u64()? as usize;
             let bytes = r.bytes(len.checked_mul(8).ok_or("posting count overflows")?)?;
-            let mut list = Vec::with_capacity(len);
+            let mut list = TermList { postings: Vec::with_capacity(len), max_weight: 0.0 };
             for c in bytes.chunks_exact(8) {
                 let slot = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 let weight = f32::from_le_bytes([c[4], c[5], c[6], c[7]]);
-                if slot as usize >= slots || !weight.is_finite() {
+                // Pruned search needs positive weights (its bounds) and slot order (it
+                // gallops through lists).
+                if slot as usize >= slots || !weight.is_finite() || weight <= 0.0 {
                     return Err(format!("term {term} has a posting of slot {slot} with weight {weight}"));
+                }
+                if list.postings.last().is_some_and(|last| last.slot >= slot) {
+                    return Err(format!("term {term}'s postings are not in slot order at slot {slot}"));
                 }
                 list.push(Posting { slot, weight });
             }
@@ -176,6 +211,7 @@ impl InvertedKind {
         if !r.0.is_empty() {
             return Err("snapshot payload has trailing bytes".into());
         }
+        p.forward = forward::Forward::from_lists(vocab_size, &counts, &p.lists)?;
         *kind.postings.write() = p;
         Ok(kind)
     }
@@ -249,7 +285,7 @@ impl MemoryKind for InvertedKind {
                         StorageError::Index(format!("{}: more than 2^32 slots", self.embedder))
                     })?;
                     p.ids.push(Some(id));
-                    p.counts.push(terms.len() as u32);
+                    p.forward.push(&terms);
                     p.slot_of.insert(id, slot);
                     for (term, weight) in terms {
                         p.lists.entry(term).or_default().push(Posting { slot, weight });
@@ -277,29 +313,26 @@ impl MemoryKind for InvertedKind {
             return Ok(Vec::new());
         }
         let p = self.postings.read();
-        let mut acc = vec![0.0f32; p.ids.len()];
-        for (term, &qw) in q.indices.iter().zip(&q.values) {
-            for posting in p.lists.get(term).map_or(&[][..], Vec::as_slice) {
-                acc[posting.slot as usize] += qw * posting.weight;
+        let terms: Vec<pruned::QueryTerm<'_>> = q
+            .indices
+            .iter()
+            .zip(&q.values)
+            .filter_map(|(term, &weight)| {
+                let list = p.lists.get(term)?;
+                Some(pruned::QueryTerm { weight, bound: weight * list.max_weight, postings: &list.postings })
+            })
+            .collect();
+        let mut hits = match candidates {
+            Candidates::Only(ids) => {
+                let mut listed: Vec<(u32, Uuid)> =
+                    ids.iter().filter_map(|&id| p.slot_of.get(&id).map(|&slot| (slot, id))).collect();
+                listed.sort_unstable_by_key(|&(slot, _)| slot);
+                listed.dedup_by_key(|&mut (slot, _)| slot);
+                pruned::score_listed(&p.forward, self.vocab_size, q, &listed)
             }
-        }
-        let admitted = |slot: usize| p.ids[slot].filter(|&id| candidates.admits(id));
-        let mut hits: Vec<IndexSearchResult> = match candidates {
-            Candidates::Only(ids) => ids
-                .iter()
-                .filter_map(|id| p.slot_of.get(id))
-                .filter(|&&slot| acc[slot as usize] != 0.0)
-                .map(|&slot| IndexSearchResult {
-                    id: p.ids[slot as usize].unwrap_or_default(),
-                    score: acc[slot as usize],
-                })
-                .collect(),
-            _ => acc
-                .iter()
-                .enumerate()
-                .filter(|&(_, &score)| score != 0.0 && threshold.is_none_or(|t| score >= t))
-                .filter_map(|(slot, &score)| admitted(slot).map(|id| IndexSearchResult { id, score }))
-                .collect(),
+            _ => pruned::top_k(&p.forward, self.vocab_size, q, terms, limit, threshold, &|slot| {
+                p.ids[slot as usize].filter(|&id| candidates.admits(id))
+            }),
         };
         if hits.len() > limit {
             hits.select_nth_unstable_by(limit - 1, |a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
@@ -322,9 +355,9 @@ impl MemoryKind for InvertedKind {
 
     fn memory_bytes(&self) -> usize {
         let p = self.postings.read();
-        p.lists.values().map(|l| l.capacity() * 8 + 40).sum::<usize>()
+        p.lists.values().map(|l| l.postings.capacity() * 8 + 44).sum::<usize>()
             + p.ids.capacity() * 17
-            + p.counts.capacity() * 4
+            + p.forward.memory_bytes()
             + p.slot_of.capacity() * 24
     }
 
@@ -337,7 +370,7 @@ impl MemoryKind for InvertedKind {
     }
 
     fn clear(&self) -> StorageResult<()> {
-        *self.postings.write() = Postings::default();
+        *self.postings.write() = Postings::new(self.vocab_size);
         Ok(())
     }
 
@@ -358,20 +391,20 @@ impl MemoryKind for InvertedKind {
 
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
         let p = self.postings.read();
-        let postings: usize = p.lists.values().map(Vec::len).sum();
+        let postings: usize = p.lists.values().map(|l| l.postings.len()).sum();
         let mut out = Vec::with_capacity(24 + p.ids.len() * 21 + p.lists.len() * 12 + postings * 8);
         out.extend_from_slice(&(self.vocab_size as u64).to_le_bytes());
         out.extend_from_slice(&(p.ids.len() as u64).to_le_bytes());
-        for (id, count) in p.ids.iter().zip(&p.counts) {
+        for (slot, id) in p.ids.iter().enumerate() {
             out.extend_from_slice(id.unwrap_or_default().as_bytes());
             out.push(u8::from(id.is_some()));
-            out.extend_from_slice(&count.to_le_bytes());
+            out.extend_from_slice(&p.forward.count(slot).to_le_bytes());
         }
         out.extend_from_slice(&(p.lists.len() as u64).to_le_bytes());
         for (term, list) in &p.lists {
             out.extend_from_slice(&term.to_le_bytes());
-            out.extend_from_slice(&(list.len() as u64).to_le_bytes());
-            for posting in list {
+            out.extend_from_slice(&(list.postings.len() as u64).to_le_bytes());
+            for posting in &list.postings {
                 out.extend_from_slice(&posting.slot.to_le_bytes());
                 out.extend_from_slice(&posting.weight.to_le_bytes());
             }
@@ -382,6 +415,8 @@ impl MemoryKind for InvertedKind {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
     use crate::teleological::index::EmbedderIndex;
 
@@ -482,5 +517,103 @@ mod tests {
         let want: Vec<Uuid> = [257u32, 207].iter().map(|&i| Uuid::from_u128(i as u128 + 1)).collect();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), want);
         assert_eq!(hits[0].score, 258.0);
+    }
+
+    /// Skewed data where pruning works hard: a few heavy "topic" terms with short lists and
+    /// many light, common terms with long ones. The pruned search must return exactly what
+    /// scoring every entry returns, for every limit, threshold, filter and candidate list,
+    /// also after removals have left the lists' largest weights stale.
+    #[test]
+    fn pruned_search_returns_the_exhaustive_top_k_and_exact_scores() {
+        use rand::rngs::StdRng;
+        use rand::{Rng, SeedableRng};
+        const VOCAB: u32 = 2000;
+        let mut rng = StdRng::seed_from_u64(7);
+        let draw = |rng: &mut StdRng| {
+            let mut terms = std::collections::BTreeMap::new();
+            let topic = rng.random_range(0..20u32) * 10;
+            for _ in 0..rng.random_range(1..12) {
+                terms.insert(1000 + topic + rng.random_range(0..10), rng.random_range(0.5..5.0f32));
+            }
+            for _ in 0..rng.random_range(5..60) {
+                // Common terms: small ids are drawn far more often.
+                let t = (rng.random_range(0.0..1.0f64).powi(3) * 1000.0) as u32;
+                terms.insert(t, rng.random_range(0.02..0.4f32));
+            }
+            let (i, v): (Vec<u32>, Vec<f32>) = terms.into_iter().unzip();
+            SparseVector::new(i, v)
+        };
+        let kind =
+            InvertedKind::new(Embedder::SpladeKeyword, VOCAB as usize, &InvertedIndexConfig::default())
+                .unwrap();
+        let mut live: HashMap<Uuid, SparseVector> = HashMap::new();
+        let vectors: Vec<(Uuid, EmbedderOutput)> =
+            (0..3000u128).map(|i| (Uuid::from_u128(i + 1), EmbedderOutput::Sparse(draw(&mut rng)))).collect();
+        let changes: Vec<IndexChange<'_>> =
+            vectors.iter().map(|(id, v)| IndexChange::Upsert(*id, v)).collect();
+        kind.apply(&changes).unwrap();
+        for (id, v) in &vectors {
+            let EmbedderOutput::Sparse(v) = v else { unreachable!() };
+            live.insert(*id, v.clone());
+        }
+        // Remove a tenth, among them entries holding the heaviest weights, so bounds go stale.
+        let removed: Vec<Uuid> = vectors.iter().step_by(10).map(|(id, _)| *id).collect();
+        kind.apply(&removed.iter().map(|&id| IndexChange::Remove(id)).collect::<Vec<_>>()).unwrap();
+        for id in &removed {
+            live.remove(id);
+        }
+        let dot = |a: &SparseVector, b: &SparseVector| -> f32 {
+            let weights: HashMap<u32, f32> =
+                b.indices.iter().copied().zip(b.values.iter().copied()).collect();
+            a.indices.iter().zip(&a.values).filter_map(|(t, w)| weights.get(t).map(|x| w * x)).sum()
+        };
+        let even = |id: Uuid| id.as_u128().is_multiple_of(2);
+        let listed: Vec<Uuid> = {
+            let mut l: Vec<Uuid> = (1..=3000u128).step_by(7).map(Uuid::from_u128).collect();
+            l.sort_unstable();
+            l
+        };
+        for q in 0..60 {
+            let query = draw(&mut rng);
+            let mut truth: Vec<(Uuid, f32)> =
+                live.iter().map(|(id, v)| (*id, dot(&query, v))).filter(|&(_, s)| s > 0.0).collect();
+            truth.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let out = EmbedderOutput::Sparse(query.clone());
+            let close = |got: &[IndexSearchResult], want: &[(Uuid, f32)], what: &str| {
+                assert_eq!(got.len(), want.len(), "query {q} {what}: lengths");
+                for (g, w) in got.iter().zip(want) {
+                    assert!(
+                        (g.score - w.1).abs() <= 1e-4 * w.1.abs().max(1.0),
+                        "query {q} {what}: {g:?} vs {w:?}"
+                    );
+                }
+                // The same set, unless a tie at the cut is ordered by a score rounded otherwise.
+                let got_ids: HashSet<Uuid> = got.iter().map(|h| h.id).collect();
+                let missing: Vec<_> = want.iter().filter(|w| !got_ids.contains(&w.0)).collect();
+                if let Some(m) = missing.first() {
+                    let last = want.last().map_or(0.0, |w| w.1);
+                    assert!((m.1 - last).abs() <= 1e-4, "query {q} {what}: {m:?} missing");
+                }
+            };
+            for limit in [1, 10, 100] {
+                let got = kind.search(&out, limit, None, Candidates::All).unwrap();
+                close(&got, &truth[..limit.min(truth.len())], &format!("limit {limit}"));
+                let filtered: Vec<(Uuid, f32)> =
+                    truth.iter().copied().filter(|h| even(h.0)).take(limit).collect();
+                let got = kind.search(&out, limit, None, Candidates::Matching(&even)).unwrap();
+                close(&got, &filtered, &format!("limit {limit}, even ids"));
+            }
+            // Just below a score: one exactly at the floor could round to either side.
+            let floor = truth.get(25).map_or(0.5, |h| h.1) - 1e-3;
+            let above: Vec<(Uuid, f32)> = truth.iter().copied().filter(|h| h.1 >= floor).take(50).collect();
+            close(&kind.search(&out, 50, Some(floor), Candidates::All).unwrap(), &above, "threshold");
+            let only: Vec<(Uuid, f32)> =
+                truth.iter().copied().filter(|h| listed.binary_search(&h.0).is_ok()).collect();
+            close(
+                &kind.search(&out, listed.len(), None, Candidates::Only(&listed)).unwrap(),
+                &only,
+                "listed",
+            );
+        }
     }
 }
