@@ -727,6 +727,7 @@ fn bench_generates_a_dataset_when_none_is_given() {
     let s = Scratch::new();
     s.bare()
         .args(["bench", "--n", "150", "--queries", "10", "--searches", "20", "--gets", "20"])
+        .args(["--overfetch", "4"])
         .arg("--schema")
         .arg(s.path("small.json"))
         .arg("--work-dir")
@@ -735,7 +736,15 @@ fn bench_generates_a_dataset_when_none_is_given() {
         .success()
         .stdout(predicate::str::contains("ingest (searchable + durable)"))
         .stdout(predicate::str::contains("recall@10"))
+        .stdout(predicate::str::contains("over 13 embedders, overfetch 4"))
         .stdout(predicate::str::contains("reopen to first search result"));
+    // An overfetch of 0 would propose no candidates: refused before anything is generated.
+    s.bare()
+        .args(["bench", "--n", "150", "--overfetch", "0", "--work-dir"])
+        .arg(s.dir.path())
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--overfetch"));
     // The temporary dataset and store are gone afterwards.
     let left: Vec<_> = fs::read_dir(s.dir.path())
         .unwrap()

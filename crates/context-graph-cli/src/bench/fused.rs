@@ -25,6 +25,8 @@ pub struct FilteredResult {
 
 pub struct FusedResult {
     pub embedders: usize,
+    /// The store's `search_overfetch` the searches ran with.
+    pub overfetch: usize,
     pub rrf: Latencies,
     /// The weighted mean of the embedders' scores (equal weights).
     pub weighted: Latencies,
@@ -49,6 +51,7 @@ pub async fn measure(
     ids: &[Uuid],
     queries: &[TeleologicalArray],
     k: usize,
+    overfetch: usize,
     reference_queries: usize,
 ) -> anyhow::Result<Option<FusedResult>> {
     if queries.is_empty() || ids.is_empty() {
@@ -82,6 +85,7 @@ pub async fn measure(
     let [rrf_times, weighted_times] = times;
     Ok(Some(FusedResult {
         embedders: embedders.len(),
+        overfetch,
         rrf: Latencies::new(rrf_times),
         weighted: Latencies::new(weighted_times),
         quality,

@@ -106,6 +106,12 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_precision)]
     pub compare_precisions: Vec<VectorPrecision>,
 
+    /// Candidates each embedder proposes to a fused search, per result asked for
+    /// (`StoreConfig::search_overfetch`); the store's default (3) when omitted. Deeper lists
+    /// rank more of the exhaustive fusion's results, at the cost of scoring them.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub overfetch: Option<u64>,
+
     /// Queries whose fused results are compared with the exhaustive fusion (every record
     /// scored in every embedder, then fused by the same rule: the cost of 13 brute-force
     /// scans per query); 0 skips the comparison.
@@ -244,11 +250,13 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     let schema = ds.schema().clone();
     let n = ds.meta().n;
     let precision = args.precision.unwrap_or(context_graph_storage::DEFAULT_VECTOR_PRECISION);
+    let overfetch = args.overfetch.map_or(StoreConfig::default().search_overfetch, |n| n as usize);
     let config = |durability: Durability, precision: VectorPrecision, create: bool| StoreConfig {
         create_if_missing: create,
         durability,
         schema: schema.clone(),
         vector_precision: [precision; Embedder::COUNT],
+        search_overfetch: overfetch,
         ..StoreConfig::default()
     };
     if open::existing_schema(&path).is_ok() {
@@ -319,7 +327,8 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         None => None,
     };
     let queries = ds.queries().map_err(|e| anyhow!("dataset: {e}"))?;
-    let fused = fused::measure(&store, ds, &loaded.ids, &queries, k, args.fused_reference_queries).await?;
+    let fused =
+        fused::measure(&store, ds, &loaded.ids, &queries, k, overfetch, args.fused_reference_queries).await?;
 
     let t = Instant::now();
     let store = Arc::try_unwrap(store).map_err(|_| anyhow!("the store is still in use"))?;
