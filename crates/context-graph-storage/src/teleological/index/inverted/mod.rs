@@ -1,10 +1,11 @@
 //! Sparse vectors in in-memory posting lists, scored by the exact dot product.
 //!
 //! Each entry gets a slot number; each term a list of (slot, weight) postings in slot order,
-//! with its largest weight. A search adds `query weight × posting weight` into one
-//! accumulator per slot, term at a time, heaviest bound first, until the terms left cannot
-//! lift an unseen entry into the top `limit`; the rest of the lists are then only probed for
-//! the entries still in the running ([`pruned`]). Scores and the top `limit` are exact.
+//! with its largest weight; each slot also keeps its own terms ([`forward`]). A search adds
+//! `query weight × posting weight` into one accumulator per slot, term at a time, heaviest
+//! bound first, until the terms left cannot lift an unseen entry into the top `limit`; the
+//! entries still in the running are then scored whole from their own terms ([`pruned`]).
+//! Scores and the top `limit` are exact.
 //! Removing or replacing an entry marks its slot dead; its postings stay in the lists until
 //! dead slots outnumber live ones (or pass 20% when `optimize` runs), when the lists are
 //! compacted and the slots renumbered.
