@@ -101,11 +101,11 @@ impl Forward {
 
     /// Keep only the slots `keep` admits, renumbered densely in their old order.
     pub(super) fn retain(&mut self, keep: impl Fn(usize) -> bool) {
-        let mut out = Self::new(0);
-        out.terms = match &self.terms {
+        let terms = match &self.terms {
             TermIds::Narrow(_) => TermIds::Narrow(Vec::new()),
             TermIds::Wide(_) => TermIds::Wide(Vec::new()),
         };
+        let mut out = Self { starts: vec![0], terms, weights: Vec::new() };
         for slot in (0..self.slots()).filter(|&s| keep(s)) {
             let (from, to) = (self.starts[slot] as usize, self.starts[slot + 1] as usize);
             match (&mut out.terms, &self.terms) {

@@ -221,13 +221,7 @@ fn check(
     limit: usize,
     admitted: &dyn Fn(u32) -> Option<Uuid>,
 ) -> (f32, usize) {
-    let mut seen: Vec<(u32, f32)> = Vec::with_capacity(s.touched.len());
-    for i in 0..s.touched.len() {
-        let slot = s.touched[i];
-        if admit(&mut s.state, slot, admitted) {
-            seen.push((slot, s.acc[slot as usize]));
-        }
-    }
+    let mut seen = admitted_partials(s, admitted, |_| true);
     let mut theta = theta;
     if seen.len() >= limit && limit > 0 {
         seen.select_nth_unstable_by(limit - 1, |a, b| b.1.total_cmp(&a.1));
@@ -265,13 +259,7 @@ fn complete(
     admitted: &dyn Fn(u32) -> Option<Uuid>,
 ) -> Vec<IndexSearchResult> {
     // Only those able to reach theta now are sorted.
-    let mut seen: Vec<(u32, f32)> = Vec::new();
-    for i in 0..s.touched.len() {
-        let slot = s.touched[i];
-        if admit(&mut s.state, slot, admitted) && !below(s.acc[slot as usize] as f64 + rest, theta) {
-            seen.push((slot, s.acc[slot as usize]));
-        }
-    }
+    let mut seen = admitted_partials(s, admitted, |partial| !below(partial as f64 + rest, theta));
     seen.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
     let mut best: BinaryHeap<Reverse<Score>> = BinaryHeap::with_capacity(limit + 1);
     let mut hits = Vec::new();
@@ -295,6 +283,23 @@ fn complete(
         }
     }
     hits
+}
+
+/// The touched entries that are admitted and whose partial score `keep` accepts, with it.
+fn admitted_partials(
+    s: &mut Scratch,
+    admitted: &dyn Fn(u32) -> Option<Uuid>,
+    keep: impl Fn(f32) -> bool,
+) -> Vec<(u32, f32)> {
+    let mut out = Vec::new();
+    for i in 0..s.touched.len() {
+        let slot = s.touched[i];
+        let partial = s.acc[slot as usize];
+        if keep(partial) && admit(&mut s.state, slot, admitted) {
+            out.push((slot, partial));
+        }
+    }
+    out
 }
 
 /// Whether the touched `slot` is admitted, asking `admitted` the first time only.
