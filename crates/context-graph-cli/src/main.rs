@@ -25,8 +25,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Command-line tool for the teleological array store: an embedded RocksDB store of
-/// 13-embedding memories with one index per embedder. No server is involved: every command
-/// opens the store directory itself (one process at a time).
+/// 13-embedding memories with one index per embedder. Every command opens the store directory
+/// itself (one process at a time), except `serve`, which owns it and serves it over HTTP.
 #[derive(Debug, Parser)]
 #[command(name = "teleo", version, propagate_version = true)]
 #[command(after_help = "The store path comes from --db, else $TELEO_DATA, else ./teleo-data.\n\
@@ -73,6 +73,14 @@ enum Command {
     Check(commands::check::CheckArgs),
     /// Write a consistent, openable copy of the store to a new directory.
     Checkpoint(commands::checkpoint::CheckpointArgs),
+    /// Measure the HTTP layer on a temporary store: ingest and search over HTTP against in
+    /// process, bytes per array and decode time per encoding, and a load of concurrent
+    /// clients (--db is not used).
+    BenchHttp(bench::http::BenchHttpArgs),
+    /// Serve the store over HTTP/JSON (OpenAPI at /openapi.json) until SIGTERM or SIGINT.
+    Serve(commands::serve::ServeArgs),
+    /// Create, list and revoke the API keys of `teleo serve`.
+    Keys(commands::keys::KeysArgs),
     /// Measure ingest, disk, memory, get and search latency, recall and reopen time on a
     /// temporary store (--db is not used).
     Bench(bench::BenchArgs),
@@ -82,7 +90,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     // The store's API is async (its calls run RocksDB and index work on blocking threads).
-    let runtime = match tokio::runtime::Builder::new_multi_thread().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -126,6 +134,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check(a) => check::run(&ctx, a).await,
         Command::Checkpoint(a) => checkpoint::run(&ctx, a).await,
         Command::Bench(a) => bench::run(&ctx, a).await,
+        Command::BenchHttp(a) => bench::http::run(&ctx, a).await,
+        Command::Serve(a) => serve::run(&ctx, a).await,
+        Command::Keys(a) => keys::run(&ctx, a),
     }
 }
 

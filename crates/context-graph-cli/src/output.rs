@@ -23,6 +23,12 @@ pub fn say_line(args: std::fmt::Arguments<'_>) {
     note_write(writeln!(std::io::stdout().lock(), "{args}"));
 }
 
+/// Flush stdout now (what a reader waiting for a line, such as the address `serve` prints,
+/// needs before the command goes on).
+pub fn flush_stdout() {
+    note_write(std::io::stdout().lock().flush());
+}
+
 /// The first stdout write error other than a closed pipe.
 static WRITE_ERROR: Mutex<Option<std::io::Error>> = Mutex::new(None);
 

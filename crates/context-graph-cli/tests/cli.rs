@@ -24,7 +24,7 @@ const SMALL_SCHEMA_TOML: &str = r#"slots = [
   { Dense = 8 }, { Dense = 8 }, { TokenLevel = { per_token = 4 } }, { Sparse = { vocab_size = 64 } },
 ]"#;
 
-const SUBCOMMANDS: [&str; 14] = [
+const SUBCOMMANDS: [&str; 17] = [
     "init",
     "put",
     "get",
@@ -39,6 +39,9 @@ const SUBCOMMANDS: [&str; 14] = [
     "check",
     "checkpoint",
     "bench",
+    "bench-http",
+    "serve",
+    "keys",
 ];
 
 /// A scratch directory with a store path (`store/`, not created) and a small schema file.

@@ -31,10 +31,12 @@ fn with_type(mut a: TeleologicalArray, slot: u64) -> TeleologicalArray {
     a
 }
 
+/// Every filter runs inside the index searches (memory types and excluded ids too).
 fn index_admits(a: &TeleologicalArray, f: &SearchFilter) -> bool {
     f.namespace.as_deref().is_none_or(|ns| a.namespace() == Some(ns))
         && f.created_after.is_none_or(|t| a.created_at > t)
         && f.created_before.is_none_or(|t| a.created_at < t)
+        && post_admits(a, f)
 }
 
 fn post_admits(a: &TeleologicalArray, f: &SearchFilter) -> bool {

@@ -10,6 +10,7 @@
 mod baseline;
 mod dataset;
 mod fused;
+pub mod http;
 mod latency;
 mod report;
 mod search;

@@ -8,8 +8,10 @@ pub mod get;
 pub mod import;
 pub mod init;
 pub mod inspect;
+pub mod keys;
 pub mod put;
 pub mod search;
+pub mod serve;
 
 use std::path::PathBuf;
 

@@ -86,6 +86,15 @@ pub struct SearchArgs {
     #[arg(long, value_name = "TYPE")]
     pub memory_type: Vec<String>,
 
+    /// Keep only arrays carrying this tag (repeat the flag: all must be present).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+
+    /// Keep only arrays whose custom metadata field KEY is exactly VALUE (repeat the flag:
+    /// all must hold).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_field)]
+    pub field: Vec<(String, String)>,
+
     /// Leave this array out of the results (repeat the flag for several).
     #[arg(long, value_name = "ID")]
     pub exclude: Vec<Uuid>,
@@ -253,6 +262,9 @@ async fn search(ctx: &Ctx, store: &RocksDbTeleologicalStore, args: &SearchArgs) 
         min_similarity: args.min_score,
         memory_types: (!args.memory_type.is_empty()).then(|| args.memory_type.clone()),
         exclude_ids: exclude,
+        tags: args.tag.clone(),
+        custom: args.field.iter().cloned().collect(),
+        namespaces: None,
     };
     let hits = store.search(&probe, &comparison, Some(&filter), args.k).await.map_err(explain)?;
     let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
@@ -291,4 +303,12 @@ fn read_query(path: &Path, embedders: &[Embedder]) -> anyhow::Result<Vec<(Embedd
         return Ok(vec![(*e, EmbedderOutput::Dense(dense))]);
     }
     Ok(vec![(*e, serde_json::from_value(value).map_err(shape_error)?)])
+}
+
+/// `KEY=VALUE` of `--field`.
+fn parse_field(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
 }

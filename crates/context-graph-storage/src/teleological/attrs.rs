@@ -18,6 +18,7 @@ pub(crate) struct Attrs {
     pub(crate) namespace: Option<Arc<str>>,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) memory_type: Option<Arc<str>>,
+    pub(crate) tags: Box<[Box<str>]>,
 }
 
 /// The attributes of every stored array, and the members of every namespace.
@@ -70,8 +71,12 @@ impl AttrTable {
         if let Some(ns) = &namespace {
             self.by_namespace.entry(ns.clone()).or_default().insert(id);
         }
-        let attrs =
-            Attrs { namespace, created_at, memory_type: record.memory_type.as_deref().map(Arc::from) };
+        let attrs = Attrs {
+            namespace,
+            created_at,
+            memory_type: record.memory_type.as_deref().map(Arc::from),
+            tags: record.tags.iter().map(|t| Box::from(t.as_str())).collect(),
+        };
         self.by_id.insert(id, attrs);
     }
 
@@ -94,7 +99,20 @@ impl AttrTable {
 
     /// The ids in a namespace, sorted (empty for an unknown namespace).
     pub(crate) fn members(&self, namespace: &str) -> Vec<Uuid> {
-        self.by_namespace.get(namespace).map(|m| m.iter().copied().collect()).unwrap_or_default()
+        self.members_after(namespace, None)
+    }
+
+    /// The ids in a namespace that sort after `after` (all when `None`), sorted.
+    pub(crate) fn members_after(&self, namespace: &str, after: Option<Uuid>) -> Vec<Uuid> {
+        use std::ops::Bound;
+        let Some(members) = self.by_namespace.get(namespace) else { return Vec::new() };
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        members.range((from, Bound::Unbounded)).copied().collect()
+    }
+
+    /// Every id known to the filters, in no particular order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.by_id.keys().copied()
     }
 
     pub(crate) fn len(&self) -> usize {

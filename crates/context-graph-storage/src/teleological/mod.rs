@@ -17,6 +17,7 @@ mod damage;
 mod error;
 mod parallel;
 mod recovery;
+mod selection;
 mod store_core;
 mod store_meta;
 mod upgrade;
@@ -34,10 +35,12 @@ pub use rocksdb_store::{
     MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
 };
 pub use search::{IndexedTeleologicalStore, SearchFilter, SearchParams, SearchResult};
+pub use selection::{ScrollPage, MAX_SCROLL_PAGE};
 pub use store::{
     DamageReport, EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
     TeleologicalArrayStore, WriteOutcome,
 };
+pub use write_path::{ArrayUpdate, WriteOp};
 
 /// Decoder `which` (mod 7: six snapshot decoders, then the change log) applied to `bytes`,
 /// for the fuzzer in `fuzz/`; whether the bytes were accepted.

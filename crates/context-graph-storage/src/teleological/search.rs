@@ -2,10 +2,12 @@
 //! filters.
 //!
 //! A search asks each embedder the comparison names and the query has (slots left `Pending`
-//! are skipped) for `overfetch × limit` candidates. The namespace and time filters are applied
-//! inside each index search (filtered HNSW, filtered posting lists); when a namespace holds few
-//! arrays, its members are scored exhaustively instead, so a small namespace still gets exact
-//! answers. Every candidate's exact score in every searched embedder is then computed from
+//! are skipped) for `overfetch × limit` candidates. The filters (namespace, creation time,
+//! memory types, tags, excluded ids, custom fields) are applied inside each index search
+//! (filtered HNSW, filtered posting lists); when a namespace, or the set of arrays with the
+//! custom fields asked for, holds few arrays, its members are scored exhaustively instead, so
+//! a small selection still gets exact answers. Custom fields are not kept in memory: a search
+//! that filters on them first reads the head of every array the other filters admit. Every candidate's exact score in every searched embedder is then computed from
 //! the stored array, the scores are fused as the [`ComparisonType`] says, and the best
 //! `limit` are returned with 1-based ranks.
 
@@ -39,6 +41,9 @@ const EXHAUSTIVE_SHARE: f64 = 0.05;
 pub struct SearchFilter {
     /// Only arrays of this namespace (applied inside the index searches).
     pub namespace: Option<String>,
+    /// Only arrays of one of these namespaces (with `namespace` too: both must hold). What a
+    /// caller confined to some namespaces searches within.
+    pub namespaces: Option<Vec<String>>,
     /// Only arrays created strictly after this instant (applied inside the index searches).
     pub created_after: Option<DateTime<Utc>>,
     /// Only arrays created strictly before this instant (applied inside the index searches).
@@ -49,6 +54,12 @@ pub struct SearchFilter {
     pub memory_types: Option<Vec<String>>,
     /// Never these arrays.
     pub exclude_ids: Vec<Uuid>,
+    /// Only arrays carrying every one of these tags.
+    pub tags: Vec<String>,
+    /// Only arrays whose custom metadata has each of these fields with exactly this value.
+    /// Custom fields are not kept in memory: each candidate that passes the other filters
+    /// has its head read to test them.
+    pub custom: BTreeMap<String, String>,
 }
 
 /// Search parameters of one request; `None` takes the store's configuration. Each is at
@@ -163,7 +174,7 @@ impl IndexedTeleologicalStore for RocksDbTeleologicalStore {
     }
 }
 
-/// How candidates are restricted by the namespace and time filters.
+/// How candidates are restricted by the filters.
 enum Restriction {
     None,
     Members(Vec<Uuid>),
@@ -209,22 +220,27 @@ impl StoreCore {
         let per_embedder = limit.saturating_mul(overfetch).min(MAX_FUSED_CANDIDATES);
 
         // Step 1: each embedder's candidates, by its index's own (approximate) scores, with
-        // the namespace and time filters inside the search. The attributes are read under
+        // the filters inside the search. The attributes are read under
         // their lock one id at a time, never across a search, so that a commit waiting to
         // update them waits for one lookup, not for the search.
         let lists = if *filter == SearchFilter::default() {
             self.candidate_lists(query, &embedders, per_embedder, params, Candidates::All, |_| true)?
         } else {
-            let restriction = self.restriction(&self.attrs.read(), filter);
-            let admits = |id: Uuid| admitted_by_index_filters(&self.attrs.read(), filter, id);
+            // Custom fields are not in memory: the arrays that have them are found first.
+            let with_custom = self.custom_matching(filter)?;
+            let admits = |id: Uuid| {
+                passes_post_filters(&self.attrs.read(), filter, id)
+                    && with_custom.as_ref().is_none_or(|ids| ids.contains(&id))
+            };
+            let restriction = self.restriction(&self.attrs.read(), filter, with_custom.as_ref());
             let candidates = match &restriction {
                 Restriction::None => Candidates::All,
                 Restriction::Members(ids) => Candidates::Only(ids),
                 Restriction::Predicate => Candidates::Matching(&admits),
             };
-            self.candidate_lists(query, &embedders, per_embedder, params, candidates, |id| {
-                passes_post_filters(&self.attrs.read(), filter, id)
-            })?
+            // `candidates` borrows `admits` too, so it is lent here, not moved.
+            #[allow(clippy::needless_borrows_for_generic_args)]
+            self.candidate_lists(query, &embedders, per_embedder, params, candidates, &admits)?
         };
         let mut union: Vec<Uuid> = lists.iter().flat_map(|l| l.hits.iter().map(|h| h.id)).collect();
         union.sort_unstable();
@@ -394,23 +410,61 @@ impl StoreCore {
         Ok(in_embedder_order(order, standings))
     }
 
-    /// Small namespaces are scored exhaustively; other filters run inside the index search.
-    fn restriction(&self, attrs: &AttrTable, filter: &SearchFilter) -> Restriction {
-        if let Some(ns) = &filter.namespace {
-            let members = attrs.members(ns);
-            let small = EXHAUSTIVE_MEMBERS.max((attrs.len() as f64 * EXHAUSTIVE_SHARE) as usize);
-            if members.len() <= small {
-                let members =
-                    members.into_iter().filter(|&id| admitted_by_index_filters(attrs, filter, id)).collect();
-                return Restriction::Members(members);
+    /// Small namespaces (and small sets of arrays with the custom fields asked for) are
+    /// scored exhaustively; every other filter runs inside the index search.
+    fn restriction(
+        &self,
+        attrs: &AttrTable,
+        filter: &SearchFilter,
+        with_custom: Option<&HashSet<Uuid>>,
+    ) -> Restriction {
+        let small = EXHAUSTIVE_MEMBERS.max((attrs.len() as f64 * EXHAUSTIVE_SHARE) as usize);
+        let pool: Option<Vec<Uuid>> = match (&filter.namespace, with_custom) {
+            (_, Some(ids)) if ids.len() <= small => {
+                let mut ids: Vec<Uuid> = ids.iter().copied().collect();
+                ids.sort_unstable();
+                Some(ids)
             }
-            return Restriction::Predicate;
+            (Some(ns), _) => Some(attrs.members(ns)).filter(|members| members.len() <= small),
+            (None, None) => filter.namespaces.as_ref().and_then(|set| {
+                let mut members: Vec<Uuid> = set.iter().flat_map(|ns| attrs.members(ns)).collect();
+                members.sort_unstable();
+                members.dedup();
+                Some(members).filter(|members| members.len() <= small)
+            }),
+            _ => None,
+        };
+        if let Some(pool) = pool {
+            return Restriction::Members(
+                pool.into_iter()
+                    .filter(|&id| passes_post_filters(attrs, filter, id))
+                    .filter(|id| with_custom.is_none_or(|ids| ids.contains(id)))
+                    .collect(),
+            );
         }
-        if filter.created_after.is_some() || filter.created_before.is_some() {
-            Restriction::Predicate
-        } else {
+        let unfiltered = SearchFilter { min_similarity: filter.min_similarity, ..SearchFilter::default() };
+        if *filter == unfiltered {
             Restriction::None
+        } else {
+            Restriction::Predicate
         }
+    }
+
+    /// The arrays that pass every in-memory filter and have the custom fields `filter` asks
+    /// for (`None` when it asks for none): one read of each such head.
+    fn custom_matching(&self, filter: &SearchFilter) -> StorageResult<Option<HashSet<Uuid>>> {
+        if filter.custom.is_empty() {
+            return Ok(None);
+        }
+        let pool: Vec<Uuid> = {
+            let attrs = self.attrs.read();
+            let pool: Vec<Uuid> = match &filter.namespace {
+                Some(ns) => attrs.members(ns),
+                None => attrs.ids().collect(),
+            };
+            pool.into_iter().filter(|&id| passes_post_filters(&attrs, filter, id)).collect()
+        };
+        Ok(Some(pool.into_iter().filter(|&id| self.custom_fields_match(filter, id)).collect()))
     }
 
     /// Score, in every embedder of `embedders`, the arrays of `ids` that `scored` lacks and
@@ -486,26 +540,31 @@ impl StoreCore {
     }
 }
 
-/// The filters an index applies while it searches: namespace and creation time.
+/// The filters on namespace and creation time.
 fn admitted_by_index_filters(attrs: &AttrTable, filter: &SearchFilter, id: Uuid) -> bool {
     let Some(a) = attrs.get(id) else { return false };
     filter.namespace.as_deref().is_none_or(|ns| a.namespace.as_deref() == Some(ns))
+        && filter
+            .namespaces
+            .as_ref()
+            .is_none_or(|set| a.namespace.as_deref().is_some_and(|ns| set.iter().any(|x| x == ns)))
         && filter.created_after.is_none_or(|t| a.created_at > t)
         && filter.created_before.is_none_or(|t| a.created_at < t)
 }
 
-/// The filters applied to candidates: memory types and excluded ids (and, again, the index
-/// filters, which an index may not have been able to apply exactly).
-fn passes_post_filters(attrs: &AttrTable, filter: &SearchFilter, id: Uuid) -> bool {
+/// The filters tested from the attributes kept in memory, inside the index searches:
+/// namespace, creation time, memory types, tags and excluded ids. Custom fields are tested
+/// apart ([`StoreCore::custom_fields_match`]).
+pub(super) fn passes_post_filters(attrs: &AttrTable, filter: &SearchFilter, id: Uuid) -> bool {
     if filter.exclude_ids.contains(&id) || !admitted_by_index_filters(attrs, filter, id) {
         return false;
     }
-    match &filter.memory_types {
+    let Some(a) = attrs.get(id) else { return false };
+    let type_ok = match &filter.memory_types {
         None => true,
-        Some(types) => {
-            attrs.get(id).and_then(|a| a.memory_type.as_deref()).is_some_and(|t| types.iter().any(|w| w == t))
-        }
-    }
+        Some(types) => a.memory_type.as_deref().is_some_and(|t| types.iter().any(|w| w == t)),
+    };
+    type_ok && filter.tags.iter().all(|want| a.tags.iter().any(|t| **t == **want))
 }
 
 /// A score fusion rescores exactly this many times the rescore factor's candidates.

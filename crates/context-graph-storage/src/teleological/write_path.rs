@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use context_graph_core::encoding::{
     decode_metadata, encode_array_parts, encode_metadata, EncodedArray, MetadataRecord,
 };
-use context_graph_core::teleology::{validate_array, Embedder, EmbedderDims, TeleologicalArray};
+use context_graph_core::teleology::{
+    validate_array, ArrayMetadata, Embedder, EmbedderDims, EmbedderOutput, TeleologicalArray,
+};
 use rocksdb::{WriteBatch, WriteOptions};
 use uuid::Uuid;
 
@@ -19,18 +21,83 @@ use super::parallel::for_each_parallel;
 use super::store_core::StoreCore;
 use super::store_meta::{KEY_ARRAY_COUNT, KEY_COMMIT_SEQ};
 
+/// One change of a [`RocksDbTeleologicalStore::write`](crate::RocksDbTeleologicalStore::write)
+/// call.
+#[derive(Debug, Clone, PartialEq)]
+// A put carries its array inline (the vectors are on the heap either way): callers build these
+// from owned arrays, and a box would only add an allocation per put.
+#[allow(clippy::large_enum_variant)]
+pub enum WriteOp {
+    /// Store (or replace) an array.
+    Put(TeleologicalArray),
+    /// Delete a stored array (`NotFound` if absent).
+    Delete(Uuid),
+    /// Change part of a stored array (`NotFound` if absent).
+    Update(Uuid, ArrayUpdate),
+}
+
+impl WriteOp {
+    pub(crate) fn as_mutation(&self) -> Mutation<'_> {
+        match self {
+            WriteOp::Put(a) => Mutation::Put(a),
+            WriteOp::Delete(id) => Mutation::Delete(*id),
+            WriteOp::Update(id, u) => Mutation::Update(*id, u),
+        }
+    }
+}
+
 /// One change a write call asks for.
 pub(crate) enum Mutation<'a> {
     Put(&'a TeleologicalArray),
     Delete(Uuid),
+    /// Change part of a stored array: it is read, changed and written back inside the commit
+    /// (under the writer lock, so no other commit comes between the read and the write).
+    Update(Uuid, &'a ArrayUpdate),
 }
 
 impl Mutation<'_> {
     fn id(&self) -> Uuid {
         match self {
             Mutation::Put(a) => a.id,
-            Mutation::Delete(id) => *id,
+            Mutation::Delete(id) | Mutation::Update(id, _) => *id,
         }
+    }
+}
+
+/// What one update changes in a stored array; what it leaves `None` (or out of `slots`)
+/// stays as stored. The changed array must pass every rule a put does.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArrayUpdate {
+    /// New metadata (`Some(None)` removes it).
+    pub metadata: Option<Option<ArrayMetadata>>,
+    /// New content (`Some(None)` removes it).
+    pub content: Option<Option<String>>,
+    /// New outputs of these slots, each slot at most once; only their indices change.
+    pub slots: Vec<(Embedder, EmbedderOutput)>,
+}
+
+impl ArrayUpdate {
+    /// Whether the update changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.metadata.is_none() && self.content.is_none() && self.slots.is_empty()
+    }
+
+    fn touches(&self, e: Embedder) -> bool {
+        self.slots.iter().any(|(s, _)| *s == e)
+    }
+
+    /// `array` with this update applied.
+    fn apply_to(&self, mut array: TeleologicalArray) -> TeleologicalArray {
+        if let Some(metadata) = &self.metadata {
+            array.metadata = metadata.clone();
+        }
+        if let Some(content) = &self.content {
+            array.content = content.clone();
+        }
+        for (e, out) in &self.slots {
+            array.set(*e, out.clone());
+        }
+        array
     }
 }
 
@@ -84,6 +151,21 @@ impl StoreCore {
     ///    to date.
     /// 7. Publish the new count and release the lock.
     pub(crate) fn commit(&self, mutations: &[Mutation<'_>]) -> StorageResult<()> {
+        self.commit_scoped(mutations, None)
+    }
+
+    /// [`StoreCore::commit`] for a caller confined to the namespaces of `scope` (when
+    /// `Some`): what it stores must belong to one of them, and an id stored outside them is,
+    /// to it, not stored (`NotFound` for a delete or an update; a put is refused). These
+    /// checks run under the writer lock with the other step-3 reads, so no commit can move an
+    /// array in or out of scope between the check and the write.
+    pub(crate) fn commit_scoped(
+        &self,
+        mutations: &[Mutation<'_>],
+        scope: Option<&[String]>,
+    ) -> StorageResult<()> {
+        let in_scope =
+            |ns: Option<&str>| scope.is_none_or(|s| ns.is_some_and(|ns| s.iter().any(|x| x == ns)));
         // Step 1.
         if mutations.is_empty() {
             return Ok(());
@@ -101,11 +183,25 @@ impl StoreCore {
                 });
             }
         }
+        let outside = |id: Uuid| StorageError::Validation {
+            id: Some(id),
+            embedder: None,
+            reason: "the array's namespace is not one this caller may write".into(),
+        };
         let mut encoded = Vec::with_capacity(mutations.len());
         for m in mutations {
+            if let Mutation::Put(array) = m {
+                if !in_scope(array.namespace()) {
+                    return Err(outside(array.id));
+                }
+            }
             encoded.push(match m {
                 Mutation::Put(array) => Some(self.encode_put(array)?),
                 Mutation::Delete(_) => None,
+                Mutation::Update(id, update) => {
+                    check_update(*id, update)?;
+                    None // encoded once the stored array is read, under the lock
+                }
             });
         }
 
@@ -128,11 +224,51 @@ impl StoreCore {
                     Err(_) => Existing::Damaged(self.namespace_keys_of(m.id())?),
                 },
             };
-            if let (Existing::Absent, Mutation::Delete(id)) = (&old, m) {
+            if let (Existing::Absent, Mutation::Delete(id) | Mutation::Update(id, _)) = (&old, m) {
                 return Err(StorageError::NotFound(*id));
+            }
+            let visible = match &old {
+                Existing::Present(record) => in_scope(record.namespace.as_deref()),
+                Existing::Damaged(_) => scope.is_none(),
+                Existing::Absent => true,
+            };
+            if !visible {
+                return Err(match m {
+                    Mutation::Put(_) => StorageError::Validation {
+                        id: Some(m.id()),
+                        embedder: None,
+                        reason: "the id is taken by an array this caller may not change".into(),
+                    },
+                    _ => StorageError::NotFound(m.id()),
+                });
             }
             old_records.push(old);
         }
+        // The arrays updates make, read and changed under the lock, then checked and encoded
+        // like any put (a damaged stored array cannot be updated: `Corruption`).
+        let mut updated: Vec<Option<TeleologicalArray>> = Vec::with_capacity(mutations.len());
+        for (m, enc) in mutations.iter().zip(encoded.iter_mut()) {
+            updated.push(match m {
+                Mutation::Update(id, update) => {
+                    let array = update.apply_to(self.retrieve(*id)?);
+                    if !in_scope(array.namespace()) {
+                        return Err(outside(*id));
+                    }
+                    *enc = Some(self.encode_put(&array)?);
+                    Some(array)
+                }
+                _ => None,
+            });
+        }
+        // What each mutation stores: the array of a put or an update, nothing for a delete.
+        let stored: Vec<Option<&TeleologicalArray>> = mutations
+            .iter()
+            .zip(&updated)
+            .map(|(m, u)| match m {
+                Mutation::Put(array) => Some(*array),
+                _ => u.as_ref(),
+            })
+            .collect();
 
         // Step 4.
         let arrays_cf = ColumnFamily::Arrays.handle(&self.db)?;
@@ -141,7 +277,7 @@ impl StoreCore {
         let mut batch = WriteBatch::default();
         let mut log = Vec::with_capacity(mutations.len());
         let mut count = writer.array_count;
-        for ((m, enc), old) in mutations.iter().zip(&encoded).zip(&old_records) {
+        for (((m, enc), old), array) in mutations.iter().zip(&encoded).zip(&old_records).zip(&stored) {
             let id = m.id();
             match old {
                 Existing::Present(record) => {
@@ -153,8 +289,8 @@ impl StoreCore {
                 Existing::Absent => {}
             }
             let existed = !matches!(old, Existing::Absent);
-            match (m, enc) {
-                (Mutation::Put(array), Some(enc)) => {
+            match (array, enc) {
+                (Some(array), Some(enc)) => {
                     // Every stored array has all 13 slots: a replacement overwrites each one.
                     batch.put_cf(&arrays_cf, id.as_bytes(), &enc.parts.head);
                     for (e, slot) in Embedder::all().zip(&enc.parts.slots) {
@@ -200,9 +336,9 @@ impl StoreCore {
         writer.array_count = count;
         {
             let mut attrs = self.attrs.write();
-            for (m, enc) in mutations.iter().zip(&encoded) {
-                match (m, enc) {
-                    (Mutation::Put(array), Some(enc)) => attrs.put(array.id, &enc.record, array.created_at),
+            for ((m, enc), array) in mutations.iter().zip(&encoded).zip(&stored) {
+                match (array, enc) {
+                    (Some(array), Some(enc)) => attrs.put(array.id, &enc.record, array.created_at),
                     _ => attrs.remove(m.id()),
                 }
             }
@@ -215,13 +351,21 @@ impl StoreCore {
         indices.sort_by_key(|index| std::cmp::Reverse(apply_cost(self.schema.get(index.embedder()))));
         let applied = for_each_parallel(&indices, |index| {
             let e = index.embedder();
+            // An update changes the indices of the slots it names, no other.
             let changes: Vec<IndexChange<'_>> = mutations
                 .iter()
-                .map(|m| match m {
-                    Mutation::Put(array) => IndexChange::Upsert(array.id, array.get(e)),
-                    Mutation::Delete(id) => IndexChange::Remove(*id),
+                .zip(&stored)
+                .filter_map(|(m, array)| match (m, array) {
+                    (Mutation::Put(_), Some(array)) => Some(IndexChange::Upsert(array.id, array.get(e))),
+                    (Mutation::Update(_, u), Some(array)) => {
+                        u.touches(e).then(|| IndexChange::Upsert(array.id, array.get(e)))
+                    }
+                    _ => Some(IndexChange::Remove(m.id())),
                 })
                 .collect();
+            if changes.is_empty() {
+                return Ok(());
+            }
             index.apply(&changes)
         });
         if let Err(err) = applied {
@@ -251,6 +395,28 @@ impl StoreCore {
     pub(crate) fn validate_put(&self, array: &TeleologicalArray) -> StorageResult<()> {
         Ok(validate_array(array, &self.schema, self.max_tokens)?)
     }
+}
+
+/// Refuse an update that names a slot twice or changes nothing (before any lock is taken).
+fn check_update(id: Uuid, update: &ArrayUpdate) -> StorageResult<()> {
+    if update.is_empty() {
+        return Err(StorageError::Validation {
+            id: Some(id),
+            embedder: None,
+            reason: "the update changes nothing".into(),
+        });
+    }
+    let mut seen = HashSet::new();
+    for (e, _) in &update.slots {
+        if !seen.insert(*e) {
+            return Err(StorageError::Validation {
+                id: Some(id),
+                embedder: Some(*e),
+                reason: "the update names this slot twice".into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The error of a commit whose RocksDB write failed. A failed fsync of the write-ahead log

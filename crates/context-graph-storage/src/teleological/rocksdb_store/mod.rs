@@ -22,11 +22,13 @@ pub use super::config::{
 };
 use super::index::{EmbedderIndex, EmbedderIndexConfig};
 use super::recovery::open_core;
+use super::search::SearchFilter;
+use super::selection::ScrollPage;
 use super::store::{StorageError, StorageResult, StorageStats, TeleologicalArrayStore};
 pub use super::store_core::ScannedArray;
 use super::store_core::StoreCore;
 pub use super::store_meta::STORE_FORMAT_VERSION;
-use super::write_path::Mutation;
+use super::write_path::{ArrayUpdate, Mutation, WriteOp};
 
 #[cfg(test)]
 mod tests;
@@ -189,6 +191,77 @@ impl RocksDbTeleologicalStore {
     pub async fn list_namespace(&self, namespace: &str) -> StorageResult<Vec<Uuid>> {
         let (core, ns) = (self.core().clone(), namespace.to_owned());
         run_blocking(move || core.list_namespace(&ns)).await
+    }
+
+    /// Change part of one stored array (metadata, content, chosen slots) in one atomic
+    /// commit with the indices of the changed slots; the rest stays as stored. The array is
+    /// read and written back under the writer lock, so a concurrent write is never lost.
+    /// `NotFound` if `id` is not stored; `Validation` if the changed array breaks a rule.
+    pub async fn update(&self, id: Uuid, update: &ArrayUpdate) -> StorageResult<()> {
+        let (core, update) = (self.core().clone(), update.clone());
+        run_blocking(move || core.commit(&[Mutation::Update(id, &update)])).await
+    }
+
+    /// Several writes of any kind (puts, deletes, updates; each id at most once) as one
+    /// atomic commit: all are applied or none. With `namespaces`, the caller is confined to
+    /// those namespaces: each array it stores (or an update leaves) must belong to one of
+    /// them (`Validation` otherwise), an id stored in another namespace is `NotFound` to a
+    /// delete or an update, and a put over such an id is refused (`Validation`). Ids are one
+    /// space across namespaces, so that refusal is the one thing a confined caller can learn
+    /// of an id outside its namespaces, and only of an id it already knows.
+    pub async fn write(&self, ops: &[WriteOp], namespaces: Option<&[String]>) -> StorageResult<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let core = self.core().clone();
+        if ops.len() > core.config.max_batch {
+            return Err(StorageError::BatchTooLarge { max: core.config.max_batch, actual: ops.len() });
+        }
+        for op in ops {
+            if let WriteOp::Put(array) = op {
+                check_sizes(array, &core.schema, core.max_tokens)?;
+            }
+        }
+        let (ops, namespaces) = (ops.to_vec(), namespaces.map(<[String]>::to_vec));
+        run_blocking(move || {
+            let mutations: Vec<Mutation<'_>> = ops.iter().map(WriteOp::as_mutation).collect();
+            core.commit_scoped(&mutations, namespaces.as_deref())
+        })
+        .await
+    }
+
+    /// Up to `limit` (1..=[`crate::MAX_SCROLL_PAGE`]) ids of stored arrays matching `filter` (all
+    /// when `None`) that sort after `after`, in ascending id order, and where the next page
+    /// starts. Pages see the store as it is when each is read: an array stored meanwhile
+    /// appears if its id sorts after the cursor.
+    pub async fn scroll(
+        &self,
+        filter: Option<&SearchFilter>,
+        after: Option<Uuid>,
+        limit: usize,
+    ) -> StorageResult<ScrollPage> {
+        let (core, filter) = (self.core().clone(), filter.cloned().unwrap_or_default());
+        run_blocking(move || core.scroll(&filter, after, limit)).await
+    }
+
+    /// How many stored arrays match `filter`.
+    pub async fn count_matching(&self, filter: &SearchFilter) -> StorageResult<usize> {
+        let (core, filter) = (self.core().clone(), filter.clone());
+        run_blocking(move || core.count_matching(&filter)).await
+    }
+
+    /// Delete every stored array matching `filter` (which must have a condition), in
+    /// commits of at most `max_batch` arrays each, each atomic; returns how many were
+    /// deleted. An array stored while this runs may be left.
+    pub async fn delete_matching(&self, filter: &SearchFilter) -> StorageResult<usize> {
+        let (core, filter) = (self.core().clone(), filter.clone());
+        run_blocking(move || core.delete_matching(&filter)).await
+    }
+
+    /// Whether the store accepts writes now: the error says why not, when an earlier failure
+    /// made it refuse writes until it is reopened.
+    pub fn writable(&self) -> StorageResult<()> {
+        self.core().check_writable()
     }
 
     /// Make every acknowledged commit durable now (fsync the write-ahead log): what a caller
