@@ -16,6 +16,7 @@ mod load;
 mod ndjson;
 mod open;
 mod progress;
+mod remote;
 mod scan;
 mod schema_file;
 
@@ -35,6 +36,15 @@ struct Cli {
     /// Store directory (holds data/ and indices/).
     #[arg(long, global = true, env = "TELEO_DATA", default_value = "./teleo-data", value_name = "PATH")]
     db: PathBuf,
+
+    /// Work against a running `teleo serve` (http://HOST:PORT) instead of opening the store:
+    /// for get, delete, count, put and search.
+    #[arg(long, global = true, env = "TELEO_URL", value_name = "URL")]
+    url: Option<String>,
+
+    /// API key for --url (sent as `Authorization: Bearer`).
+    #[arg(long, global = true, env = "TELEO_KEY", value_name = "KEY", hide_env_values = true)]
+    key: Option<String>,
 
     /// Print machine-readable JSON instead of tables: one JSON object per line for lists
     /// (ls, search, bench metrics, check results), one object for single results.
@@ -117,22 +127,43 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let ctx = commands::Ctx { db: cli.db, json: cli.json };
+    let ctx = commands::Ctx { db: cli.db, json: cli.json, url: cli.url, key: cli.key };
     use commands::*;
     match cli.command {
-        Command::Init(a) => init::run(&ctx, a),
+        Command::Init(a) => {
+            ctx.local_only("init")?;
+            init::run(&ctx, a)
+        }
         Command::Put(a) => put::run(&ctx, a).await,
         Command::Get(a) => get::run_get(&ctx, a).await,
         Command::Delete(a) => get::run_delete(&ctx, a).await,
-        Command::Ls(a) => inspect::run_ls(&ctx, a).await,
+        Command::Ls(a) => {
+            ctx.local_only("ls")?;
+            inspect::run_ls(&ctx, a).await
+        }
         Command::Count => inspect::run_count(&ctx).await,
-        Command::Stats => inspect::run_stats(&ctx).await,
+        Command::Stats => {
+            ctx.local_only("stats")?;
+            inspect::run_stats(&ctx).await
+        }
         Command::Search(a) => search::run(&ctx, a).await,
         Command::Gen(a) => gen::run(&ctx, a),
-        Command::Import(a) => import::run(&ctx, a).await,
-        Command::Export(a) => export::run(&ctx, a).await,
-        Command::Check(a) => check::run(&ctx, a).await,
-        Command::Checkpoint(a) => checkpoint::run(&ctx, a).await,
+        Command::Import(a) => {
+            ctx.local_only("import")?;
+            import::run(&ctx, a).await
+        }
+        Command::Export(a) => {
+            ctx.local_only("export")?;
+            export::run(&ctx, a).await
+        }
+        Command::Check(a) => {
+            ctx.local_only("check")?;
+            check::run(&ctx, a).await
+        }
+        Command::Checkpoint(a) => {
+            ctx.local_only("checkpoint")?;
+            checkpoint::run(&ctx, a).await
+        }
         Command::Bench(a) => bench::run(&ctx, a).await,
         Command::BenchHttp(a) => bench::http::run(&ctx, a).await,
         Command::Serve(a) => serve::run(&ctx, a).await,

@@ -434,9 +434,20 @@ fn every_endpoint_answers_with_what_the_store_holds() {
     );
     assert!(metrics.contains("teleo_store_arrays 26"));
     assert!(metrics.contains("teleo_commit_duration_seconds_count"));
-    let dest = s.path("copy");
-    let r = curl("POST", &u("/v1/admin/checkpoint"), None, Some(&json!({"dest": dest})));
+    let r = curl("POST", &u("/v1/admin/checkpoint"), None, Some(&json!({"name": "copy-1"})));
     assert_eq!(r.status, 200, "{}", r.body);
+    let dest = PathBuf::from(r.json()["path"].as_str().unwrap());
+    assert_eq!(dest, s.db().join("checkpoints/copy-1"));
+    // The same name again, a path, a parent, a hidden name: refused, nothing written.
+    assert_eq!(
+        curl("POST", &u("/v1/admin/checkpoint"), None, Some(&json!({"name": "copy-1"}))).code(),
+        "conflict"
+    );
+    for bad in ["../escape", "/tmp/x", "..", ".hidden", "", "a/b"] {
+        let r = curl("POST", &u("/v1/admin/checkpoint"), None, Some(&json!({"name": bad})));
+        assert_eq!(r.status, 422, "{bad:?}: {}", r.body);
+    }
+    assert!(!s.path("escape").exists() && !s.db().join("checkpoints/.hidden").exists());
 
     // Hostile or malformed requests: clear errors, no 5xx.
     assert_eq!(curl_raw("POST", &u("/v1/arrays"), None, Some("{not json"), &[]).status, 400);
@@ -530,7 +541,7 @@ fn keys_confine_what_each_caller_may_read_and_change() {
     assert_eq!((r.status, r.code().as_str()), (403, "forbidden"));
     assert_eq!(curl("DELETE", &u(&format!("/v1/arrays/{}", id(1))), Some(&reader), None).status, 403);
     assert_eq!(
-        curl("POST", &u("/v1/admin/checkpoint"), Some(&reader), Some(&json!({"dest": "/tmp/x"}))).status,
+        curl("POST", &u("/v1/admin/checkpoint"), Some(&reader), Some(&json!({"name": "x"}))).status,
         403
     );
 
@@ -925,4 +936,101 @@ pub fn python_with_httpx() -> PathBuf {
         }
     }
     panic!("no Python with httpx among {candidates:?}: run `.ci/setup` (it makes ~/.cache/teleo-venv), or set TELEO_PYTHON");
+}
+
+#[test]
+fn the_read_and_write_commands_work_against_a_running_server_with_url() {
+    let s = Scratch::new();
+    let key = s.key("write", &[]);
+    let server = Server::start(&s, &[]);
+    let url = format!("http://{}", server.addr);
+    let teleo = |args: &[&str], stdin: Option<String>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_teleo"));
+        cmd.args(["--url", &url, "--key", &key]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // The store directory is held by the server: nothing here may open it.
+        cmd.arg("--db").arg(s.db());
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = cmd.spawn().unwrap();
+        if let Some(text) = stdin {
+            child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
+    };
+    // `put` reads the CLI's NDJSON shape (the store's serde form), made here by the CLI itself.
+    let lines: Vec<String> = (1..=12u64)
+        .map(|n| {
+            let wire = array(n, "cli", false);
+            let mut embeddings = Vec::new();
+            for slot in 1..=13 {
+                let out = &wire["embeddings"][format!("E{slot}")];
+                embeddings.push(if let Some(d) = out.get("dense") {
+                    json!({"Dense": d})
+                } else if let Some(sp) = out.get("sparse") {
+                    json!({"Sparse": {"indices": sp["indices"], "values": sp["values"]}})
+                } else if let Some(t) = out.get("tokens") {
+                    let rows: Vec<Value> = t["data"].as_array().unwrap().chunks(4).map(|c| json!(c)).collect();
+                    json!({"TokenLevel": {"embeddings": rows, "token_count": rows.len(), "dims_per_token": 4}})
+                } else {
+                    json!({"Binary": base64_decode(out["binary"].as_str().unwrap())})
+                });
+            }
+            json!({"id": wire["id"], "embeddings": embeddings, "metadata": wire["metadata"], "content": wire["content"]}).to_string()
+        })
+        .collect();
+    let out = teleo(&["put", "--batch", "5"], Some(lines.join("\n")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = teleo(&["count"], None);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "12");
+    let out = teleo(&["--json", "get", &id(3)], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["content"], json!("memory 3"));
+    let out = teleo(&["--json", "search", "--embedder", "E1", "--like", &id(3), "-k", "3"], None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    let out = teleo(
+        &["--json", "search", "--embedders", "E1,E6,E12", "--like", &id(3), "-k", "4", "--namespace", "cli"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(teleo(&["delete", &id(3)], None).status.success());
+    let out = teleo(&["get", &id(3)], None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no array with id"));
+    // A line that does not fit the server's schema is named, and nothing of its batch is sent.
+    let out = teleo(
+        &["put"],
+        Some(
+            r#"{"id": "00000000-0000-4000-8000-0000000000aa", "embeddings": [{"Dense": [1.0]}]}"#.to_string(),
+        ),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A wrong key is the server's refusal, said plainly; commands on the directory refuse --url.
+    let out = Command::new(env!("CARGO_BIN_EXE_teleo"))
+        .args(["--url", &url, "--key", "teleo_bad", "count"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+    let out = Command::new(env!("CARGO_BIN_EXE_teleo")).args(["--url", &url, "stats"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--url is for"));
+    assert!(server.stop().success());
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let vals: Vec<u32> =
+        s.bytes().filter(|&b| b != b'=').map(|b| T.iter().position(|&t| t == b).unwrap() as u32).collect();
+    let mut out = Vec::new();
+    for c in vals.chunks(4) {
+        let n = c.iter().enumerate().fold(0u32, |acc, (i, v)| acc | v << (18 - 6 * i));
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..c.len() - 1]);
+    }
+    out
 }

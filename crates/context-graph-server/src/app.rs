@@ -60,17 +60,23 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
+    /// The directory checkpoints are written into (`POST /v1/admin/checkpoint` names one
+    /// entry of it, never a path).
+    pub checkpoint_root: std::path::PathBuf,
     slots: Arc<Semaphore>,
 }
 
 impl AppState {
+    /// The state of a server over `store`; checkpoints go into `checkpoint_root`.
     pub fn new(
         store: Arc<RocksDbTeleologicalStore>,
         max_batch: usize,
         keys: KeyRing,
         limits: Limits,
+        checkpoint_root: std::path::PathBuf,
     ) -> Self {
         AppState {
+            checkpoint_root,
             store,
             store_max_batch: max_batch,
             keys: Arc::new(keys),
@@ -117,6 +123,7 @@ fn api_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(search))
         .routes(routes!(search_fused))
         .routes(routes!(stats))
+        .routes(routes!(schema))
         .routes(routes!(checkpoint))
         .split_for_parts()
 }

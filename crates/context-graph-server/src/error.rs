@@ -22,7 +22,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: bad_request, validation, unauthorized, forbidden, not_found,
-    /// payload_too_large, batch_too_large, overloaded, timeout, read_only, in_use,
+    /// conflict, payload_too_large, batch_too_large, overloaded, timeout, read_only, in_use,
     /// committed_not_indexed, outcome_unknown, corruption, internal.
     pub code: String,
     /// For people.

@@ -410,6 +410,25 @@ pub async fn search_fused(
     run_search(&state, &caller, &query, &comparison, options).await
 }
 
+/// The store's schema (what every put must match).
+#[utoipa::path(get, path = "/v1/schema", tag = "admin",
+    responses((status = 200, body = SchemaResponse), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn schema(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> ApiResult<Json<SchemaResponse>> {
+    caller.require(Role::Read)?;
+    let slots = state
+        .store
+        .schema()
+        .slots
+        .iter()
+        .map(|d| serde_json::to_value(d).unwrap_or(serde_json::Value::Null))
+        .collect();
+    Ok(Json(SchemaResponse { slots, max_tokens: state.store.max_tokens() }))
+}
+
 /// Store-wide figures (a key confined to namespaces may not read them).
 #[utoipa::path(get, path = "/v1/stats", tag = "admin",
     responses((status = 200, body = StatsResponse), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)),
@@ -441,25 +460,57 @@ pub async fn stats(
     }))
 }
 
-/// Write a consistent, openable copy of the store to a new directory on the server (admin).
+/// Whether `name` may name a checkpoint: one plain directory entry, never a path.
+fn checkpoint_name_ok(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// Write a consistent, openable copy of the store into the server's checkpoint directory
+/// (admin, not confined to namespaces).
 #[utoipa::path(post, path = "/v1/admin/checkpoint", tag = "admin", request_body = CheckpointRequest,
-    responses((status = 200, body = CheckpointRequest), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)),
+    responses((status = 200, body = CheckpointResponse), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn checkpoint(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     b: Result<Json<CheckpointRequest>, JsonRejection>,
-) -> ApiResult<Json<CheckpointRequest>> {
+) -> ApiResult<Json<CheckpointResponse>> {
     caller.require(Role::Admin)?;
     caller.require_unconfined("a checkpoint")?;
     let req = body(b)?;
-    if req.dest.is_empty() {
-        return Err(ApiError::bad_request("dest is empty"));
+    if !checkpoint_name_ok(&req.name) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            format!(
+                "{:?} is not a checkpoint name: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with a dot",
+                req.name
+            ),
+        ));
     }
+    let dest = state.checkpoint_root.join(&req.name);
+    std::fs::create_dir_all(&state.checkpoint_root).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("creating the checkpoint directory {}: {e}", state.checkpoint_root.display()),
+        )
+    })?;
+    if dest.exists() {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            format!("a checkpoint named {:?} already exists", req.name),
+        ));
+    }
+    let path =
+        dest.to_str().ok_or_else(|| ApiError::bad_request("the checkpoint path is not UTF-8"))?.to_string();
     let store = state.store.clone();
-    let dest = req.dest.clone();
-    tokio::task::spawn_blocking(move || store.checkpoint(&dest)).await.map_err(|e| {
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || store.checkpoint(&target)).await.map_err(|e| {
         ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
     })??;
-    Ok(Json(req))
+    Ok(Json(CheckpointResponse { name: req.name, path }))
 }

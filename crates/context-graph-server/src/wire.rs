@@ -572,8 +572,19 @@ pub struct CountResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckpointRequest {
-    /// A directory on the server's machine that does not exist yet.
-    pub dest: String,
+    /// The checkpoint's name: a new entry of the server's checkpoint directory
+    /// (`teleo serve --checkpoint-dir`), 1 to 128 of `A-Z a-z 0-9 . _ -`, not starting with
+    /// a dot.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")]
+    pub name: String,
+}
+
+/// A checkpoint written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointResponse {
+    pub name: String,
+    /// Where it is on the server's machine.
+    pub path: String,
 }
 
 /// Store-wide figures.
@@ -646,4 +657,15 @@ mod tests {
         let p: Patch = serde_json::from_str(r#"{"embeddings": {"E7": {"dense": [1, 2]}}}"#).unwrap();
         assert_eq!(p.to_core().unwrap().slots, vec![(Embedder::Code, EmbedderOutput::Dense(vec![1.0, 2.0]))]);
     }
+}
+
+/// The store's schema: the kind and size of each of the 13 slots, in slot order (E1 first),
+/// as `teleo init --schema` files write them, and the most tokens a token-level slot holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SchemaResponse {
+    /// E.g. `{"Dense": 1024}`, `{"Sparse": {"vocab_size": 30522}}`,
+    /// `{"TokenLevel": {"per_token": 128}}`, `{"Binary": {"bits": 10000}}`.
+    #[schema(value_type = Vec<Object>)]
+    pub slots: Vec<serde_json::Value>,
+    pub max_tokens: usize,
 }

@@ -114,7 +114,13 @@ pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let limits = Limits { max_concurrent: args.clients.max(64), ..Limits::default() };
-    let state = AppState::new(served.clone(), max_batch, KeyRing::none(), limits.clone());
+    let state = AppState::new(
+        served.clone(),
+        max_batch,
+        KeyRing::none(),
+        limits.clone(),
+        tmp.path().join("checkpoints"),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(
         listener,

@@ -24,26 +24,40 @@ pub struct DeleteArgs {
 /// Prints the array in the shape `put` reads: one field per line (one embedding per line) by
 /// default, all on one line with --json.
 pub async fn run_get(ctx: &Ctx, args: GetArgs) -> anyhow::Result<()> {
-    let store = open::open_existing(&ctx.db, Durability::Sync)?;
-    let found = store.retrieve(args.id).await;
-    open::close(store, &ctx.db)?;
-    let array = found.map_err(|e| not_found(e, args.id, ctx))?;
+    let array = if let Some(remote) = ctx.remote()? {
+        remote.retrieve(args.id).await?.ok_or_else(|| remote_not_found(args.id, ctx))?
+    } else {
+        let store = open::open_existing(&ctx.db, Durability::Sync)?;
+        let found = store.retrieve(args.id).await;
+        open::close(store, &ctx.db)?;
+        found.map_err(|e| not_found(e, args.id, ctx))?
+    };
     let text = if ctx.json { serde_json::to_string(&array)? } else { readable(&compact_value(&array)?) };
     say!("{text}");
     Ok(())
 }
 
 pub async fn run_delete(ctx: &Ctx, args: DeleteArgs) -> anyhow::Result<()> {
-    let store = open::open_existing(&ctx.db, Durability::Sync)?;
-    let deleted = store.delete(args.id).await;
-    open::close(store, &ctx.db)?;
-    deleted.map_err(|e| not_found(e, args.id, ctx))?;
+    if let Some(remote) = ctx.remote()? {
+        if !remote.delete(args.id).await? {
+            return Err(remote_not_found(args.id, ctx));
+        }
+    } else {
+        let store = open::open_existing(&ctx.db, Durability::Sync)?;
+        let deleted = store.delete(args.id).await;
+        open::close(store, &ctx.db)?;
+        deleted.map_err(|e| not_found(e, args.id, ctx))?;
+    }
     if ctx.json {
         crate::output::json_line(&serde_json::json!({"deleted": args.id}))?;
     } else {
         say!("deleted {}", args.id);
     }
     Ok(())
+}
+
+fn remote_not_found(id: Uuid, ctx: &Ctx) -> anyhow::Error {
+    anyhow!("no array with id {id} at {} (or none the key may see)", ctx.url.as_deref().unwrap_or(""))
 }
 
 fn not_found(e: StorageError, id: Uuid, ctx: &Ctx) -> anyhow::Error {

@@ -102,10 +102,14 @@ async fn list_namespaces(
 }
 
 pub async fn run_count(ctx: &Ctx) -> anyhow::Result<()> {
-    let store = open::open_existing(&ctx.db, Durability::Sync)?;
-    let count = store.count().await;
-    open::close(store, &ctx.db)?;
-    let count = count.map_err(|e| open::explain(e, &ctx.db))?;
+    let count = if let Some(remote) = ctx.remote()? {
+        remote.count().await?
+    } else {
+        let store = open::open_existing(&ctx.db, Durability::Sync)?;
+        let count = store.count().await;
+        open::close(store, &ctx.db)?;
+        count.map_err(|e| open::explain(e, &ctx.db))?
+    };
     if ctx.json {
         json_line(&json!({ "count": count }))?;
     } else {

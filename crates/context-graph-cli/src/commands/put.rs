@@ -38,6 +38,9 @@ pub async fn run(ctx: &Ctx, args: PutArgs) -> anyhow::Result<()> {
         let f = File::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
         Box::new(BufReader::with_capacity(1 << 20, f))
     };
+    if let Some(remote) = ctx.remote()? {
+        return put_remote(ctx, &remote, input, args.batch).await;
+    }
     let store = open::open_existing(&ctx.db, Durability::Sync)?;
     // The store checks again; checking here too lets an error name the input line.
     let lines = ArrayLines::new(input, store.schema().clone(), DEFAULT_MAX_TOKENS);
@@ -57,4 +60,42 @@ pub async fn run(ctx: &Ctx, args: PutArgs) -> anyhow::Result<()> {
         say!("stored {} in {}; the store holds {total}", arrays(done.stored), duration(done.elapsed));
     }
     Ok(())
+}
+
+/// `put --url`: the lines checked against the server's schema (so that an error names the
+/// line), then sent in batches, each one atomic commit on the server.
+async fn put_remote(
+    ctx: &Ctx,
+    remote: &crate::remote::Remote,
+    input: Box<dyn BufRead + Send>,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let (schema, max_tokens) = remote.schema().await?;
+    let mut lines = ArrayLines::new(input, schema, max_tokens);
+    let pb = progress::bar(None, "storing");
+    let mut stored = 0usize;
+    loop {
+        let chunk: Vec<_> = lines.by_ref().take(batch).collect::<anyhow::Result<Vec<_>>>()?;
+        if chunk.is_empty() {
+            break;
+        }
+        let arrays: Vec<_> = chunk.into_iter().map(|(_, a)| a).collect();
+        remote.store_batch(&arrays).await.with_context(|| format!("after {} stored", arrays_word(stored)))?;
+        stored += arrays.len();
+        pb.inc(arrays.len() as u64);
+    }
+    pb.finish_and_clear();
+    let total = remote.count().await?;
+    let elapsed = started.elapsed();
+    if ctx.json {
+        json_line(&serde_json::json!({"stored": stored, "count": total, "seconds": elapsed.as_secs_f64()}))?;
+    } else {
+        say!("stored {} in {}; the server holds {total}", arrays(stored), duration(elapsed));
+    }
+    Ok(())
+}
+
+fn arrays_word(n: usize) -> String {
+    arrays(n)
 }

@@ -150,10 +150,14 @@ impl SearchArgs {
 }
 
 pub async fn run(ctx: &Ctx, args: SearchArgs) -> anyhow::Result<()> {
-    let store = open::open_existing(&ctx.db, Durability::Sync)?;
-    let result = search(ctx, &store, &args).await;
-    open::close(store, &ctx.db)?;
-    let rows = result?;
+    let rows = if let Some(remote) = ctx.remote()? {
+        search_remote(&remote, &args).await?
+    } else {
+        let store = open::open_existing(&ctx.db, Durability::Sync)?;
+        let result = search(ctx, &store, &args).await;
+        open::close(store, &ctx.db)?;
+        result?
+    };
     if rows.is_empty() && !ctx.json {
         eprintln!("no results");
     }
@@ -253,9 +257,18 @@ async fn search(ctx: &Ctx, store: &RocksDbTeleologicalStore, args: &SearchArgs) 
             store.set_ef_search(e, ef).map_err(|err| anyhow!("--ef {ef}: {err}"))?;
         }
     }
+    let filter = filter_of(args);
+    let hits = store.search(&probe, &comparison, Some(&filter), args.k).await.map_err(explain)?;
+    let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
+    let arrays = store.retrieve_batch(&ids).await.map_err(explain)?;
+    Ok(hits.into_iter().zip(arrays.into_iter().map(Some)).collect())
+}
+
+/// The filter the flags ask for (the `--like` array itself is left out).
+fn filter_of(args: &SearchArgs) -> SearchFilter {
     let mut exclude = args.exclude.clone();
     exclude.extend(args.like);
-    let filter = SearchFilter {
+    SearchFilter {
         namespace: args.namespace.clone(),
         created_after: args.after,
         created_before: args.before,
@@ -265,11 +278,47 @@ async fn search(ctx: &Ctx, store: &RocksDbTeleologicalStore, args: &SearchArgs) 
         tags: args.tag.clone(),
         custom: args.field.iter().cloned().collect(),
         namespaces: None,
-    };
-    let hits = store.search(&probe, &comparison, Some(&filter), args.k).await.map_err(explain)?;
-    let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-    let arrays = store.retrieve_batch(&ids).await.map_err(explain)?;
-    Ok(hits.into_iter().zip(arrays.into_iter().map(Some)).collect())
+    }
+}
+
+/// `search --url`: the same query, checked against the server's schema, sent to a running
+/// server (`--ef` goes with the request).
+async fn search_remote(remote: &crate::remote::Remote, args: &SearchArgs) -> anyhow::Result<Vec<Row>> {
+    let embedders = args.embedders();
+    let comparison = args.comparison()?;
+    let (schema, max_tokens) = remote.schema().await?;
+    let mut probe = TeleologicalArray::new(Uuid::nil());
+    match (&args.query, args.like) {
+        (Some(path), _) => {
+            for (e, out) in read_query(path, &embedders)? {
+                probe.set(e, out);
+            }
+        }
+        (None, Some(id)) => {
+            let a =
+                remote.retrieve(id).await?.ok_or_else(|| anyhow!("--like {id}: no array with this id"))?;
+            for &e in &embedders {
+                probe.set(e, a.get(e).clone());
+            }
+        }
+        (None, None) => bail!("give --query FILE or --like ID"),
+    }
+    for &e in &embedders {
+        let out = probe.get(e);
+        if !out.is_computed() {
+            bail!("the query has no output in slot {} ({}), which is searched", e.short_name(), e.name());
+        }
+        validate_output(out, schema.get(e), max_tokens).map_err(|reason| {
+            anyhow!(
+                "the query does not fit slot {} ({}), which holds {}: {reason}",
+                e.short_name(),
+                e.name(),
+                schema.get(e)
+            )
+        })?;
+    }
+    let params = context_graph_storage::SearchParams { ef: args.ef, ..Default::default() };
+    remote.search(&probe, &comparison, &filter_of(args), args.k, params).await
 }
 
 /// The query outputs from a file: a whole array (the slots of `embedders`), or, for one

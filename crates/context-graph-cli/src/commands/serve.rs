@@ -62,6 +62,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     pub body_timeout: f64,
 
+    /// Directory `POST /v1/admin/checkpoint` writes checkpoints into (each request names a
+    /// new entry of it) [default: <db>/checkpoints].
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+
     /// On a stop signal, longest to wait for requests in flight, in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub drain_timeout: f64,
@@ -143,7 +148,8 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         context_graph_storage::TeleologicalArrayStore::count(&*store).await.unwrap_or(0)
     );
 
-    let state = AppState::new(store.clone(), args.max_batch, keys, limits.clone());
+    let checkpoint_root = args.checkpoint_dir.clone().unwrap_or_else(|| ctx.db.join("checkpoints"));
+    let state = AppState::new(store.clone(), args.max_batch, keys, limits.clone(), checkpoint_root);
     serve(listener, router(state), tls, limits.header_read_timeout, drain, stop_signal()).await;
     eprintln!("teleo serve: stopping: closing the store");
     // The handlers' copies of the store are gone once every connection has closed; a
