@@ -41,6 +41,17 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(u16, Bytes), ClientError> {
+        self.send_timed(method, path, body).await.map(|(status, bytes, _)| (status, bytes))
+    }
+
+    /// [`Client::send`], with the time the server says it spent on the request (its
+    /// `server-timing: app;dur=` header), when it says.
+    pub async fn send_timed(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes, Option<std::time::Duration>), ClientError> {
         let uri = format!("{}{path}", self.base);
         let err = |detail: String| ClientError { what: format!("{method} {uri}"), detail };
         let mut req = Request::builder().method(method.clone()).uri(&uri);
@@ -54,7 +65,15 @@ impl Client {
             req.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| err(e.to_string()))?;
         let response = self.pool.request(req).await.map_err(|e| err(e.to_string()))?;
         let status = response.status().as_u16();
+        let inside = response
+            .headers()
+            .get("server-timing")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("app;dur="))
+            .and_then(|ms| ms.parse::<f64>().ok())
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .map(|ms| std::time::Duration::from_secs_f64(ms / 1e3));
         let bytes = response.into_body().collect().await.map_err(|e| err(e.to_string()))?.to_bytes();
-        Ok((status, bytes))
+        Ok((status, bytes, inside))
     }
 }

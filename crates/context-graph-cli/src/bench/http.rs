@@ -76,12 +76,18 @@ fn batch_body(arrays: &[TeleologicalArray], encoding: Encoding) -> Vec<u8> {
     serde_json::to_vec(&batch).expect("a batch serializes")
 }
 
-async fn expect_ok(client: &Client, method: Method, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<()> {
-    let (status, bytes) = client.send(method, path, body).await?;
+/// Send and require a 200; the time the server says it spent inside (zero if it does not say).
+async fn expect_ok(
+    client: &Client,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> anyhow::Result<Duration> {
+    let (status, bytes, inside) = client.send_timed(method, path, body).await?;
     if status != 200 {
         bail!("{path} answered {status}: {}", String::from_utf8_lossy(&bytes));
     }
-    Ok(())
+    Ok(inside.unwrap_or_default())
 }
 
 pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
@@ -182,6 +188,8 @@ pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
     let e1 = ComparisonType::SingleEmbedder(Embedder::Semantic);
     let rrf = ComparisonType::rrf();
     let mut times: [Vec<Duration>; 4] = Default::default();
+    // The same HTTP searches timed inside the server (its server-timing header).
+    let mut inside: [Vec<Duration>; 2] = Default::default();
     for q in &queries {
         let mut probe = TeleologicalArray::with_embeddings(
             q.id,
@@ -197,7 +205,7 @@ pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
             "limit": 10,
         }))?;
         let t = Instant::now();
-        expect_ok(&client, Method::POST, "/v1/search", Some(body)).await?;
+        inside[0].push(expect_ok(&client, Method::POST, "/v1/search", Some(body)).await?);
         times[1].push(t.elapsed());
         let t = Instant::now();
         served.search_with(q, &rrf, None, 10, &SearchParams::default()).await?;
@@ -212,10 +220,11 @@ pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
         };
         let body = serde_json::to_vec(&fused)?;
         let t = Instant::now();
-        expect_ok(&client, Method::POST, "/v1/search/fused", Some(body)).await?;
+        inside[1].push(expect_ok(&client, Method::POST, "/v1/search/fused", Some(body)).await?);
         times[3].push(t.elapsed());
     }
     let [e1_local, e1_http, rrf_local, rrf_http] = times.map(Latencies::new);
+    let [e1_inside, rrf_inside] = inside.map(Latencies::new);
 
     // Where the overhead goes: a probe (no middleware, no store), a count (the /v1 request
     // path: cap, timeout task, auth, handler; no store work), a get of one array's metadata
@@ -328,6 +337,7 @@ pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
             "decode_us_per_array_base64": us(decode_b64) / args.n as f64, "decode_us_per_array_numbers": us(decode_num) / args.n as f64,
             "e1_p50_us_in_process": us(e1_local.p50), "e1_p50_us_http": us(e1_http.p50),
             "rrf_p50_us_in_process": us(rrf_local.p50), "rrf_p50_us_http": us(rrf_http.p50),
+            "e1_p50_us_inside_server": us(e1_inside.p50), "rrf_p50_us_inside_server": us(rrf_inside.p50),
             "healthz_p50_us": us(healthz.p50), "count_p50_us_http": us(count_http.p50),
             "get_metadata_p50_us_in_process": us(local_get.p50), "get_metadata_p50_us_http": us(get_http.p50),
             "load_clients": args.clients, "load_seconds": args.seconds, "load_failures": failures,
@@ -365,14 +375,18 @@ pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
     ]);
     t.print();
     say!();
-    let mut t = Table::new(&["search p50", "in process", "HTTP", "HTTP overhead"]);
-    for (name, l, h) in [("E1, limit 10", e1_local, e1_http), ("RRF over 13, limit 10", rrf_local, rrf_http)]
-    {
+    let mut t = Table::new(&["search p50", "in process", "HTTP", "HTTP overhead", "inside the server"]);
+    let rows = [
+        ("E1, limit 10", e1_local, e1_http, e1_inside),
+        ("RRF over 13, limit 10", rrf_local, rrf_http, rrf_inside),
+    ];
+    for (name, l, h, inside) in rows {
         t.row(vec![
             name.into(),
             duration(l.p50),
             duration(h.p50),
             format!("{:.0} µs", us(h.p50) - us(l.p50)),
+            duration(inside.p50),
         ]);
     }
     t.print();
