@@ -3,7 +3,7 @@
 //! weighted mean over every embedder), or `retrieve`. Prints the searches done and their mean.
 //!
 //! `cargo run --release -p context-graph-storage --example search_profile -- --store DIR
-//! --data DATASET [--what E1|rrf|weighted|get] [--secs 20]`
+//! --data DATASET [--what E1|single-E1|rrf|weighted|get] [--secs 20]`
 //!
 //! The store is one made by `teleo import` of the dataset; the queries are the dataset's.
 
@@ -47,6 +47,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "rrf" => drop(store.search(q, &ComparisonType::rrf(), None, 10).await?),
             "weighted" => drop(store.search(q, &weighted, None, 10).await?),
             "get" => drop(store.retrieve(ids[done % ids.len().max(1)]).await?),
+            // The store's search of one embedder, as `POST /v1/search` makes it.
+            w if w.starts_with("single-") => {
+                let e: Embedder = w["single-".len()..].parse()?;
+                drop(store.search(q, &ComparisonType::SingleEmbedder(e), None, 10).await?)
+            }
             e => {
                 let e: Embedder = e.parse()?;
                 drop(store.index(e).search(q.get(e), 10, None).await?)
