@@ -332,22 +332,7 @@ impl MemoryKind for BinaryKind {
         Ok(())
     }
 
-    fn set_ef_search(&self, _ef: usize) {
-        // An exact scan has no search breadth to tune.
-    }
-
-    fn ef_search(&self) -> Option<usize> {
-        None
-    }
-
-    /// Nothing long to do: compaction (inverted) and removal (binary) are part of `apply`.
-    fn needs_upkeep(&self) -> bool {
-        false
-    }
-
-    fn upkeep(&self, _stop: &std::sync::atomic::AtomicBool) -> StorageResult<()> {
-        Ok(())
-    }
+    // An exact index: no search breadth and no long work (the trait's defaults).
 
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>> {
         let c = self.codes.read();

@@ -47,17 +47,25 @@ pub(crate) trait MemoryKind: Send + Sync + 'static {
     /// Whether the index has long work to do that commits must not wait for (training its
     /// quantizer, rebuilding a graph mostly of removed entries). A store runs
     /// [`MemoryKind::upkeep`] on a background thread then; a standalone index at once.
-    fn needs_upkeep(&self) -> bool;
+    /// The default is an index with no long work: an exact index, whose compaction or
+    /// removal is part of `apply`.
+    fn needs_upkeep(&self) -> bool {
+        false
+    }
     /// Do that work, letting commits and searches proceed meanwhile (they wait for short
     /// steps only). Stops early, changing nothing, when `stop` is set.
-    fn upkeep(&self, stop: &AtomicBool) -> StorageResult<()>;
+    fn upkeep(&self, _stop: &AtomicBool) -> StorageResult<()> {
+        Ok(())
+    }
     /// Remove every entry (before a rebuild from the stored arrays).
     fn clear(&self) -> StorageResult<()>;
     /// Set the search breadth (HNSW `ef_search`, the token-level breadth); exact indices
-    /// have none. `ef` is at least 1 (the store checks it).
-    fn set_ef_search(&self, ef: usize);
-    /// The search breadth set; `None` for exact indices.
-    fn ef_search(&self) -> Option<usize>;
+    /// have none (the default does nothing). `ef` is at least 1 (the store checks it).
+    fn set_ef_search(&self, _ef: usize) {}
+    /// The search breadth set; `None` for exact indices (the default).
+    fn ef_search(&self) -> Option<usize> {
+        None
+    }
     /// The snapshot payload in memory (the file header is added by the caller).
     fn snapshot_payload(&self) -> StorageResult<Vec<u8>>;
     /// Stream the snapshot payload into `out`. By default the in-memory payload; large kinds
