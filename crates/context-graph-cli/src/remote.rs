@@ -133,21 +133,8 @@ impl Remote {
             query: Array::from_core(probe, Encoding::Base64).embeddings,
             comparison,
             limit: k,
-            filter: Filter {
-                namespace: filter.namespace.clone(),
-                created_after: filter.created_after,
-                created_before: filter.created_before,
-                min_similarity: filter.min_similarity,
-                memory_types: filter.memory_types.clone(),
-                exclude_ids: filter.exclude_ids.clone(),
-                tags: filter.tags.clone(),
-                custom: filter.custom.clone(),
-            },
-            params: Params {
-                ef: params.ef,
-                overfetch: params.overfetch,
-                rescore_factor: params.rescore_factor,
-            },
+            filter: Filter::from(filter),
+            params: Params::from(params),
             with_metadata: true,
         };
         let r: SearchResponse = self

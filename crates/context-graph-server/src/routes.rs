@@ -71,26 +71,28 @@ async fn write(state: &AppState, caller: &Caller, ops: &[WriteOp]) -> ApiResult<
 }
 
 /// Arrays of `ids` with the slots of `slots`. To a confined caller an id outside its
-/// namespaces is `NotFound`, exactly as an id not stored: each id's head is checked in order
-/// before anything else is read, so the first missing-or-foreign id is the one named.
+/// namespaces is `NotFound`, exactly as an id not stored: its arrays are read one at a time,
+/// in order, so the first missing-or-foreign id is the one named, and each array is checked
+/// as it was read.
 async fn read(
     state: &AppState,
     caller: &Caller,
     ids: &[Uuid],
     slots: &[Embedder],
 ) -> ApiResult<Vec<TeleologicalArray>> {
-    if caller.scope().is_some() {
-        for &id in ids {
-            let head = state.store.retrieve_projected(&[id], &[]).await?;
-            if !head.iter().all(|a| caller.sees(a)) {
-                return Err(StorageError::NotFound(id).into());
-            }
-        }
+    if caller.scope().is_none() {
+        return Ok(state.store.retrieve_projected(ids, slots).await?);
     }
-    let arrays = state.store.retrieve_projected(ids, slots).await?;
-    // A concurrent update may have moved an array out of scope between the two reads.
-    if let Some(a) = arrays.iter().find(|a| !caller.sees(a)) {
-        return Err(StorageError::NotFound(a.id).into());
+    let mut arrays = Vec::with_capacity(ids.len());
+    for &id in ids {
+        match state.store.retrieve_projected(&[id], slots).await {
+            Ok(mut one) => match one.pop() {
+                Some(a) if caller.sees(&a) => arrays.push(a),
+                _ => return Err(StorageError::NotFound(id).into()),
+            },
+            Err(StorageError::NotFound(_)) => return Err(StorageError::NotFound(id).into()),
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(arrays)
 }

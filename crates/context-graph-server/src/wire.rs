@@ -261,13 +261,14 @@ pub struct Patch {
 
 impl Patch {
     pub fn to_core(&self) -> Result<ArrayUpdate, WireError> {
+        // A slot on the wire always holds an output, so the slots given are those not Pending.
         let outputs = slots_to_core(&self.embeddings)?;
         Ok(ArrayUpdate {
             metadata: self.metadata.clone().map(|m| m.map(ArrayMetadata::from)),
             content: self.content.clone(),
             slots: Embedder::all()
-                .filter(|e| self.embeddings.keys().any(|k| parse_embedder(k).ok() == Some(*e)))
-                .map(|e| (e, outputs[e.index()].clone()))
+                .zip(outputs)
+                .filter(|(_, out)| !matches!(out, EmbedderOutput::Pending))
                 .collect(),
         })
     }
@@ -315,6 +316,29 @@ pub struct Filter {
     /// Only arrays whose custom metadata has each of these fields with exactly this value.
     #[serde(default)]
     pub custom: BTreeMap<String, String>,
+}
+
+impl From<&SearchFilter> for Filter {
+    /// The wire form of a store filter (a client's side; its `namespaces` scope is the
+    /// server's to set, from the caller's key).
+    fn from(f: &SearchFilter) -> Self {
+        Filter {
+            namespace: f.namespace.clone(),
+            created_after: f.created_after,
+            created_before: f.created_before,
+            min_similarity: f.min_similarity,
+            memory_types: f.memory_types.clone(),
+            exclude_ids: f.exclude_ids.clone(),
+            tags: f.tags.clone(),
+            custom: f.custom.clone(),
+        }
+    }
+}
+
+impl From<SearchParams> for Params {
+    fn from(p: SearchParams) -> Self {
+        Params { ef: p.ef, overfetch: p.overfetch, rescore_factor: p.rescore_factor }
+    }
 }
 
 impl Filter {

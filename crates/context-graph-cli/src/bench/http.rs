@@ -19,7 +19,7 @@ use clap::Args;
 use context_graph_core::teleology::{ComparisonType, Embedder, TeleologicalArray};
 use context_graph_datagen::{GenConfig, Generator};
 use context_graph_server::client::Client;
-use context_graph_server::wire::{Array, Encoding, FusedSearchRequest, PutBatch};
+use context_graph_server::wire::{Array, Encoding, FusedSearchRequest, PutBatch, SearchRequest};
 use context_graph_server::{router, serve, AppState, KeyRing, Limits};
 use context_graph_storage::{
     IndexedTeleologicalStore, RocksDbTeleologicalStore, SearchParams, StoreConfig, TeleologicalArrayStore,
@@ -74,6 +74,23 @@ fn open_temp(
 fn batch_body(arrays: &[TeleologicalArray], encoding: Encoding) -> Vec<u8> {
     let batch = PutBatch { arrays: arrays.iter().map(|a| Array::from_core(a, encoding)).collect() };
     serde_json::to_vec(&batch).expect("a batch serializes")
+}
+
+/// The body of `POST /v1/search` for `q`'s E1 slot (base64), limit 10.
+fn e1_search_body(q: &TeleologicalArray) -> Vec<u8> {
+    let mut e1_only = TeleologicalArray::new(q.id);
+    e1_only.set(Embedder::Semantic, q.get(Embedder::Semantic).clone());
+    let mut slots = Array::from_core(&e1_only, Encoding::Base64).embeddings;
+    let query = slots.remove("E1").expect("the query has an E1 slot");
+    let req = SearchRequest {
+        embedder: "E1".into(),
+        query,
+        limit: 10,
+        filter: Default::default(),
+        params: Default::default(),
+        with_metadata: false,
+    };
+    serde_json::to_vec(&req).expect("a search request serializes")
 }
 
 /// Send and require a 200; the time the server says it spent inside (zero if it does not say).
@@ -191,19 +208,12 @@ pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
     // The same HTTP searches timed inside the server (its server-timing header).
     let mut inside: [Vec<Duration>; 2] = Default::default();
     for q in &queries {
-        let mut probe = TeleologicalArray::with_embeddings(
-            q.id,
-            std::array::from_fn(|_| context_graph_core::teleology::EmbedderOutput::Pending),
-        );
+        let mut probe = TeleologicalArray::new(q.id);
         probe.set(Embedder::Semantic, q.get(Embedder::Semantic).clone());
         let t = Instant::now();
         served.search_with(&probe, &e1, None, 10, &SearchParams::default()).await?;
         times[0].push(t.elapsed());
-        let body = serde_json::to_vec(&serde_json::json!({
-            "embedder": "E1",
-            "query": Array::from_core(&probe, Encoding::Base64).embeddings["E1"],
-            "limit": 10,
-        }))?;
+        let body = e1_search_body(q);
         let t = Instant::now();
         inside[0].push(expect_ok(&client, Method::POST, "/v1/search", Some(body)).await?);
         times[1].push(t.elapsed());
@@ -290,13 +300,7 @@ pub async fn run(ctx: &Ctx, args: BenchHttpArgs) -> anyhow::Result<()> {
                     (1, Method::GET, format!("/v1/arrays/{id}?slots=none"), None)
                 } else {
                     let q = &queries[rng.random_range(0..queries.len())];
-                    let body = serde_json::to_vec(&serde_json::json!({
-                        "embedder": "E1",
-                        "query": Array::from_core(q, Encoding::Base64).embeddings["E1"],
-                        "limit": 10,
-                    }))
-                    .expect("serializes");
-                    (2, Method::POST, "/v1/search".to_string(), Some(body))
+                    (2, Method::POST, "/v1/search".to_string(), Some(e1_search_body(q)))
                 };
                 let t = Instant::now();
                 match client.send(method, &path, body).await {

@@ -80,10 +80,10 @@ async fn put_remote(
         if chunk.is_empty() {
             break;
         }
-        let arrays: Vec<_> = chunk.into_iter().map(|(_, a)| a).collect();
-        remote.store_batch(&arrays).await.with_context(|| format!("after {} stored", arrays_word(stored)))?;
-        stored += arrays.len();
-        pb.inc(arrays.len() as u64);
+        let sent: Vec<_> = chunk.into_iter().map(|(_, a)| a).collect();
+        remote.store_batch(&sent).await.with_context(|| format!("after {} stored", arrays(stored)))?;
+        stored += sent.len();
+        pb.inc(sent.len() as u64);
     }
     pb.finish_and_clear();
     let total = remote.count().await?;
@@ -94,8 +94,4 @@ async fn put_remote(
         say!("stored {} in {}; the server holds {total}", arrays(stored), duration(elapsed));
     }
     Ok(())
-}
-
-fn arrays_word(n: usize) -> String {
-    arrays(n)
 }

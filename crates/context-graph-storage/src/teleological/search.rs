@@ -227,7 +227,7 @@ impl StoreCore {
             self.candidate_lists(query, &embedders, per_embedder, params, Candidates::All, |_| true)?
         } else {
             // Custom fields are not in memory: the arrays that have them are found first.
-            let with_custom = self.custom_matching(filter)?;
+            let with_custom = self.custom_matching(filter);
             let admits = |id: Uuid| {
                 passes_post_filters(&self.attrs.read(), filter, id)
                     && with_custom.as_ref().is_none_or(|ids| ids.contains(&id))
@@ -452,19 +452,8 @@ impl StoreCore {
 
     /// The arrays that pass every in-memory filter and have the custom fields `filter` asks
     /// for (`None` when it asks for none): one read of each such head.
-    fn custom_matching(&self, filter: &SearchFilter) -> StorageResult<Option<HashSet<Uuid>>> {
-        if filter.custom.is_empty() {
-            return Ok(None);
-        }
-        let pool: Vec<Uuid> = {
-            let attrs = self.attrs.read();
-            let pool: Vec<Uuid> = match &filter.namespace {
-                Some(ns) => attrs.members(ns),
-                None => attrs.ids().collect(),
-            };
-            pool.into_iter().filter(|&id| passes_post_filters(&attrs, filter, id)).collect()
-        };
-        Ok(Some(pool.into_iter().filter(|&id| self.custom_fields_match(filter, id)).collect()))
+    fn custom_matching(&self, filter: &SearchFilter) -> Option<HashSet<Uuid>> {
+        (!filter.custom.is_empty()).then(|| self.matching_ids(filter).into_iter().collect())
     }
 
     /// Score, in every embedder of `embedders`, the arrays of `ids` that `scored` lacks and

@@ -107,7 +107,13 @@ impl StoreCore {
         if *filter == SearchFilter::default() {
             return Ok(self.count());
         }
-        // The in-memory tests first, under one hold of the lock; custom fields after it.
+        Ok(self.matching_ids(filter).len())
+    }
+
+    /// Every stored array matching `filter`, in no particular order: the in-memory tests
+    /// first, under one hold of the attribute lock, then the custom fields (a head read for
+    /// each array left, when the filter has any).
+    pub(crate) fn matching_ids(&self, filter: &SearchFilter) -> Vec<Uuid> {
         let candidates: Vec<Uuid> = {
             let attrs = self.attrs.read();
             let pool: Vec<Uuid> = match &filter.namespace {
@@ -116,7 +122,7 @@ impl StoreCore {
             };
             pool.into_iter().filter(|&id| passes_post_filters(&attrs, filter, id)).collect()
         };
-        Ok(candidates.into_iter().filter(|&id| self.custom_fields_match(filter, id)).count())
+        candidates.into_iter().filter(|&id| self.custom_fields_match(filter, id)).collect()
     }
 
     /// Delete every array matching `filter`, in commits of at most the batch cap each (each
