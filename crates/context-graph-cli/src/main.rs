@@ -89,6 +89,9 @@ enum Command {
     BenchHttp(bench::http::BenchHttpArgs),
     /// Serve the store over HTTP/JSON (OpenAPI at /openapi.json) until SIGTERM or SIGINT.
     Serve(commands::serve::ServeArgs),
+    /// Serve the store's memory tools (remember, recall, ...) over MCP on stdin/stdout, for
+    /// an agent's desktop client; the store must take text (`init --text`).
+    Mcp(commands::mcp::McpArgs),
     /// Create, list and revoke the API keys of `teleo serve`.
     Keys(commands::keys::KeysArgs),
     /// Measure ingest, disk, memory, get and search latency, recall and reopen time on a
@@ -167,6 +170,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(&ctx, a).await,
         Command::BenchHttp(a) => bench::http::run(&ctx, a).await,
         Command::Serve(a) => serve::run(&ctx, a).await,
+        Command::Mcp(a) => {
+            ctx.local_only("mcp")?;
+            mcp::run(&ctx, a).await
+        }
         Command::Keys(a) => keys::run(&ctx, a),
     }
 }

@@ -164,8 +164,18 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// The whole application with `extra` routes mounted beside `/v1`, behind the same
+/// concurrency cap, timeout and API keys: a request reaching them carries the recognised
+/// [`Caller`] in its extensions, and the route must enforce the caller's role and
+/// namespaces itself. `teleo serve` mounts the MCP endpoint this way; the OpenAPI document
+/// describes `/v1` only.
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let (api, _) = api_routes();
     let api = api
+        .merge(extra)
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), cap_and_time));
     let document = Arc::new(serde_json::to_value(openapi()).expect("the OpenAPI document serializes"));

@@ -18,6 +18,6 @@ pub mod routes;
 pub mod serve;
 pub mod wire;
 
-pub use app::{openapi, router, AppState, Limits};
+pub use app::{openapi, router, router_with, AppState, Limits};
 pub use keys::{create_key, default_key_file, list_keys, revoke_key, Caller, KeyRecord, KeyRing, Role};
 pub use serve::{serve, tls_acceptor};

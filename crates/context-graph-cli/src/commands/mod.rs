@@ -9,9 +9,11 @@ pub mod import;
 pub mod init;
 pub mod inspect;
 pub mod keys;
+pub mod mcp;
 pub mod put;
 pub mod search;
 pub mod serve;
+pub mod text;
 
 use std::path::PathBuf;
 

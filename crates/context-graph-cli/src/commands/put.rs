@@ -6,9 +6,10 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use context_graph_core::teleology::DEFAULT_MAX_TOKENS;
+use context_graph_core::teleology::{ArrayMetadata, DEFAULT_MAX_TOKENS};
 use context_graph_storage::{Durability, TeleologicalArrayStore};
 
+use super::text::TextPut;
 use super::Ctx;
 use crate::load::{load, DEFAULT_BATCH};
 use crate::ndjson::ArrayLines;
@@ -26,9 +27,53 @@ pub struct PutArgs {
     /// Arrays per atomic commit (1..=1000). Each batch is all-or-nothing and fsynced.
     #[arg(long, default_value_t = DEFAULT_BATCH, value_parser = crate::load::parse_batch)]
     pub batch: usize,
+
+    /// Store this text as one array, its 13 slots made by the store's text pipeline (a
+    /// store made with `init --text`). Repeat the flag for several texts (one commit per
+    /// --batch). Prints each new id.
+    #[arg(long, value_name = "TEXT", conflicts_with = "texts")]
+    pub text: Vec<String>,
+
+    /// Store every non-blank line of this file (`-`: stdin) as one text array, through the
+    /// pipeline, a --batch per commit; reports the texts embedded per second.
+    #[arg(long, value_name = "FILE")]
+    pub texts: Option<PathBuf>,
+
+    /// With --text/--texts: the namespace of the new arrays.
+    #[arg(long, short = 'n', value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// With --text/--texts: their memory type.
+    #[arg(long, value_name = "TYPE")]
+    pub memory_type: Option<String>,
+
+    /// With --text/--texts: a tag (repeat the flag for several).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Vec<String>,
+
+    /// With --text/--texts: a custom metadata field (repeat the flag for several).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = super::search::parse_field)]
+    pub field: Vec<(String, String)>,
 }
 
 pub async fn run(ctx: &Ctx, args: PutArgs) -> anyhow::Result<()> {
+    if !args.text.is_empty() || args.texts.is_some() {
+        let metadata = ArrayMetadata {
+            namespace: args.namespace,
+            memory_type: args.memory_type,
+            tags: args.tag,
+            custom: args.field.into_iter().collect(),
+        };
+        let put = TextPut { texts: args.text, file: args.texts, metadata, batch: args.batch };
+        return super::text::put_text(ctx, put).await;
+    }
+    if args.namespace.is_some()
+        || args.memory_type.is_some()
+        || !args.tag.is_empty()
+        || !args.field.is_empty()
+    {
+        anyhow::bail!("--namespace, --memory-type, --tag and --field go with --text or --texts; an NDJSON array carries its own metadata");
+    }
     let input: Box<dyn BufRead + Send> = if args.file.as_os_str() == "-" {
         if std::io::stdin().is_terminal() {
             eprintln!("reading arrays as NDJSON from stdin (end with Ctrl-D)");

@@ -23,8 +23,9 @@ use crate::open;
 use crate::output::{json_line, preview, Table};
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["query", "like"])))]
-#[command(group(clap::ArgGroup::new("space").required(true).args(["embedder", "embedders"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["query", "like", "text"])))]
+// Required unless --text is given (checked in `run`): clap groups cannot say so.
+#[command(group(clap::ArgGroup::new("space").args(["embedder", "embedders"])))]
 pub struct SearchArgs {
     /// The embedder whose index to search: E1..E13 or a full name such as E7_Code.
     #[arg(long, short = 'e', value_name = "E")]
@@ -58,6 +59,12 @@ pub struct SearchArgs {
     /// results).
     #[arg(long, value_name = "ID")]
     pub like: Option<Uuid>,
+
+    /// Search for this text: it is embedded by the store's text pipeline (a store made with
+    /// `init --text`) and, without -e or --embedders, searched in all 13 embedders, fused by
+    /// reciprocal rank.
+    #[arg(long, value_name = "TEXT")]
+    pub text: Option<String>,
 
     /// Number of results (at most 10000, the store's MAX_SEARCH_LIMIT).
     #[arg(long, short = 'k', default_value_t = 10)]
@@ -119,6 +126,7 @@ impl SearchArgs {
     fn embedders(&self) -> Vec<Embedder> {
         match self.embedder {
             Some(e) => vec![e],
+            None if self.embedders.is_empty() && self.text.is_some() => Embedder::ALL.to_vec(),
             None => self.embedders.clone(),
         }
     }
@@ -150,6 +158,9 @@ impl SearchArgs {
 }
 
 pub async fn run(ctx: &Ctx, args: SearchArgs) -> anyhow::Result<()> {
+    if args.embedder.is_none() && args.embedders.is_empty() && args.text.is_none() {
+        bail!("give --embedder E or --embedders E1,E6,... (only --text searches all 13 by default)");
+    }
     let rows = if let Some(remote) = ctx.remote()? {
         search_remote(&remote, &args).await?
     } else {
@@ -238,7 +249,16 @@ async fn search(ctx: &Ctx, store: &RocksDbTeleologicalStore, args: &SearchArgs) 
             Err(StorageError::NotFound(_)) => bail!("--like {id}: no array with this id"),
             Err(err) => return Err(explain(err)),
         },
-        (None, None) => bail!("give --query FILE or --like ID"),
+        (None, None) => match &args.text {
+            Some(text) => {
+                let pipeline = std::sync::Arc::new(super::text::pipeline_of(&ctx.db, store)?);
+                let outputs = super::text::embed(&pipeline, vec![text.clone()], Utc::now()).await?;
+                for (e, out) in Embedder::all().zip(outputs.into_iter().next().into_iter().flatten()) {
+                    probe.set(e, out);
+                }
+            }
+            None => bail!("give --query FILE, --like ID or --text TEXT"),
+        },
     }
     for &e in &embedders {
         let out = probe.get(e);
@@ -284,6 +304,9 @@ fn filter_of(args: &SearchArgs) -> SearchFilter {
 /// `search --url`: the same query, checked against the server's schema, sent to a running
 /// server (`--ef` goes with the request).
 async fn search_remote(remote: &crate::remote::Remote, args: &SearchArgs) -> anyhow::Result<Vec<Row>> {
+    if args.text.is_some() {
+        bail!("--text needs the store's text pipeline, which runs where the store is: use --db, or the server's MCP endpoint (docs/MCP.md)");
+    }
     let embedders = args.embedders();
     let comparison = args.comparison()?;
     let (schema, max_tokens) = remote.schema().await?;
@@ -355,7 +378,7 @@ fn read_query(path: &Path, embedders: &[Embedder]) -> anyhow::Result<Vec<(Embedd
 }
 
 /// `KEY=VALUE` of `--field`.
-fn parse_field(s: &str) -> Result<(String, String), String> {
+pub(crate) fn parse_field(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not KEY=VALUE")),

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use context_graph_server::{default_key_file, router, serve, tls_acceptor, AppState, KeyRing, Limits};
+use context_graph_core::teleology::DEFAULT_MAX_TOKENS;
+use context_graph_embed::Pipeline;
+use context_graph_mcp::{http_service, Memory};
+use context_graph_server::{default_key_file, router_with, serve, tls_acceptor, AppState, KeyRing, Limits};
 use context_graph_storage::{Durability, StoreConfig};
 
 use super::Ctx;
@@ -18,7 +21,7 @@ use crate::open;
 `--listen 127.0.0.1:0` can be used to pick a free port. Logs go to stderr (TELEO_LOG=info shows \
 one line per request, with its request id). SIGTERM or SIGINT stops accepting, answers the \
 requests in flight, closes the store (index snapshots) and exits 0. See docs/SERVER.md for every \
-endpoint.")]
+endpoint, docs/MCP.md for the MCP endpoint at /mcp.")]
 pub struct ServeArgs {
     /// Address to listen on. Without API keys only a loopback address is accepted.
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "HOST:PORT")]
@@ -66,6 +69,16 @@ pub struct ServeArgs {
     /// new entry of it) [default: <db>/checkpoints].
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
+
+    /// Do not mount the MCP endpoint at /mcp (mounted by default when the store has a text
+    /// pipeline, see `init --text`).
+    #[arg(long)]
+    pub no_mcp: bool,
+
+    /// Mount the MCP endpoint read-only: the writing tools (remember, update, forget) are
+    /// neither listed nor callable.
+    #[arg(long, conflicts_with = "no_mcp")]
+    pub mcp_read_only: bool,
 
     /// On a stop signal, longest to wait for requests in flight, in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
@@ -149,8 +162,42 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     );
 
     let checkpoint_root = args.checkpoint_dir.clone().unwrap_or_else(|| ctx.db.join("checkpoints"));
+    let check_host = !keys.is_enforced();
     let state = AppState::new(store.clone(), args.max_batch, keys, limits.clone(), checkpoint_root);
-    serve(listener, router(state), tls, limits.header_read_timeout, drain, stop_signal()).await;
+    // The MCP endpoint, when the store takes text: behind the same keys and limits as /v1.
+    let sessions = context_graph_mcp::CancellationToken::new();
+    let mut extra = axum::Router::new();
+    if !args.no_mcp {
+        match Pipeline::for_store(&ctx.db, store.schema(), DEFAULT_MAX_TOKENS) {
+            Ok(Some(pipeline)) => {
+                let memory = Arc::new(Memory {
+                    store: store.clone(),
+                    pipeline: Arc::new(pipeline),
+                    read_only: args.mcp_read_only,
+                });
+                let service = http_service(memory, check_host, limits.max_body_bytes, sessions.clone());
+                extra = extra.nest_service("/mcp", service);
+                let mode = if args.mcp_read_only { ", read-only" } else { "" };
+                eprintln!("teleo serve: MCP (streamable HTTP{mode}) at /mcp");
+            }
+            Ok(None) => {
+                eprintln!("teleo serve: no MCP endpoint: the store has no text pipeline (init --text)")
+            }
+            Err(e) => bail!(
+                "the store's text pipeline does not load: {e}\nhint: fix {} or start with --no-mcp",
+                ctx.db.join(context_graph_embed::PIPELINE_FILE).display()
+            ),
+        }
+    }
+    let stop = {
+        let sessions = sessions.clone();
+        async move {
+            stop_signal().await;
+            // MCP event streams would otherwise hold their connections open for the drain.
+            sessions.cancel();
+        }
+    };
+    serve(listener, router_with(state, extra), tls, limits.header_read_timeout, drain, stop).await;
     eprintln!("teleo serve: stopping: closing the store");
     // The handlers' copies of the store are gone once every connection has closed; a
     // request that outlived the drain may still hold one for a moment.
@@ -172,7 +219,7 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// SIGTERM or SIGINT.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
