@@ -225,15 +225,12 @@ fn an_mcp_client_remembers_and_recalls_over_stdio() {
     assert!(run_ok(s.teleo().arg("count")).contains("26"));
 }
 
-#[test]
-fn an_mcp_client_over_http_is_bound_by_its_key() {
-    let s = TextStore::new();
-    let admin = s.key("admin", &[]);
-    let alice = s.key("write", &["alice"]);
-    let reader = s.key("read", &[]);
+/// `teleo serve` with a key; returns the child, its address and its stderr.
+fn start_server(s: &TextStore, extra: &[&str]) -> (Child, String, Arc<Mutex<String>>) {
     let mut child = s
         .teleo()
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -254,6 +251,62 @@ fn an_mcp_client_over_http_is_bound_by_its_key() {
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.trim().to_string();
     assert!(addr.starts_with("127.0.0.1:"), "{line:?} {}", stderr.lock().unwrap());
+    (child, addr, stderr)
+}
+
+#[test]
+fn an_mcp_tool_call_is_bound_by_the_servers_request_timeout() {
+    // An embeddings endpoint that answers after 4 s, for slot E4; the server cuts at 1 s.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        listener.set_nonblocking(true).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_secs(4));
+                        drop(stream);
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    });
+    let s = TextStore::new();
+    let path = s.db().join("pipeline.toml");
+    let pipeline = std::fs::read_to_string(&path).unwrap();
+    let start = pipeline.find("[slots.E4]").unwrap();
+    let end = start + pipeline[start..].find("\n\n").unwrap();
+    let slow = format!(
+        "[slots.E4]\nprovider = \"openai\"\nurl = \"http://{endpoint}/v1\"\nmodel = \"slow\"\ntimeout_secs = 10\nretries = 0"
+    );
+    std::fs::write(&path, format!("{}{slow}{}", &pipeline[..start], &pipeline[end..])).unwrap();
+    let key = s.key("admin", &[]);
+    let (mut child, addr, stderr) = start_server(&s, &["--request-timeout", "1"]);
+    let url = format!("http://{addr}/mcp");
+    let client = std::panic::catch_unwind(|| {
+        run_client(&[std::ffi::OsStr::new("timeout"), std::ffi::OsStr::new(&url), std::ffi::OsStr::new(&key)])
+    });
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = wait_bounded(&mut child, Duration::from_secs(45));
+    let log = stderr.lock().unwrap().clone();
+    if let Err(e) = client {
+        panic!("{e:?}\nserver log:\n{log}");
+    }
+    assert!(status.success(), "{status:?}\n{log}");
+    // Nothing was stored: the embedding had not finished when the call was cut.
+    assert!(run_ok(s.teleo().arg("count")).contains('0'));
+}
+
+#[test]
+fn an_mcp_client_over_http_is_bound_by_its_key() {
+    let s = TextStore::new();
+    let admin = s.key("admin", &[]);
+    let alice = s.key("write", &["alice"]);
+    let reader = s.key("read", &[]);
+    let (mut child, addr, stderr) = start_server(&s, &[]);
     let url = format!("http://{addr}/mcp");
     let client = std::panic::catch_unwind(|| {
         run_client(&[

@@ -171,10 +171,13 @@ impl Bert {
             .and_then(|h| h.to_vec3::<f32>())
             .map_err(|e| format!("the model failed: {e}"))?;
 
-        Ok(hidden
+        hidden
             .into_iter()
             .zip(lengths)
             .map(|(states, n)| {
+                if n == 0 {
+                    return Err("the tokenizer made no tokens of this text".to_string());
+                }
                 let states = &states[..n];
                 let mut pooled = match self.pooling {
                     Pooling::Cls => states[0].clone(),
@@ -198,9 +201,9 @@ impl Bert {
                         row
                     })
                     .collect();
-                BertOutput { pooled, tokens }
+                Ok(BertOutput { pooled, tokens })
             })
-            .collect())
+            .collect()
     }
 }
 

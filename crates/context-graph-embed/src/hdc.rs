@@ -6,7 +6,11 @@
 //! an n-gram's hypervector is the XOR of its words'. The text's code is the bitwise majority
 //! of all its n-grams of length 1..=`ngram` (ties broken by one fixed random vector), so two
 //! texts that share many words and phrases agree on many bits and the store's Hamming score
-//! ranks them close.
+//! ranks them close. Only the first [`MAX_WORDS`] words count: the code's cost grows with
+//! words × bits, and a long text's first few thousand words are what its code can hold.
+
+/// The most words of one text the code bundles.
+pub const MAX_WORDS: usize = 2_048;
 
 /// The encoder's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +37,8 @@ impl Hdc {
 
     /// The packed code of `text`: `ceil(bits / 8)` bytes, least significant bit first.
     pub fn encode(&self, text: &str) -> Vec<u8> {
-        let words = words(text);
+        let mut words = words(text);
+        words.truncate(MAX_WORDS);
         let n_words = self.bits.div_ceil(64);
         let mut counts = vec![0u32; self.bits];
         let mut grams = 0u32;
@@ -89,15 +94,24 @@ impl Hdc {
     }
 }
 
+/// Count the set bits of `v` (visiting only those).
 fn add(counts: &mut [u32], v: &[u64]) {
-    for (bit, c) in counts.iter_mut().enumerate() {
-        *c += ((v[bit / 64] >> (bit % 64)) & 1) as u32;
+    for (i, &word) in v.iter().enumerate() {
+        let mut w = word;
+        while w != 0 {
+            counts[i * 64 + w.trailing_zeros() as usize] += 1;
+            w &= w - 1;
+        }
     }
 }
 
 /// The lowercased runs of letters and digits of `text`.
 fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(MAX_WORDS)
+        .map(str::to_lowercase)
+        .collect()
 }
 
 #[cfg(test)]
@@ -122,6 +136,15 @@ mod tests {
         assert!(near > 0.7, "near {near}");
         assert!((far - 0.5).abs() < 0.05, "far {far}");
         assert_ne!(hdc.encode("x"), Hdc::new(10_000, 2, 8).unwrap().encode("x"), "the seed matters");
+    }
+
+    #[test]
+    fn only_the_first_words_count() {
+        let hdc = Hdc::new(10_000, 2, 0).unwrap();
+        let first: Vec<String> = (0..MAX_WORDS).map(|i| format!("w{i}")).collect();
+        let long = format!("{} {}", first.join(" "), "tail ".repeat(200_000));
+        assert!(long.len() > 1_000_000);
+        assert_eq!(hdc.encode(&long), hdc.encode(&first.join(" ")));
     }
 
     #[test]

@@ -324,7 +324,7 @@ impl Pipeline {
                         {
                             if bert.max_tokens() > max_tokens {
                                 return Err(setup(format!(
-                                    "the model reads up to {} tokens, the store keeps at most {max_tokens} per array: set max_tokens",
+                                    "the model reads up to {} tokens, the store keeps at most {max_tokens} per array: set max_tokens in this slot's table",
                                     bert.max_tokens()
                                 )));
                             }

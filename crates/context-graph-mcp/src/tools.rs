@@ -43,8 +43,10 @@ pub const WRITING_TOOLS: [&str; 3] = ["remember", "update", "forget"];
 
 /// Most memories one `recall` or `list` returns.
 pub const MAX_K: usize = 100;
-/// Longest text `remember`, `update` and `recall` take, in bytes.
+/// Longest text `remember` and `update` take, in bytes.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
+/// Longest query `recall` takes, in bytes: a read key should not buy seconds of CPU.
+pub const MAX_QUERY_BYTES: usize = 16 << 10;
 
 /// What the tools share: the store, its text pipeline and the mode.
 pub struct Memory {
@@ -57,8 +59,9 @@ pub struct Memory {
 #[derive(Clone)]
 pub struct MemoryTools {
     memory: Arc<Memory>,
-    /// Who calls when the request did not come over HTTP (stdio): the local user.
-    local_caller: Caller,
+    /// Who calls when a request carries no HTTP parts: the local user over stdio; `None`
+    /// for the HTTP service, which then refuses the request.
+    local_caller: Option<Caller>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -205,12 +208,15 @@ impl MemoryTools {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let caller = self.caller(&ctx, Role::Write)?;
-        check_text("text", &p.text)?;
+        check_text("text", &p.text, MAX_TEXT_BYTES)?;
         let namespace = match (p.namespace, &caller.namespaces) {
             (Some(ns), _) => Some(ns),
             // A key confined to one namespace writes there unless it says otherwise.
             (None, Some(allowed)) if allowed.len() == 1 => Some(allowed[0].clone()),
-            (None, _) => None,
+            (None, Some(allowed)) => {
+                return Err(fail(format!("give a namespace: this key may write to {}", allowed.join(", "))))
+            }
+            (None, None) => None,
         };
         let metadata = ArrayMetadata {
             namespace,
@@ -219,7 +225,7 @@ impl MemoryTools {
             custom: custom_fields(p.metadata)?,
         };
         let created_at = Utc::now();
-        let embeddings = self.embed_one(p.text.clone(), created_at).await?;
+        let embeddings = self.embed_one(p.text.clone(), created_at, &caller).await?;
         let mut array = TeleologicalArray::with_embeddings(Uuid::now_v7(), embeddings);
         array.created_at = created_at;
         array.content = Some(p.text);
@@ -248,7 +254,7 @@ impl MemoryTools {
         ctx: RequestContext<RoleServer>,
     ) -> ToolResult {
         let caller = self.caller(&ctx, Role::Read)?;
-        check_text("query", &p.query)?;
+        check_text("query", &p.query, MAX_QUERY_BYTES)?;
         let k = p.k.unwrap_or(5);
         if !(1..=MAX_K).contains(&k) {
             return Err(fail(format!("k must be in 1..={MAX_K}, got {k}")));
@@ -267,7 +273,11 @@ impl MemoryTools {
                 out
             }
         };
-        let comparison = match (embedders.as_slice(), p.fusion.as_deref().unwrap_or("rrf")) {
+        let fusion = p.fusion.as_deref().unwrap_or("rrf");
+        if !matches!(fusion, "rrf" | "weighted") {
+            return Err(fail(format!("fusion must be \"rrf\" or \"weighted\", got {fusion:?}")));
+        }
+        let comparison = match (embedders.as_slice(), fusion) {
             ([one], _) => ComparisonType::SingleEmbedder(*one),
             (many, "rrf") if many.len() == Embedder::COUNT => ComparisonType::rrf(),
             (many, "rrf") => ComparisonType::Rrf { k: DEFAULT_RRF_K, weights: Some(uniform(many)?) },
@@ -285,15 +295,19 @@ impl MemoryTools {
             custom: custom_fields(p.metadata)?,
             ..Default::default()
         };
-        let embeddings = self.embed_one(p.query, Utc::now()).await?;
+        if !in_scope(&caller, filter.namespace.as_deref()) {
+            return Ok(CallToolResult::structured(json!({ "memories": [] })));
+        }
+        let embeddings = self.embed_one(p.query, Utc::now(), &caller).await?;
         let query = TeleologicalArray::with_embeddings(Uuid::nil(), embeddings);
         let hits =
             self.memory.store.search(&query, &comparison, Some(&filter), k).await.map_err(storage_error)?;
         let ids: Vec<Uuid> = hits.iter().map(|h| h.id).collect();
-        let heads = self.memory.store.retrieve_projected(&ids, &[]).await.map_err(storage_error)?;
+        let heads = self.heads(&ids).await?;
         let memories: Vec<Value> = hits
             .iter()
             .zip(&heads)
+            .filter_map(|(hit, head)| Some((hit, head.as_ref()?)))
             .map(|(hit, head)| {
                 let mut m = memory_json(head);
                 let scores: BTreeMap<&str, f32> = Embedder::all()
@@ -349,16 +363,16 @@ impl MemoryTools {
             update.metadata = Some(Some(metadata));
         }
         if let Some(text) = p.text {
-            check_text("text", &text)?;
-            let embeddings = self.embed_one(text.clone(), head.created_at).await?;
+            check_text("text", &text, MAX_TEXT_BYTES)?;
+            let embeddings = self.embed_one(text.clone(), head.created_at, &caller).await?;
             update.slots = Embedder::all().zip(embeddings).collect();
             update.content = Some(Some(text));
         }
-        self.memory
-            .store
-            .write(&[WriteOp::Update(id, update)], caller.namespaces.as_deref())
-            .await
-            .map_err(storage_error)?;
+        match self.memory.store.write(&[WriteOp::Update(id, update)], caller.namespaces.as_deref()).await {
+            Ok(()) => {}
+            Err(StorageError::NotFound(_)) => return Err(no_memory(id)),
+            Err(e) => return Err(storage_error(e)),
+        }
         let head = self.visible_head(&caller, id).await?;
         Ok(CallToolResult::structured(memory_json(&head)))
     }
@@ -382,11 +396,11 @@ impl MemoryTools {
                 return Err(fail("give either an id or a filter, not both"));
             }
             let id = parse_id(id)?;
-            self.memory
-                .store
-                .write(&[WriteOp::Delete(id)], caller.namespaces.as_deref())
-                .await
-                .map_err(storage_error)?;
+            match self.memory.store.write(&[WriteOp::Delete(id)], caller.namespaces.as_deref()).await {
+                Ok(()) => {}
+                Err(StorageError::NotFound(_)) => return Err(no_memory(id)),
+                Err(e) => return Err(storage_error(e)),
+            }
             return Ok(CallToolResult::structured(json!({ "forgotten": 1, "id": id.to_string() })));
         }
         if !has_filter {
@@ -402,6 +416,14 @@ impl MemoryTools {
             custom: custom_fields(p.metadata)?,
             ..Default::default()
         };
+        if !in_scope(&caller, filter.namespace.as_deref()) {
+            if !p.confirm {
+                return Err(fail(
+                    "0 memories match; nothing was forgotten: call forget again with confirm: true to forget them",
+                ));
+            }
+            return Ok(CallToolResult::structured(json!({ "forgotten": 0 })));
+        }
         if !p.confirm {
             let n = self.memory.store.count_matching(&filter).await.map_err(storage_error)?;
             return Err(fail(format!(
@@ -434,13 +456,17 @@ impl MemoryTools {
             tags: p.tags,
             ..Default::default()
         };
+        if !in_scope(&caller, filter.namespace.as_deref()) {
+            return Ok(CallToolResult::structured(json!({ "memories": [] })));
+        }
         let page = self.memory.store.scroll(Some(&filter), after, limit).await.map_err(storage_error)?;
-        let heads = self.memory.store.retrieve_projected(&page.ids, &[]).await.map_err(storage_error)?;
-        let memories: Vec<Value> = heads.iter().map(memory_json).collect();
-        Ok(CallToolResult::structured(json!({
-            "memories": memories,
-            "next": page.next_after.map(|id| id.to_string()),
-        })))
+        let heads = self.heads(&page.ids).await?;
+        let memories: Vec<Value> = heads.iter().flatten().map(memory_json).collect();
+        let mut answer = json!({ "memories": memories });
+        if let Some(next) = page.next_after {
+            answer["next"] = json!(next.to_string());
+        }
+        Ok(CallToolResult::structured(answer))
     }
 
     #[tool(
@@ -473,7 +499,8 @@ impl MemoryTools {
                     "slot": s.slot.name(),
                     "shape": self.memory.pipeline.schema().get(s.slot).to_string(),
                     "provider": s.provider,
-                    "source": s.source,
+                    // Model paths and endpoints are the operator's business.
+                    "source": (caller.role == Role::Admin && caller.namespaces.is_none()).then_some(&s.source),
                     "note": s.note,
                 })
             })
@@ -500,9 +527,10 @@ impl ServerHandler for MemoryTools {
 }
 
 impl MemoryTools {
-    /// The tools of `memory`; `local_caller` is who calls over stdio. In read-only mode the
+    /// The tools of `memory`; `local_caller` is who calls over stdio (`None` over HTTP, where
+    /// every request must carry the caller the server recognised). In read-only mode the
     /// writing tools are not listed and cannot be called.
-    pub fn new(memory: Arc<Memory>, local_caller: Caller) -> Self {
+    pub fn new(memory: Arc<Memory>, local_caller: Option<Caller>) -> Self {
         let mut tool_router = Self::tool_router();
         if memory.read_only {
             for name in WRITING_TOOLS {
@@ -522,7 +550,9 @@ impl MemoryTools {
                 .get::<Caller>()
                 .cloned()
                 .ok_or_else(|| fail("this request carries no recognised API key"))?,
-            None => self.local_caller.clone(),
+            None => {
+                self.local_caller.clone().ok_or_else(|| fail("this request carries no recognised API key"))?
+            }
         };
         if caller.role < needed {
             return Err(fail(format!("this key's role is {:?}; this tool needs {:?}", caller.role, needed)));
@@ -533,7 +563,7 @@ impl MemoryTools {
     /// The head of `id` (metadata and content, no vectors), if this caller may see it; an id
     /// outside the caller's namespaces is "not found", as an id that does not exist.
     async fn visible_head(&self, caller: &Caller, id: Uuid) -> Result<TeleologicalArray, CallToolResult> {
-        let not_found = || fail(format!("no memory with id {id}"));
+        let not_found = || no_memory(id);
         let head = match self.memory.store.retrieve_projected(&[id], &[]).await {
             Ok(mut v) => v.pop().ok_or_else(not_found)?,
             Err(StorageError::NotFound(_)) => return Err(not_found()),
@@ -547,11 +577,34 @@ impl MemoryTools {
         Ok(head)
     }
 
-    /// Embed one text on a blocking thread (the model holds the CPU for milliseconds).
+    /// The heads of `ids`, in order; `None` for an id deleted since it was found (a search
+    /// or a page racing with a forget).
+    async fn heads(&self, ids: &[Uuid]) -> Result<Vec<Option<TeleologicalArray>>, CallToolResult> {
+        match self.memory.store.retrieve_projected(ids, &[]).await {
+            Ok(heads) => Ok(heads.into_iter().map(Some).collect()),
+            Err(StorageError::NotFound(_)) => {
+                let mut out = Vec::with_capacity(ids.len());
+                for &id in ids {
+                    match self.memory.store.retrieve_projected(&[id], &[]).await {
+                        Ok(mut one) => out.push(one.pop()),
+                        Err(StorageError::NotFound(_)) => out.push(None),
+                        Err(e) => return Err(storage_error(e)),
+                    }
+                }
+                Ok(out)
+            }
+            Err(e) => Err(storage_error(e)),
+        }
+    }
+
+    /// Embed one text on a blocking thread (the model holds the CPU for milliseconds). A
+    /// provider's failure reaches a caller with a key without the operator's details
+    /// (endpoint URLs, upstream bodies), which go to the log.
     async fn embed_one(
         &self,
         text: String,
         at: DateTime<Utc>,
+        caller: &Caller,
     ) -> Result<[context_graph_core::teleology::EmbedderOutput; Embedder::COUNT], CallToolResult> {
         let pipeline = self.memory.pipeline.clone();
         match tokio::task::spawn_blocking(move || {
@@ -560,20 +613,43 @@ impl MemoryTools {
         .await
         {
             Ok(Ok(mut v)) => v.pop().ok_or_else(|| fail("the pipeline returned nothing")),
+            Ok(Err(e)) if caller.key_id.is_some() && !matches!(e, EmbedError::Input { .. }) => {
+                tracing::warn!("embedding for key {:?} failed: {e}", caller.key_id);
+                Err(match e.slot() {
+                    Some(slot) => fail(format!(
+                        "the text could not be embedded: the provider of {} failed (the server's log has the details)",
+                        slot.name()
+                    )),
+                    None => fail("the text could not be embedded (the server's log has the details)"),
+                })
+            }
             Ok(Err(e)) => Err(embed_error(e)),
             Err(e) => Err(fail(format!("the embedding task failed: {e}"))),
         }
     }
 }
 
-fn check_text(field: &str, text: &str) -> Result<(), CallToolResult> {
+fn check_text(field: &str, text: &str, limit: usize) -> Result<(), CallToolResult> {
     if text.trim().is_empty() {
         return Err(fail(format!("{field} is empty")));
     }
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(fail(format!("{field} is {} bytes; the limit is {MAX_TEXT_BYTES}", text.len())));
+    if text.len() > limit {
+        return Err(fail(format!("{field} is {} bytes; the limit is {limit}", text.len())));
     }
     Ok(())
+}
+
+/// The answer for an id the caller cannot see: the same whether it is absent or foreign.
+fn no_memory(id: Uuid) -> CallToolResult {
+    fail(format!("no memory with id {id}"))
+}
+
+/// Whether a namespace a call names is one the caller may see (no name: yes).
+fn in_scope(caller: &Caller, namespace: Option<&str>) -> bool {
+    match (namespace, &caller.namespaces) {
+        (Some(ns), Some(allowed)) => allowed.iter().any(|a| a == ns),
+        _ => true,
+    }
 }
 
 fn parse_id(id: &str) -> Result<Uuid, CallToolResult> {

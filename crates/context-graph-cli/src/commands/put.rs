@@ -58,6 +58,9 @@ pub struct PutArgs {
 
 pub async fn run(ctx: &Ctx, args: PutArgs) -> anyhow::Result<()> {
     if !args.text.is_empty() || args.texts.is_some() {
+        if args.file.as_os_str() != "-" {
+            anyhow::bail!("give --text/--texts or an NDJSON file, not both");
+        }
         let metadata = ArrayMetadata {
             namespace: args.namespace,
             memory_type: args.memory_type,

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use context_graph_core::teleology::DEFAULT_MAX_TOKENS;
 use context_graph_embed::Pipeline;
 use context_graph_mcp::{http_service, Memory};
 use context_graph_server::{default_key_file, router_with, serve, tls_acceptor, AppState, KeyRing, Limits};
@@ -27,8 +26,8 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "HOST:PORT")]
     pub listen: SocketAddr,
 
-    /// API key file (created by `teleo keys create`). When it exists, every /v1 request
-    /// needs `Authorization: Bearer <key>`; it is re-read when it changes.
+    /// API key file (created by `teleo keys create`). When it exists, every /v1 and /mcp
+    /// request needs `Authorization: Bearer <key>`; it is re-read when it changes.
     #[arg(long, value_name = "FILE", help = "API key file [default: <db>/keys.json]")]
     pub keys: Option<PathBuf>,
 
@@ -168,7 +167,7 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     let sessions = context_graph_mcp::CancellationToken::new();
     let mut extra = axum::Router::new();
     if !args.no_mcp {
-        match Pipeline::for_store(&ctx.db, store.schema(), DEFAULT_MAX_TOKENS) {
+        match Pipeline::for_store(&ctx.db, store.schema(), store.max_tokens()) {
             Ok(Some(pipeline)) => {
                 let memory = Arc::new(Memory {
                     store: store.clone(),
@@ -193,7 +192,7 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         let sessions = sessions.clone();
         async move {
             stop_signal().await;
-            // MCP event streams would otherwise hold their connections open for the drain.
+            // The MCP service refuses new calls; an event stream a client holds is ended.
             sessions.cancel();
         }
     };

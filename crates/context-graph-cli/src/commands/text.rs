@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use chrono::{DateTime, Utc};
-use context_graph_core::teleology::{
-    ArrayMetadata, Embedder, EmbedderOutput, TeleologicalArray, DEFAULT_MAX_TOKENS,
-};
+use context_graph_core::teleology::{ArrayMetadata, Embedder, EmbedderOutput, TeleologicalArray};
 use context_graph_embed::{Pipeline, TextInput, PIPELINE_FILE};
 use context_graph_storage::{RocksDbTeleologicalStore, TeleologicalArrayStore};
 use uuid::Uuid;
@@ -20,7 +18,7 @@ use crate::{open, progress};
 
 /// The text pipeline of the store at `db`, checked against its schema.
 pub fn pipeline_of(db: &Path, store: &RocksDbTeleologicalStore) -> anyhow::Result<Pipeline> {
-    match Pipeline::for_store(db, store.schema(), DEFAULT_MAX_TOKENS) {
+    match Pipeline::for_store(db, store.schema(), store.max_tokens()) {
         Ok(Some(p)) => Ok(p),
         Ok(None) => bail!(
             "the store at {} has no text pipeline ({} is missing)\nhint: create a store that takes text with `teleo --db PATH init --text --model DIR`",
@@ -84,12 +82,15 @@ async fn put_with(
     let mut embedding = std::time::Duration::ZERO;
     let pb = progress::bar(Some(texts.len() as u64), "embedding and storing");
     let mut stored = 0usize;
-    let mut ids = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(put.batch) {
         let at = Utc::now();
         let t0 = std::time::Instant::now();
         let outputs = embed(&pipeline, chunk.to_vec(), at).await.with_context(|| {
-            format!("texts {}..{} (none of them stored)", stored + 1, stored + chunk.len())
+            format!(
+                "texts {}..{}: nothing of this batch was stored (the {stored} before it were; their ids are above)",
+                stored + 1,
+                stored + chunk.len()
+            )
         })?;
         embedding += t0.elapsed();
         let batch: Vec<TeleologicalArray> = chunk
@@ -109,7 +110,17 @@ async fn put_with(
             .map_err(|e| open::explain(e, &ctx.db))
             .with_context(|| format!("after {} stored", arrays(stored)))?;
         stored += batch.len();
-        ids.extend(batch.iter().map(|a| a.id));
+        // Each batch's ids as soon as it is committed: a later failure leaves them known.
+        pb.suspend(|| -> anyhow::Result<()> {
+            for a in &batch {
+                if ctx.json {
+                    json_line(&serde_json::json!({"id": a.id}))?;
+                } else {
+                    say!("{}", a.id);
+                }
+            }
+            Ok(())
+        })?;
         pb.inc(batch.len() as u64);
     }
     pb.finish_and_clear();
@@ -117,17 +128,11 @@ async fn put_with(
     let elapsed = started.elapsed();
     let rate = stored as f64 / embedding.as_secs_f64().max(1e-9);
     if ctx.json {
-        for id in &ids {
-            json_line(&serde_json::json!({"id": id}))?;
-        }
         json_line(&serde_json::json!({
             "stored": stored, "count": total, "seconds": elapsed.as_secs_f64(),
             "embedding_seconds": embedding.as_secs_f64(), "texts_per_second_embedded": rate,
         }))?;
     } else {
-        for id in &ids {
-            say!("{id}");
-        }
         eprintln!(
             "stored {} in {} ({:.1} texts/s embedded); the store holds {total}",
             arrays(stored),

@@ -5,6 +5,7 @@ tests/mcp.rs:
 
     mcp_client.py stdio TELEO DB [--read-only]
     mcp_client.py http URL ADMIN_KEY ALICE_KEY READ_KEY
+    mcp_client.py timeout URL KEY     (the server's request timeout is 1 s, its embedder slow)
 
 Prints one JSON line of latencies (milliseconds) and "all checks passed"; any failed check
 raises, and the exit code is not 0.
@@ -181,6 +182,8 @@ async def scenario(session, read_only=False):
     await expect_error(session, "recall", "unknown embedder", query="x", embedders=["E99"])
     await expect_error(session, "remember", "metadata field", text="x", metadata={"deep": {"a": 1}})
     await expect_error(session, "forget", "give an id, or a filter", confirm=True)
+    await expect_error(session, "recall", "the limit is 16384", query="word " * 4000)
+    await expect_error(session, "recall", "fusion must be", query="x", fusion="borda", embedders=["E1"])
     bad = await session.call_tool("remember", {"text": "x", "colour": "red"})
     check(bad.is_error, "an unknown argument is refused")
     stats = data(await call(session, "stats"))
@@ -232,6 +235,9 @@ async def confined(url, alice_key, read_key, admin_key):
                       "forget by filter stays in the key's namespaces")
                 stats = data(await call(alice, "stats"))
                 check(stats["namespaces"] == ["alice"], stats)
+                check(all(s["source"] is None for s in stats["slots"]), "model paths are not shown to a confined key")
+                got = data(await call(alice, "list", namespace="bob"))
+                check(got["memories"] == [] and "next" not in got, got)
     async with create_mcp_http_client(headers={"Authorization": f"Bearer {read_key}"}) as client:
         async with streamable_http_client(url, http_client=client) as (r, w):
             async with ClientSession(r, w) as reader:
@@ -261,6 +267,23 @@ async def main():
         async with stdio_client(params) as (r, w):
             async with ClientSession(r, w) as session:
                 figures = await scenario(session, read_only)
+    elif mode == "timeout":
+        url, key = sys.argv[2:4]
+        async with create_mcp_http_client(headers={"Authorization": f"Bearer {key}"}) as client:
+            async with streamable_http_client(url, http_client=client) as (r, w):
+                async with ClientSession(r, w) as session:
+                    await session.initialize()
+                    started = time.perf_counter()
+                    try:
+                        result = await call(session, "remember", text="slow", namespace="x")
+                        failed = result.is_error
+                        why = text(result)
+                    except Exception as e:  # the SDK raises on an HTTP 503
+                        failed, why = True, repr(e)
+                    elapsed = time.perf_counter() - started
+                    check(failed, "a call over the request timeout fails")
+                    check(elapsed < 2.5, f"the call was cut at the server's 1 s timeout, not after {elapsed:.2f} s: {why}")
+                    figures = {"timed_out_after_s": round(elapsed, 2), "why": why[:200]}
     else:
         url, admin_key, alice_key, read_key = sys.argv[2:6]
         async with create_mcp_http_client(headers={"Authorization": f"Bearer {admin_key}"}) as client:
