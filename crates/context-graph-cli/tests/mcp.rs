@@ -297,7 +297,73 @@ fn an_mcp_tool_call_is_bound_by_the_servers_request_timeout() {
     }
     assert!(status.success(), "{status:?}\n{log}");
     // Nothing was stored: the embedding had not finished when the call was cut.
-    assert!(run_ok(s.teleo().arg("count")).contains('0'));
+    assert_eq!(run_ok(s.teleo().args(["--json", "count"])).trim(), r#"{"count":0}"#);
+    // The CLI meets the same endpoint failing: the slot and the endpoint named, nothing stored.
+    let out = s.teleo().args(["put", "--text", "a", "--text", "b"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("E4_Entity (openai)") && err.contains(&format!("http://{endpoint}/v1/embeddings")),
+        "{err}"
+    );
+    assert!(err.contains("nothing of this batch was stored"), "{err}");
+    assert_eq!(run_ok(s.teleo().args(["--json", "count"])).trim(), r#"{"count":0}"#);
+}
+
+/// The schema `init --text` makes over all-MiniLM-L6-v2, written out.
+const MINILM_SCHEMA: &str = r#"{"slots": [
+  {"Dense": 384}, {"Dense": 64}, {"Dense": 64}, {"Dense": 384}, {"Dense": 384},
+  {"Sparse": {"vocab_size": 30522}}, {"Dense": 384}, {"Dense": 384}, {"Binary": {"bits": 10000}},
+  {"Dense": 384}, {"Dense": 384}, {"TokenLevel": {"per_token": 384}}, {"Sparse": {"vocab_size": 30522}}
+]}"#;
+
+#[test]
+fn init_with_a_schema_and_a_pipeline_file_checks_one_against_the_other() {
+    let made = TextStore::new();
+    let pipeline = std::fs::read_to_string(made.db().join("pipeline.toml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (schema, file) = (dir.path().join("schema.json"), dir.path().join("p.toml"));
+    std::fs::write(&schema, MINILM_SCHEMA).unwrap();
+    let init = |db: &Path, schema_text: &str, pipeline_text: &str| {
+        std::fs::write(&schema, schema_text).unwrap();
+        std::fs::write(&file, pipeline_text).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_teleo"))
+            .arg("--db")
+            .arg(db)
+            .arg("init")
+            .arg("--schema")
+            .arg(&schema)
+            .arg("--pipeline")
+            .arg(&file)
+            .output()
+            .unwrap()
+    };
+    // A slot of another size than the model's vectors: refused, naming it; nothing created.
+    let db = dir.path().join("a");
+    let out = init(&db, &MINILM_SCHEMA.replacen("{\"Dense\": 384}", "{\"Dense\": 100}", 1), &pipeline);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("E1_Semantic (bert)") && err.contains("dense(100)"),
+        "{err}"
+    );
+    assert!(!db.exists());
+    // A relative model path: refused (the file is copied into the store).
+    let model = model_dir();
+    let relative = pipeline.replace(&format!("\"{}\"", model.display()), "\"model\"");
+    assert_ne!(relative, pipeline);
+    let out = init(&db, MINILM_SCHEMA, &relative);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use absolute paths"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!db.exists());
+    // Both right: the store takes text.
+    let out = init(&db, MINILM_SCHEMA, &pipeline);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut teleo = Command::new(env!("CARGO_BIN_EXE_teleo"));
+    run_ok(teleo.arg("--db").arg(&db).args(["put", "--text", "hello there"]));
+    assert_eq!(std::fs::read_to_string(db.join("pipeline.toml")).unwrap(), pipeline);
 }
 
 #[test]
