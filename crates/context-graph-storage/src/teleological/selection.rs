@@ -146,6 +146,15 @@ impl StoreCore {
                 None => break,
             }
         }
+        // The commits are scoped to the namespaces the filter names, under the writer lock:
+        // an array moved out of them after it was selected is not deleted (it is NotFound to
+        // the scoped commit, and dropped like an array someone else deleted). The filter's
+        // other conditions are checked at selection only (the whole is not one commit).
+        let scope: Option<Vec<String>> = match (&filter.namespace, &filter.namespaces) {
+            (Some(ns), _) => Some(vec![ns.clone()]),
+            (None, Some(allowed)) => Some(allowed.clone()),
+            (None, None) => None,
+        };
         let mut deleted = 0;
         for chunk in matching.chunks(self.config.max_batch.max(1)) {
             let mut chunk = chunk.to_vec();
@@ -153,7 +162,7 @@ impl StoreCore {
             // then tried again: at most once per id of the chunk.
             loop {
                 let mutations: Vec<Mutation<'_>> = chunk.iter().map(|&id| Mutation::Delete(id)).collect();
-                match self.commit(&mutations) {
+                match self.commit_scoped(&mutations, scope.as_deref()) {
                     Ok(()) => break,
                     Err(StorageError::NotFound(gone)) => chunk.retain(|&id| id != gone),
                     Err(e) => {
