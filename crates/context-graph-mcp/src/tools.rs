@@ -26,8 +26,8 @@ use context_graph_core::teleology::{
 use context_graph_embed::{EmbedError, Pipeline, TextInput};
 use context_graph_server::{Caller, Role};
 use context_graph_storage::{
-    ArrayUpdate, IndexedTeleologicalStore, RocksDbTeleologicalStore, SearchFilter, StorageError,
-    TeleologicalArrayStore, WriteOp,
+    ArrayUpdate, IndexedTeleologicalStore, MetadataFields, RocksDbTeleologicalStore, SearchFilter,
+    StorageError, TeleologicalArrayStore, WriteOp,
 };
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -350,17 +350,13 @@ impl MemoryTools {
         let head = self.visible_head(&caller, id).await?;
         let mut update = ArrayUpdate::default();
         if p.memory_type.is_some() || p.tags.is_some() || p.metadata.is_some() {
-            let mut metadata = head.metadata.clone().unwrap_or_default();
-            if let Some(t) = p.memory_type {
-                metadata.memory_type = Some(t);
-            }
-            if let Some(tags) = p.tags {
-                metadata.tags = tags;
-            }
-            if p.metadata.is_some() {
-                metadata.custom = custom_fields(p.metadata)?;
-            }
-            update.metadata = Some(Some(metadata));
+            // Applied to the metadata as stored when the commit runs: a concurrent update of
+            // another field is kept.
+            update.fields = Some(MetadataFields {
+                memory_type: p.memory_type.map(Some),
+                tags: p.tags,
+                custom: p.metadata.is_some().then(|| custom_fields(p.metadata)).transpose()?,
+            });
         }
         if let Some(text) = p.text {
             check_text("text", &text, MAX_TEXT_BYTES)?;

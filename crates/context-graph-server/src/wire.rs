@@ -265,6 +265,7 @@ impl Patch {
         let outputs = slots_to_core(&self.embeddings)?;
         Ok(ArrayUpdate {
             metadata: self.metadata.clone().map(|m| m.map(ArrayMetadata::from)),
+            fields: None,
             content: self.content.clone(),
             slots: Embedder::all()
                 .zip(outputs)

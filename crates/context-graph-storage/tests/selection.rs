@@ -11,8 +11,8 @@ use context_graph_core::teleology::{
     ArrayMetadata, ComparisonType, Embedder, EmbedderOutput, TeleologicalArray,
 };
 use context_graph_storage::{
-    ArrayUpdate, IndexedTeleologicalStore, RocksDbTeleologicalStore, SearchFilter, StorageError, StoreConfig,
-    TeleologicalArrayStore, WriteOp, MAX_SCROLL_PAGE,
+    ArrayUpdate, IndexedTeleologicalStore, MetadataFields, RocksDbTeleologicalStore, SearchFilter,
+    StorageError, StoreConfig, TeleologicalArrayStore, WriteOp, MAX_SCROLL_PAGE,
 };
 use uuid::Uuid;
 use workload::array;
@@ -204,6 +204,31 @@ async fn an_update_changes_only_what_it_names_atomically_with_its_index_and_surv
         let moved = SearchFilter { namespace: Some("moved".into()), ..Default::default() };
         let hits = store.search(&target, &ComparisonType::rrf(), Some(&moved), 5).await.unwrap();
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), vec![target.id]);
+
+        // Single fields, each applied to the metadata as stored: both land.
+        let tags = ArrayUpdate {
+            fields: Some(MetadataFields { tags: Some(vec!["a".into(), "b".into()]), ..Default::default() }),
+            ..Default::default()
+        };
+        let kind = ArrayUpdate {
+            fields: Some(MetadataFields { memory_type: Some(Some("fact".into())), ..Default::default() }),
+            ..Default::default()
+        };
+        store.write(&[WriteOp::Update(target.id, tags)], None).await.unwrap();
+        store.update(target.id, &kind).await.unwrap();
+        let got = store.retrieve(target.id).await.unwrap().metadata.unwrap();
+        assert_eq!((got.tags, got.memory_type.as_deref()), (vec!["a".into(), "b".into()], Some("fact")));
+        assert_eq!(got.namespace.as_deref(), Some("moved"), "fields left out stay");
+        let tagged = SearchFilter { tags: vec!["b".into()], ..Default::default() };
+        assert_eq!(store.count_matching(&tagged).await.unwrap(), 1, "the tag filter sees the new tags");
+        let both = ArrayUpdate {
+            metadata: Some(None),
+            fields: Some(MetadataFields { tags: Some(vec![]), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(matches!(store.update(target.id, &both).await, Err(StorageError::Validation { .. })));
+        let restore = ArrayUpdate { metadata: Some(Some(meta.clone())), ..Default::default() };
+        store.update(target.id, &restore).await.unwrap();
 
         // One slot: the semantic index now finds the array by its new vector.
         let update =

@@ -40,7 +40,7 @@ pub use store::{
     DamageReport, EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
     TeleologicalArrayStore, WriteOutcome,
 };
-pub use write_path::{ArrayUpdate, WriteOp};
+pub use write_path::{ArrayUpdate, MetadataFields, WriteOp};
 
 /// Decoder `which` (mod 7: six snapshot decoders, then the change log) applied to `bytes`,
 /// for the fuzzer in `fuzz/`; whether the bytes were accepted.

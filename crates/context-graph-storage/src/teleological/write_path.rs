@@ -1,6 +1,6 @@
 //! The write path: the one place where a commit happens.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use context_graph_core::encoding::{
@@ -70,16 +70,41 @@ impl Mutation<'_> {
 pub struct ArrayUpdate {
     /// New metadata (`Some(None)` removes it).
     pub metadata: Option<Option<ArrayMetadata>>,
+    /// Or new values of some metadata fields, the others kept as stored when the commit runs
+    /// (not with `metadata`).
+    pub fields: Option<MetadataFields>,
     /// New content (`Some(None)` removes it).
     pub content: Option<Option<String>>,
     /// New outputs of these slots, each slot at most once; only their indices change.
     pub slots: Vec<(Embedder, EmbedderOutput)>,
 }
 
+/// New values of single metadata fields. They are applied to the metadata as stored when the
+/// commit runs, under the writer lock: two updates of different fields of one array both land,
+/// where a read, a merge and a write of the whole metadata could lose one of them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataFields {
+    /// A new memory type (`Some(None)` removes it).
+    pub memory_type: Option<Option<String>>,
+    /// New tags, replacing the stored ones.
+    pub tags: Option<Vec<String>>,
+    /// New custom fields, replacing the stored ones.
+    pub custom: Option<BTreeMap<String, String>>,
+}
+
+impl MetadataFields {
+    fn is_empty(&self) -> bool {
+        self.memory_type.is_none() && self.tags.is_none() && self.custom.is_none()
+    }
+}
+
 impl ArrayUpdate {
     /// Whether the update changes nothing.
     pub fn is_empty(&self) -> bool {
-        self.metadata.is_none() && self.content.is_none() && self.slots.is_empty()
+        self.metadata.is_none()
+            && self.fields.as_ref().is_none_or(MetadataFields::is_empty)
+            && self.content.is_none()
+            && self.slots.is_empty()
     }
 
     fn touches(&self, e: Embedder) -> bool {
@@ -90,6 +115,18 @@ impl ArrayUpdate {
     fn apply_to(&self, mut array: TeleologicalArray) -> TeleologicalArray {
         if let Some(metadata) = &self.metadata {
             array.metadata = metadata.clone();
+        }
+        if let Some(fields) = &self.fields {
+            let metadata = array.metadata.get_or_insert_with(ArrayMetadata::default);
+            if let Some(t) = &fields.memory_type {
+                metadata.memory_type = t.clone();
+            }
+            if let Some(tags) = &fields.tags {
+                metadata.tags = tags.clone();
+            }
+            if let Some(custom) = &fields.custom {
+                metadata.custom = custom.clone();
+            }
         }
         if let Some(content) = &self.content {
             array.content = content.clone();
@@ -404,6 +441,13 @@ fn check_update(id: Uuid, update: &ArrayUpdate) -> StorageResult<()> {
             id: Some(id),
             embedder: None,
             reason: "the update changes nothing".into(),
+        });
+    }
+    if update.metadata.is_some() && update.fields.is_some() {
+        return Err(StorageError::Validation {
+            id: Some(id),
+            embedder: None,
+            reason: "an update gives either new metadata or new metadata fields, not both".into(),
         });
     }
     let mut seen = HashSet::new();
