@@ -69,6 +69,33 @@ pub fn close(store: RocksDbTeleologicalStore, path: &Path) -> anyhow::Result<()>
     store.close().with_context(|| format!("closing the store at {}", path.display()))
 }
 
+/// Close a store that tasks shared: wait up to `wait` for the last other copy to go (a
+/// request or a session finishing), then close it. `holder` names who kept a copy, for the
+/// error when the wait runs out.
+pub async fn close_shared(
+    store: std::sync::Arc<RocksDbTeleologicalStore>,
+    path: &Path,
+    wait: std::time::Duration,
+    holder: &str,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut store = store;
+    let store = loop {
+        match std::sync::Arc::try_unwrap(store) {
+            Ok(s) => break s,
+            Err(shared) if std::time::Instant::now() < deadline => {
+                store = shared;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(_) => bail!(
+                "{holder} still held the store after {:.0} s; it was not closed cleanly (a restart recovers it)",
+                wait.as_secs_f64()
+            ),
+        }
+    };
+    close(store, path)
+}
+
 fn missing_store(path: &Path) -> anyhow::Error {
     anyhow!(
         "no store at {}\n\

@@ -232,11 +232,7 @@ impl MemoryTools {
         array.metadata = Some(metadata);
         let id = array.id;
         let namespace = array.namespace().map(str::to_owned);
-        self.memory
-            .store
-            .write(&[WriteOp::Put(array)], caller.namespaces.as_deref())
-            .await
-            .map_err(storage_error)?;
+        self.write_one(&caller, WriteOp::Put(array)).await?;
         Ok(CallToolResult::structured(json!({
             "id": id.to_string(),
             "namespace": namespace,
@@ -364,11 +360,7 @@ impl MemoryTools {
             update.slots = Embedder::all().zip(embeddings).collect();
             update.content = Some(Some(text));
         }
-        match self.memory.store.write(&[WriteOp::Update(id, update)], caller.namespaces.as_deref()).await {
-            Ok(()) => {}
-            Err(StorageError::NotFound(_)) => return Err(no_memory(id)),
-            Err(e) => return Err(storage_error(e)),
-        }
+        self.write_one(&caller, WriteOp::Update(id, update)).await?;
         let head = self.visible_head(&caller, id).await?;
         Ok(CallToolResult::structured(memory_json(&head)))
     }
@@ -392,11 +384,7 @@ impl MemoryTools {
                 return Err(fail("give either an id or a filter, not both"));
             }
             let id = parse_id(id)?;
-            match self.memory.store.write(&[WriteOp::Delete(id)], caller.namespaces.as_deref()).await {
-                Ok(()) => {}
-                Err(StorageError::NotFound(_)) => return Err(no_memory(id)),
-                Err(e) => return Err(storage_error(e)),
-            }
+            self.write_one(&caller, WriteOp::Delete(id)).await?;
             return Ok(CallToolResult::structured(json!({ "forgotten": 1, "id": id.to_string() })));
         }
         if !has_filter {
@@ -412,21 +400,23 @@ impl MemoryTools {
             custom: custom_fields(p.metadata)?,
             ..Default::default()
         };
-        if !in_scope(&caller, filter.namespace.as_deref()) {
-            if !p.confirm {
-                return Err(fail(
-                    "0 memories match; nothing was forgotten: call forget again with confirm: true to forget them",
-                ));
-            }
-            return Ok(CallToolResult::structured(json!({ "forgotten": 0 })));
-        }
+        // A namespace outside the caller's matches nothing, answered without looking.
+        let visible = in_scope(&caller, filter.namespace.as_deref());
         if !p.confirm {
-            let n = self.memory.store.count_matching(&filter).await.map_err(storage_error)?;
+            let n = if visible {
+                self.memory.store.count_matching(&filter).await.map_err(storage_error)?
+            } else {
+                0
+            };
             return Err(fail(format!(
                 "{n} memories match; nothing was forgotten: call forget again with confirm: true to forget them"
             )));
         }
-        let n = self.memory.store.delete_matching(&filter).await.map_err(storage_error)?;
+        let n = if visible {
+            self.memory.store.delete_matching(&filter).await.map_err(storage_error)?
+        } else {
+            0
+        };
         Ok(CallToolResult::structured(json!({ "forgotten": n })))
     }
 
@@ -571,6 +561,20 @@ impl MemoryTools {
             }
         }
         Ok(head)
+    }
+
+    /// One write in the caller's scope, as one commit; an id the caller cannot see is the same
+    /// "no memory" as an absent one.
+    async fn write_one(&self, caller: &Caller, op: WriteOp) -> Result<(), CallToolResult> {
+        let id = match &op {
+            WriteOp::Delete(id) | WriteOp::Update(id, _) => *id,
+            WriteOp::Put(a) => a.id,
+        };
+        match self.memory.store.write(&[op], caller.namespaces.as_deref()).await {
+            Ok(()) => Ok(()),
+            Err(StorageError::NotFound(_)) => Err(no_memory(id)),
+            Err(e) => Err(storage_error(e)),
+        }
     }
 
     /// The heads of `ids`, in order; `None` for an id deleted since it was found (a search

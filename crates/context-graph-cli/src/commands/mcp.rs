@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::bail;
 use clap::Args;
 use context_graph_mcp::{serve_stdio, Memory};
 use context_graph_storage::{Durability, TeleologicalArrayStore};
@@ -47,18 +46,6 @@ pub async fn run(ctx: &Ctx, args: McpArgs) -> anyhow::Result<()> {
         () = super::serve::stop_signal() => Ok(()),
     };
     // The session's copies of the store go with its tasks; wait for them briefly.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let mut store = store;
-    let store = loop {
-        match Arc::try_unwrap(store) {
-            Ok(s) => break s,
-            Err(shared) if std::time::Instant::now() < deadline => {
-                store = shared;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(_) => bail!("the MCP session still held the store after 10 s; it was not closed cleanly (a restart recovers it)"),
-        }
-    };
-    open::close(store, &ctx.db)?;
+    open::close_shared(store, &ctx.db, Duration::from_secs(10), "the MCP session").await?;
     served.map_err(anyhow::Error::msg)
 }

@@ -305,7 +305,7 @@ fn filter_of(args: &SearchArgs) -> SearchFilter {
 /// server (`--ef` goes with the request).
 async fn search_remote(remote: &crate::remote::Remote, args: &SearchArgs) -> anyhow::Result<Vec<Row>> {
     if args.text.is_some() {
-        bail!("--text needs the store's text pipeline, which runs where the store is: use --db, or the server's MCP endpoint (docs/MCP.md)");
+        bail!(super::text::TEXT_IS_LOCAL);
     }
     let embedders = args.embedders();
     let comparison = args.comparison()?;

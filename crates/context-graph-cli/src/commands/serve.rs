@@ -200,19 +200,7 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     eprintln!("teleo serve: stopping: closing the store");
     // The handlers' copies of the store are gone once every connection has closed; a
     // request that outlived the drain may still hold one for a moment.
-    let mut store = store;
-    let deadline = std::time::Instant::now() + drain;
-    let store = loop {
-        match Arc::try_unwrap(store) {
-            Ok(s) => break s,
-            Err(shared) if std::time::Instant::now() < deadline => {
-                store = shared;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(_) => bail!("requests were still running after the drain timeout; the store was not closed cleanly (a restart recovers it)"),
-        }
-    };
-    open::close(store, &ctx.db)?;
+    open::close_shared(store, &ctx.db, drain, "a request running past the drain timeout").await?;
     eprintln!("teleo serve: stopped");
     Ok(())
 }

@@ -16,6 +16,9 @@ use super::Ctx;
 use crate::output::{arrays, duration, json_line};
 use crate::{open, progress};
 
+/// Why `--text` cannot go with `--url`.
+pub const TEXT_IS_LOCAL: &str = "--text needs the store's text pipeline, which runs where the store is: use --db, or the server's MCP endpoint (docs/MCP.md)";
+
 /// The text pipeline of the store at `db`, checked against its schema.
 pub fn pipeline_of(db: &Path, store: &RocksDbTeleologicalStore) -> anyhow::Result<Pipeline> {
     match Pipeline::for_store(db, store.schema(), store.max_tokens()) {
@@ -56,7 +59,7 @@ pub struct TextPut {
 /// `put --text` / `put --texts FILE`: each text embedded and stored, a batch per commit.
 pub async fn put_text(ctx: &Ctx, put: TextPut) -> anyhow::Result<()> {
     if ctx.url.is_some() {
-        bail!("--text needs the store's text pipeline, which runs where the store is: use --db, or the server's MCP endpoint (docs/MCP.md)");
+        bail!(TEXT_IS_LOCAL);
     }
     let texts = match &put.file {
         None => put.texts.clone(),
