@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
+use context_graph_core::teleology::similarity::normalized;
 use tokenizers::{Tokenizer, TruncationParams};
 
 /// Texts run through the model together; longer inputs are split into batches of this many.
@@ -191,26 +192,11 @@ impl Bert {
                     }
                 };
                 if self.normalize {
-                    normalize(&mut pooled);
+                    pooled = normalized(&pooled);
                 }
-                let tokens = states
-                    .iter()
-                    .map(|row| {
-                        let mut row = row.clone();
-                        normalize(&mut row);
-                        row
-                    })
-                    .collect();
+                let tokens = states.iter().map(|row| normalized(row)).collect();
                 Ok(BertOutput { pooled, tokens })
             })
             .collect()
-    }
-}
-
-/// Scale `v` to unit length (a zero vector stays zero).
-pub(crate) fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
     }
 }

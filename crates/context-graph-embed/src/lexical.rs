@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use context_graph_core::teleology::similarity::normalized;
 use context_graph_core::teleology::SparseVector;
 use tokenizers::Tokenizer;
 
@@ -78,7 +79,6 @@ impl Lexical {
             indices.push(id);
             values.push(tf * (k1 + 1.0) / (tf + k1 * length_term));
         }
-        crate::bert::normalize(&mut values);
-        Ok(SparseVector::new(indices, values))
+        Ok(SparseVector::new(indices, normalized(&values)))
     }
 }
