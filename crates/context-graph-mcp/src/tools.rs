@@ -291,9 +291,6 @@ impl MemoryTools {
             custom: custom_fields(p.metadata)?,
             ..Default::default()
         };
-        if !in_scope(&caller, filter.namespace.as_deref()) {
-            return Ok(CallToolResult::structured(json!({ "memories": [] })));
-        }
         let embeddings = self.embed_one(p.query, Utc::now(), &caller).await?;
         let query = TeleologicalArray::with_embeddings(Uuid::nil(), embeddings);
         let hits =
@@ -400,23 +397,14 @@ impl MemoryTools {
             custom: custom_fields(p.metadata)?,
             ..Default::default()
         };
-        // A namespace outside the caller's matches nothing, answered without looking.
-        let visible = in_scope(&caller, filter.namespace.as_deref());
+        // A namespace outside the caller's matches nothing: the store answers that at once.
         if !p.confirm {
-            let n = if visible {
-                self.memory.store.count_matching(&filter).await.map_err(storage_error)?
-            } else {
-                0
-            };
+            let n = self.memory.store.count_matching(&filter).await.map_err(storage_error)?;
             return Err(fail(format!(
                 "{n} memories match; nothing was forgotten: call forget again with confirm: true to forget them"
             )));
         }
-        let n = if visible {
-            self.memory.store.delete_matching(&filter).await.map_err(storage_error)?
-        } else {
-            0
-        };
+        let n = self.memory.store.delete_matching(&filter).await.map_err(storage_error)?;
         Ok(CallToolResult::structured(json!({ "forgotten": n })))
     }
 
@@ -442,9 +430,6 @@ impl MemoryTools {
             tags: p.tags,
             ..Default::default()
         };
-        if !in_scope(&caller, filter.namespace.as_deref()) {
-            return Ok(CallToolResult::structured(json!({ "memories": [] })));
-        }
         let page = self.memory.store.scroll(Some(&filter), after, limit).await.map_err(storage_error)?;
         let heads = self.heads(&page.ids).await?;
         let memories: Vec<Value> = heads.iter().flatten().map(memory_json).collect();
@@ -642,14 +627,6 @@ fn check_text(field: &str, text: &str, limit: usize) -> Result<(), CallToolResul
 /// The answer for an id the caller cannot see: the same whether it is absent or foreign.
 fn no_memory(id: Uuid) -> CallToolResult {
     fail(format!("no memory with id {id}"))
-}
-
-/// Whether a namespace a call names is one the caller may see (no name: yes).
-fn in_scope(caller: &Caller, namespace: Option<&str>) -> bool {
-    match (namespace, &caller.namespaces) {
-        (Some(ns), Some(allowed)) => allowed.iter().any(|a| a == ns),
-        _ => true,
-    }
 }
 
 fn parse_id(id: &str) -> Result<Uuid, CallToolResult> {

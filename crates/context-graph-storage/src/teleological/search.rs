@@ -62,6 +62,19 @@ pub struct SearchFilter {
     pub custom: BTreeMap<String, String>,
 }
 
+impl SearchFilter {
+    /// Whether the filter names one namespace outside the set it also allows, so that no
+    /// array can match. Searches, scrolls and counts answer such a filter at once, without
+    /// walking that namespace's members: the time of the answer tells a caller confined to
+    /// the set nothing about the other namespace.
+    pub fn admits_nothing(&self) -> bool {
+        match (&self.namespace, &self.namespaces) {
+            (Some(ns), Some(allowed)) => !allowed.iter().any(|a| a == ns),
+            _ => false,
+        }
+    }
+}
+
 /// Search parameters of one request; `None` takes the store's configuration. Each is at
 /// least 1; `ef` at most [`super::config::MAX_EF_SEARCH`], the others at most 1,000.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -211,7 +224,7 @@ impl StoreCore {
             })?;
         }
         check_limit(limit)?;
-        if limit == 0 {
+        if limit == 0 || filter.is_some_and(SearchFilter::admits_nothing) {
             return Ok(Vec::new());
         }
         let default_filter = SearchFilter::default();

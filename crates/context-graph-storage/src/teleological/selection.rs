@@ -70,6 +70,9 @@ impl StoreCore {
                 "a scroll page holds 1..={MAX_SCROLL_PAGE} ids, not {limit}"
             )));
         }
+        if filter.admits_nothing() {
+            return Ok(ScrollPage { ids: Vec::new(), next_after: None });
+        }
         // One more than the page, to know whether another page follows.
         let mut ids = Vec::with_capacity(limit + 1);
         if let Some(ns) = &filter.namespace {
@@ -114,6 +117,9 @@ impl StoreCore {
     /// first, under one hold of the attribute lock, then the custom fields (a head read for
     /// each array left, when the filter has any).
     pub(crate) fn matching_ids(&self, filter: &SearchFilter) -> Vec<Uuid> {
+        if filter.admits_nothing() {
+            return Vec::new();
+        }
         let candidates: Vec<Uuid> = {
             let attrs = self.attrs.read();
             let pool: Vec<Uuid> = match &filter.namespace {
