@@ -5,7 +5,8 @@
 //! has a *provider*, named in the store's pipeline file ([`pipeline::PIPELINE_FILE`] in the
 //! store directory): [`bert`] (a local sentence-transformers model on the CPU), [`openai`]
 //! (any OpenAI-compatible embeddings endpoint), [`lexical`] (WordPiece term weights),
-//! [`hdc`] (a binary hyperdimensional code) and [`temporal`] (the creation time). Start at
+//! [`hdc`] (a binary hyperdimensional code), [`temporal`] (the creation time) and `caller`
+//! (the vector is supplied with the text, by the program storing it). Start at
 //! [`Pipeline::load`] and [`Pipeline::embed`]; [`local::local_pipeline`] writes the offline
 //! pipeline of `teleo init --text`. `docs/EMBED.md` documents the file and each provider.
 #![forbid(unsafe_code)]
@@ -20,5 +21,5 @@ pub mod pipeline;
 pub mod temporal;
 
 pub use error::{EmbedError, EmbedResult};
-pub use local::local_pipeline;
+pub use local::{local_pipeline, local_pipeline_for_caller};
 pub use pipeline::{Pipeline, PipelineFile, SlotSummary, TextInput, PIPELINE_FILE};

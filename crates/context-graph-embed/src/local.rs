@@ -22,6 +22,19 @@ pub const LOCAL_HDC_BITS: usize = 10_000;
 
 /// The schema and the pipeline file text of a local store over the model in `model_dir`.
 pub fn local_pipeline(model_dir: &Path) -> EmbedResult<(StoreSchema, String)> {
+    local_pipeline_with(model_dir, None)
+}
+
+/// As [`local_pipeline`], but the semantic vector (E1, and the dense slots that stand in with
+/// it) is the caller's own, of `dims` floats: supplied with each text (the LangChain adapter
+/// passes its `Embeddings`' vectors). The model in `model_dir` still makes E12's per-token
+/// vectors and the tokenizer of the lexical slots.
+pub fn local_pipeline_for_caller(model_dir: &Path, dims: usize) -> EmbedResult<(StoreSchema, String)> {
+    local_pipeline_with(model_dir, Some(dims))
+}
+
+/// `caller_dims`: `Some(d)` when the caller supplies a semantic vector of `d` floats.
+fn local_pipeline_with(model_dir: &Path, caller_dims: Option<usize>) -> EmbedResult<(StoreSchema, String)> {
     let config_path = model_dir.join("config.json");
     let bad = |reason: String| EmbedError::Config { path: config_path.clone(), reason };
     let dir = model_dir.canonicalize().map_err(|e| bad(format!("the model directory: {e}")))?;
@@ -32,6 +45,10 @@ pub fn local_pipeline(model_dir: &Path) -> EmbedResult<(StoreSchema, String)> {
         config.get(name).and_then(|v| v.as_u64()).map(|v| v as usize).ok_or_else(|| bad(format!("no {name}")))
     };
     let (hidden, vocab) = (field("hidden_size")?, field("vocab_size")?);
+    if caller_dims == Some(0) {
+        return Err(bad("the caller's semantic vector must have at least one float".into()));
+    }
+    let semantic_dims = caller_dims.unwrap_or(hidden);
     for needed in ["model.safetensors", "tokenizer.json"] {
         if !dir.join(needed).is_file() {
             return Err(bad(format!(
@@ -48,7 +65,7 @@ pub fn local_pipeline(model_dir: &Path) -> EmbedResult<(StoreSchema, String)> {
             Embedder::SpladeExpansion | Embedder::SpladeKeyword => EmbedderDims::Sparse { vocab_size: vocab },
             Embedder::Hdc => EmbedderDims::Binary { bits: LOCAL_HDC_BITS },
             Embedder::LateInteraction => EmbedderDims::TokenLevel { per_token: hidden },
-            _ => EmbedderDims::Dense(hidden),
+            _ => EmbedderDims::Dense(semantic_dims),
         };
         schema.set(e, dims);
     }
@@ -62,7 +79,36 @@ pub fn local_pipeline(model_dir: &Path) -> EmbedResult<(StoreSchema, String)> {
          # same shape (for example an `openai` endpoint for a dense slot) before the store holds arrays.\n",
     );
     for e in Embedder::all() {
-        let body = match e {
+        // With a caller's semantic vector, E1 is the caller's and the dense stand-ins copy it;
+        // the slots of their own kind keep their local provider.
+        let own_kind = matches!(
+            e,
+            Embedder::TemporalRecent
+                | Embedder::TemporalPeriodic
+                | Embedder::SpladeKeyword
+                | Embedder::SpladeExpansion
+                | Embedder::Hdc
+                | Embedder::LateInteraction
+        );
+        let body = match caller_dims {
+            None => slot_body(e, &model),
+            Some(_) if own_kind => slot_body(e, &model),
+            Some(_) if e == Embedder::Semantic => {
+                "provider = \"caller\"\nnote = \"the caller's semantic vector, given with each text\"\n".to_string()
+            }
+            Some(_) => format!(
+                "provider = \"caller\"\ncopy_of = \"E1\"\nnote = \"stand-in: the caller's semantic vector, until you configure a provider for {}\"\n",
+                purpose(e)
+            ),
+        };
+        text.push_str(&format!("\n[slots.{}]  # {}\n{body}", e.short_name(), e.name()));
+    }
+    Ok((schema, text))
+}
+
+/// A slot's table when its own local provider (or the model's pooled vector) fills it.
+fn slot_body(e: Embedder, model: &str) -> String {
+    match e {
             Embedder::Semantic => format!("provider = \"bert\"\nmodel = {model}\noutput = \"pooled\"\n"),
             Embedder::TemporalRecent => "provider = \"temporal\"\nfeatures = \"recent\"\n".to_string(),
             Embedder::TemporalPeriodic => "provider = \"temporal\"\nfeatures = \"periodic\"\n".to_string(),
@@ -78,10 +124,7 @@ pub fn local_pipeline(model_dir: &Path) -> EmbedResult<(StoreSchema, String)> {
                 "provider = \"bert\"\nmodel = {model}\noutput = \"pooled\"\nnote = \"stand-in: the semantic model's vector, until you configure a provider for {}\"\n",
                 purpose(e)
             ),
-        };
-        text.push_str(&format!("\n[slots.{}]  # {}\n{body}", e.short_name(), e.name()));
-    }
-    Ok((schema, text))
+        }
 }
 
 fn purpose(e: Embedder) -> &'static str {

@@ -30,6 +30,10 @@
 //! [slots.E9]
 //! provider = "hdc"
 //! # ngram = 2, seed = 0
+//!
+//! [slots.E7]
+//! provider = "caller"                  # the program storing the text supplies the vector
+//! # copy_of = "E1"                     # or: the vector the caller gives for another slot
 //! ```
 //!
 //! Every slot may also carry `note = "..."`, shown by `teleo init --text` and kept in the
@@ -74,6 +78,18 @@ pub enum SlotConfig {
     Hdc(HdcSlot),
     Temporal(TemporalSlot),
     Openai(OpenAiSlot),
+    Caller(CallerSlot),
+}
+
+/// A slot whose output the program storing the text supplies with it (a LangChain
+/// `Embeddings`, an application's own model), either for this slot or, with `copy_of`, the
+/// one it supplies for another `caller` slot. A text-only call (`teleo put --text`, the MCP
+/// tools) is refused for such a pipeline, naming the slot.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSlot {
+    pub copy_of: Option<String>,
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +184,7 @@ impl SlotConfig {
             SlotConfig::Hdc(_) => "hdc",
             SlotConfig::Temporal(_) => "temporal",
             SlotConfig::Openai(_) => "openai",
+            SlotConfig::Caller(_) => "caller",
         }
     }
 
@@ -179,6 +196,7 @@ impl SlotConfig {
             SlotConfig::Hdc(s) => s.note.as_deref(),
             SlotConfig::Temporal(s) => s.note.as_deref(),
             SlotConfig::Openai(s) => s.note.as_deref(),
+            SlotConfig::Caller(s) => s.note.as_deref(),
         }
     }
 }
@@ -231,6 +249,10 @@ enum Provider {
     Hdc(Hdc),
     Temporal(Temporal),
     OpenAi(Arc<OpenAi>),
+    /// Supplied with the text, for slot `from` (this slot itself, or the one it copies).
+    Caller {
+        from: Embedder,
+    },
 }
 
 /// What one slot is configured to hold, for display.
@@ -440,6 +462,32 @@ impl Pipeline {
                     let source = format!("{} model {:?}", client.endpoint(), o.model);
                     (Provider::OpenAi(Arc::new(client)), source)
                 }
+                SlotConfig::Caller(c) => match &c.copy_of {
+                    None => {
+                        (Provider::Caller { from: slot }, "supplied with each text by the caller".to_string())
+                    }
+                    Some(name) => {
+                        let from: Embedder = name.parse().map_err(|e| setup(format!("copy_of: {e}")))?;
+                        let direct = file.slots.iter().any(|(n, cfg)| {
+                            n.parse() == Ok(from)
+                                && matches!(cfg, SlotConfig::Caller(CallerSlot { copy_of: None, .. }))
+                        });
+                        if !direct {
+                            return Err(setup(format!(
+                                "copy_of names {}, which is not a caller slot of its own (provider = \"caller\" without copy_of)",
+                                from.short_name()
+                            )));
+                        }
+                        if schema.get(from) != dims {
+                            return Err(setup(format!(
+                                "copy_of names {}, which is {}; this slot is {dims}",
+                                from.short_name(),
+                                schema.get(from)
+                            )));
+                        }
+                        (Provider::Caller { from }, format!("the caller's vector for {}", from.short_name()))
+                    }
+                },
             };
             providers.push(provider);
             summaries.push(SlotSummary {
@@ -464,7 +512,55 @@ impl Pipeline {
 
     /// The 13 outputs of each text, checked against the schema. Each model runs once over
     /// all the texts, whichever slots use it; remote providers get the texts in batches.
+    /// A pipeline with `caller` slots needs [`Pipeline::embed_with`].
     pub fn embed(&self, inputs: &[TextInput<'_>]) -> EmbedResult<Vec<[EmbedderOutput; Embedder::COUNT]>> {
+        self.embed_with(inputs, &[])
+    }
+
+    /// The slots whose outputs the caller supplies ([`CallerSlot`] without `copy_of`), in
+    /// slot order: what [`Pipeline::embed_with`] needs in `given`.
+    pub fn caller_slots(&self) -> Vec<Embedder> {
+        self.providers
+            .iter()
+            .zip(&self.summaries)
+            .filter_map(|(p, s)| matches!(p, Provider::Caller { from } if *from == s.slot).then_some(s.slot))
+            .collect()
+    }
+
+    /// As [`Pipeline::embed`], with the outputs of the `caller` slots given: for each slot of
+    /// [`Pipeline::caller_slots`], one output per input, in input order. A slot given that is
+    /// not a caller slot, or a caller slot not given, is refused before any model runs.
+    pub fn embed_with(
+        &self,
+        inputs: &[TextInput<'_>],
+        given: &[(Embedder, Vec<EmbedderOutput>)],
+    ) -> EmbedResult<Vec<[EmbedderOutput; Embedder::COUNT]>> {
+        let wanted = self.caller_slots();
+        for (slot, outputs) in given {
+            let provider = self.summaries[slot.index()].provider;
+            if !wanted.contains(slot) {
+                return Err(EmbedError::Slot {
+                    slot: *slot,
+                    provider,
+                    reason: "a vector was given for this slot, but its provider makes it from the text"
+                        .into(),
+                });
+            }
+            if outputs.len() != inputs.len() {
+                return Err(EmbedError::Slot {
+                    slot: *slot,
+                    provider,
+                    reason: format!("{} vectors given for {} texts", outputs.len(), inputs.len()),
+                });
+            }
+        }
+        if let Some(missing) = wanted.iter().find(|e| !given.iter().any(|(g, _)| g == *e)) {
+            return Err(EmbedError::Slot {
+                slot: *missing,
+                provider: "caller",
+                reason: "the caller supplies this slot's vector, and none was given (a text-only call cannot fill it)".into(),
+            });
+        }
         for (index, input) in inputs.iter().enumerate() {
             if input.text.trim().is_empty() {
                 return Err(EmbedError::Input { index, reason: "the text is empty".into() });
@@ -507,6 +603,11 @@ impl Pipeline {
                 Provider::OpenAi(client) => {
                     client.embed(&texts).map_err(&fail)?.into_iter().map(EmbedderOutput::Dense).collect()
                 }
+                Provider::Caller { from } => given
+                    .iter()
+                    .find(|(g, _)| g == from)
+                    .map(|(_, outputs)| outputs.clone())
+                    .unwrap_or_default(),
             };
             for (index, output) in outputs.into_iter().enumerate() {
                 validate_output(&output, self.schema.get(slot), self.max_tokens)

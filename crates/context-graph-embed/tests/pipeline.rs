@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use context_graph_core::teleology::{similarity, Embedder, EmbedderOutput, StoreSchema, DEFAULT_MAX_TOKENS};
-use context_graph_embed::{local_pipeline, EmbedError, Pipeline, TextInput};
+use context_graph_embed::{local_pipeline, local_pipeline_for_caller, EmbedError, Pipeline, TextInput};
 
 fn write_pipeline(dir: &Path, text: &str) -> std::path::PathBuf {
     let path = dir.join("pipeline.toml");
@@ -125,6 +125,47 @@ fn pipeline_file_mistakes_name_the_slot() {
         .unwrap()
         .to_string();
     assert!(e.contains("E7_Code (bert)") && e.contains("dense 384") && e.contains("768"), "{e}");
+}
+
+#[test]
+fn caller_slots_take_the_vectors_given_and_refuse_text_alone() {
+    let (schema, text) = local_pipeline_for_caller(&common::model_dir(), 6).unwrap();
+    assert_eq!(schema.get(Embedder::Semantic), context_graph_core::teleology::EmbedderDims::Dense(6));
+    assert_eq!(schema.get(Embedder::Code), context_graph_core::teleology::EmbedderDims::Dense(6));
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = Pipeline::load(&write_pipeline(dir.path(), &text), &schema, DEFAULT_MAX_TOKENS).unwrap();
+    assert_eq!(pipeline.caller_slots(), vec![Embedder::Semantic]);
+    let at = Utc::now();
+    let inputs =
+        [TextInput { text: "one text", created_at: at }, TextInput { text: "another", created_at: at }];
+    let given = vec![(
+        Embedder::Semantic,
+        vec![EmbedderOutput::Dense(vec![1.0; 6]), EmbedderOutput::Dense(vec![0.5; 6])],
+    )];
+    let out = pipeline.embed_with(&inputs, &given).unwrap();
+    assert_eq!(dense(&out[1][Embedder::Semantic.index()]), &[0.5; 6]);
+    assert_eq!(dense(&out[1][Embedder::Code.index()]), &[0.5; 6], "copy_of E1");
+    assert!(out[0].iter().all(EmbedderOutput::is_computed));
+
+    // Text alone, the wrong count, a slot that is not the caller's, a vector of the wrong size.
+    let e = pipeline.embed(&inputs).unwrap_err();
+    assert_eq!(e.slot(), Some(Embedder::Semantic), "{e}");
+    assert!(pipeline
+        .embed_with(&inputs, &[(Embedder::Semantic, vec![EmbedderOutput::Dense(vec![1.0; 6])])])
+        .is_err());
+    let mut wrong = given.clone();
+    wrong.push((Embedder::Hdc, vec![EmbedderOutput::Binary(vec![0; 1250]); 2]));
+    assert_eq!(pipeline.embed_with(&inputs, &wrong).unwrap_err().slot(), Some(Embedder::Hdc));
+    let short = vec![(Embedder::Semantic, vec![EmbedderOutput::Dense(vec![1.0; 5]); 2])];
+    assert_eq!(pipeline.embed_with(&inputs, &short).unwrap_err().slot(), Some(Embedder::Semantic));
+
+    // copy_of must name a caller slot of the same shape.
+    let load =
+        |text: &str| Pipeline::load(&write_pipeline(dir.path(), text), &schema, DEFAULT_MAX_TOKENS).err();
+    let e = load(&with_slot(&text, "E7", "provider = \"caller\"\ncopy_of = \"E9\"")).unwrap().to_string();
+    assert!(e.contains("E7_Code (caller)") && e.contains("E9"), "{e}");
+    let e = load(&with_slot(&text, "E7", "provider = \"caller\"\ncopy_of = \"E99\"")).unwrap().to_string();
+    assert!(e.contains("copy_of"), "{e}");
 }
 
 /// How the test's embeddings server answers, by the first part of the path.

@@ -1,0 +1,237 @@
+# Type stubs of the Rust extension teleo._teleo (crates/context-graph-python/src).
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, Union, overload
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+#: The 13 slot names, "E1" ... "E13".
+EMBEDDERS: List[str]
+
+#: A dense slot: 1-D float32; token-level: 2-D float32 (tokens x dims); sparse: (uint32 ids,
+#: float32 weights); binary: packed bits.
+SlotValue = Union[
+    npt.NDArray[np.float32],
+    Tuple[npt.NDArray[np.uint32], npt.NDArray[np.float32]],
+    bytes,
+]
+Id = Union[str, uuid.UUID]
+
+class Filter(TypedDict, total=False):
+    namespace: str
+    created_after: datetime
+    created_before: datetime
+    min_similarity: float
+    memory_types: List[str]
+    exclude_ids: List[str]
+    tags: List[str]
+    custom: Dict[str, str]
+
+class RrfComparison(TypedDict, total=False):
+    type: Literal["rrf"]
+    k: int
+    weights: Dict[str, float]
+
+class WeightedComparison(TypedDict):
+    type: Literal["weighted"]
+    weights: Dict[str, float]
+
+class GroupComparison(TypedDict):
+    type: Literal["group"]
+    group: Literal["semantic", "temporal", "relational", "lexical", "all"]
+
+class SingleComparison(TypedDict):
+    type: Literal["single"]
+    embedder: str
+
+#: "rrf", a group name, a slot name, or one of the dicts.
+Comparison = Union[str, RrfComparison, WeightedComparison, GroupComparison, SingleComparison]
+#: "all", "none", one slot name, or a list of slot names.
+Slots = Union[str, Sequence[str]]
+
+class Array:
+    """One memory: id, slots by name, content and metadata."""
+
+    id: Optional[str]
+    embeddings: Dict[str, Any]
+    content: Optional[str]
+    namespace: Optional[str]
+    memory_type: Optional[str]
+    tags: List[str]
+    custom: Dict[str, str]
+    created_at: Optional[datetime]
+    source_hash: int
+    def __init__(
+        self,
+        embeddings: Optional[Mapping[str, SlotValue]] = None,
+        *,
+        id: Optional[Id] = None,
+        content: Optional[str] = None,
+        namespace: Optional[str] = None,
+        memory_type: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        custom: Optional[Mapping[str, str]] = None,
+        created_at: Optional[datetime] = None,
+        source_hash: int = 0,
+    ) -> None: ...
+
+class Hit:
+    """One search result."""
+
+    id: str
+    score: float
+    rank: int
+    scores: Dict[str, float]
+    array: Optional[Array]
+    def __init__(
+        self, id: str, score: float, rank: int, scores: Optional[Dict[str, float]] = None, array: Optional[Array] = None
+    ) -> None: ...
+
+class Store:
+    """The embedded store: RocksDB and 13 indices in this process."""
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str]],
+        schema: Union[None, Mapping[str, Any], Sequence[Mapping[str, Any]]] = None,
+        *,
+        create: bool = True,
+        durability: Literal["sync", "buffered"] = "sync",
+        max_batch: Optional[int] = None,
+        cache_size_mb: Optional[int] = None,
+        search_overfetch: Optional[int] = None,
+        rescore_factor: Optional[int] = None,
+    ) -> None: ...
+    @staticmethod
+    def create_text(
+        path: Union[str, os.PathLike[str]],
+        model_dir: Union[str, os.PathLike[str]],
+        *,
+        semantic_dims: Optional[int] = None,
+        durability: Literal["sync", "buffered"] = "sync",
+        max_batch: Optional[int] = None,
+    ) -> Store: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def schema(self) -> Dict[str, Any]: ...
+    @property
+    def closed(self) -> bool: ...
+    @overload
+    def put(self, arrays: Array, *, cast: bool = False) -> str: ...
+    @overload
+    def put(self, arrays: Sequence[Array], *, cast: bool = False) -> List[str]: ...
+    def put_many(
+        self,
+        embeddings: Mapping[str, Any],
+        *,
+        ids: Optional[Sequence[Id]] = None,
+        contents: Optional[Sequence[Optional[str]]] = None,
+        namespace: Optional[str] = None,
+        memory_type: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        custom: Optional[Mapping[str, str]] = None,
+        created_at: Optional[datetime] = None,
+        cast: bool = False,
+    ) -> List[str]: ...
+    @overload
+    def get(self, ids: Id, *, slots: Optional[Slots] = None, missing_ok: bool = False) -> Optional[Array]: ...
+    @overload
+    def get(self, ids: Sequence[Id], *, slots: Optional[Slots] = None, missing_ok: bool = False) -> List[Array]: ...
+    def delete(self, ids: Union[Id, Sequence[Id]], *, missing_ok: bool = False) -> int: ...
+    def delete_where(self, filter: Filter) -> int: ...
+    def update(
+        self,
+        id: Id,
+        *,
+        cast: bool = False,
+        embeddings: Mapping[str, SlotValue] = ...,
+        content: Optional[str] = ...,
+        memory_type: Optional[str] = ...,
+        tags: Optional[Sequence[str]] = ...,
+        custom: Optional[Mapping[str, str]] = ...,
+    ) -> None: ...
+    def search(
+        self,
+        embedder: str,
+        query: SlotValue,
+        k: int = 10,
+        *,
+        filter: Optional[Filter] = None,
+        ef: Optional[int] = None,
+        overfetch: Optional[int] = None,
+        rescore_factor: Optional[int] = None,
+        with_metadata: bool = False,
+        cast: bool = False,
+    ) -> List[Hit]: ...
+    def search_fused(
+        self,
+        query: Mapping[str, SlotValue],
+        k: int = 10,
+        *,
+        comparison: Optional[Comparison] = None,
+        filter: Optional[Filter] = None,
+        ef: Optional[int] = None,
+        overfetch: Optional[int] = None,
+        rescore_factor: Optional[int] = None,
+        with_metadata: bool = False,
+        cast: bool = False,
+    ) -> List[Hit]: ...
+    @overload
+    def put_text(
+        self,
+        texts: str,
+        *,
+        ids: Optional[Sequence[Id]] = None,
+        namespace: Optional[str] = None,
+        memory_type: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        custom: Union[None, Mapping[str, str], Sequence[Mapping[str, str]]] = None,
+        vectors: Optional[Mapping[str, Any]] = None,
+        created_at: Optional[datetime] = None,
+        cast: bool = False,
+    ) -> str: ...
+    @overload
+    def put_text(
+        self,
+        texts: Sequence[str],
+        *,
+        ids: Optional[Sequence[Id]] = None,
+        namespace: Optional[str] = None,
+        memory_type: Optional[str] = None,
+        tags: Optional[Sequence[str]] = None,
+        custom: Union[None, Mapping[str, str], Sequence[Mapping[str, str]]] = None,
+        vectors: Optional[Mapping[str, Any]] = None,
+        created_at: Optional[datetime] = None,
+        cast: bool = False,
+    ) -> List[str]: ...
+    def search_text(
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        embedders: Optional[Sequence[str]] = None,
+        comparison: Optional[Comparison] = None,
+        vectors: Optional[Mapping[str, SlotValue]] = None,
+        filter: Optional[Filter] = None,
+        ef: Optional[int] = None,
+        overfetch: Optional[int] = None,
+        rescore_factor: Optional[int] = None,
+        with_metadata: bool = False,
+        cast: bool = False,
+    ) -> List[Hit]: ...
+    def count(self, filter: Optional[Filter] = None) -> int: ...
+    def scroll(
+        self, filter: Optional[Filter] = None, *, after: Optional[Id] = None, limit: int = 100, slots: Optional[Slots] = None
+    ) -> Tuple[List[Array], Optional[str]]: ...
+    def stats(self) -> Dict[str, Any]: ...
+    def checkpoint(self, dest: Union[str, os.PathLike[str]]) -> str: ...
+    def pipeline(self) -> List[Dict[str, Optional[str]]]: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Store: ...
+    def __exit__(self, *exc: object) -> bool: ...
