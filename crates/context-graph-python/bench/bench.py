@@ -79,6 +79,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--searches", type=int, default=1000)
     ap.add_argument("--work-dir", type=Path, default=None)
+    ap.add_argument("--ef", type=int, default=None,
+                    help="search breadth of the dense and token-level searches (the ef `teleo bench` chose)")
     args = ap.parse_args()
     meta = json.loads((args.data / "meta.json").read_text())
     n, nq, gt_k = meta["n"], meta["queries"], meta["gt_k"]
@@ -87,7 +89,7 @@ def main() -> int:
     contents = (args.data / "content.txt").read_text().splitlines()
     namespaces = (args.data / "namespaces.txt").read_text().splitlines()
     work = Path(tempfile.mkdtemp(dir=args.work_dir, prefix="teleo-pybench-"))
-    out = {"n": n, "queries": nq, "batch": args.batch}
+    out = {"n": n, "queries": nq, "batch": args.batch, "ef": args.ef}
     try:
         store = teleo.Store(work / "store", schema=schema_of(meta), durability="buffered")
         started = time.perf_counter()
@@ -112,7 +114,7 @@ def main() -> int:
                 q = j % nq
                 v = value(col, q)
                 t = time.perf_counter()
-                hits = store.search(name, v, 10)
+                hits = store.search(name, v, 10, ef=args.ef if col[0] in ("dense", "token") else None)
                 lat.append(time.perf_counter() - t)
                 if j < nq:
                     truth = set(gt[q, :10].tolist())
@@ -128,7 +130,7 @@ def main() -> int:
             q = j % nq
             query = {name: value(col, q) for name, col in qcols.items()}
             t = time.perf_counter()
-            store.search_fused(query, 10)
+            store.search_fused(query, 10, ef=args.ef)
             lat.append(time.perf_counter() - t)
         lat_ms = np.array(lat) * 1e3
         out["fused_rrf_p50_ms"] = round(float(np.percentile(lat_ms, 50)), 2)

@@ -31,7 +31,7 @@ pub fn embedder(name: &str) -> PyResult<Embedder> {
         .map_err(|_| crate::errors::invalid(format!("{name:?} names no embedder (E1 … E13)")))
 }
 
-/// The embedder of a dict key (a string, or an int 1..=13).
+/// The embedder of a dict key: a slot name such as "E1".
 pub fn embedder_key(key: &Bound<'_, PyAny>) -> PyResult<Embedder> {
     if let Ok(s) = key.extract::<String>() {
         return embedder(&s);

@@ -80,7 +80,7 @@ pub fn filter_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<SearchFilter> 
 }
 
 /// A list of strings; a lone string is refused (it would be read as its characters).
-fn strings(value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+pub fn strings(value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     if value.is_instance_of::<PyString>() {
         return Err(invalid("expected a list of strings, got one string"));
     }

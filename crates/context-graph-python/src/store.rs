@@ -7,7 +7,7 @@
 //! are driven here by [`block_on`] on the calling thread: no runtime, no thread hop.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -186,7 +186,10 @@ pub struct Store {
     max_tokens: usize,
     max_batch: usize,
     inner: RwLock<Option<Arc<RocksDbTeleologicalStore>>>,
-    pipeline: Mutex<Option<Arc<Pipeline>>>,
+    /// Loaded on first use; two threads that both find it unset may both load it (the models
+    /// take a moment), and the first to finish is kept. No lock is held while loading, so a
+    /// thread waiting for the interpreter never waits on a thread that waits for it.
+    pipeline: OnceLock<Arc<Pipeline>>,
 }
 
 impl Store {
@@ -206,14 +209,13 @@ impl Store {
             max_batch: options.max_batch.unwrap_or(StoreConfig::default().max_batch),
             path,
             inner: RwLock::new(Some(Arc::new(store))),
-            pipeline: Mutex::new(None),
+            pipeline: OnceLock::new(),
         })
     }
 
     /// The store's text pipeline, loaded on first use (models take a moment).
     fn text_pipeline(&self, py: Python<'_>) -> PyResult<Arc<Pipeline>> {
-        let mut slot = self.pipeline.lock().map_err(|_| Failure::Closed)?;
-        if let Some(p) = slot.as_ref() {
+        if let Some(p) = self.pipeline.get() {
             return Ok(p.clone());
         }
         let (path, schema, max_tokens) = (self.path.clone(), self.schema.clone(), self.max_tokens);
@@ -226,8 +228,7 @@ impl Store {
                     .into(),
             })
         })?);
-        *slot = Some(pipeline.clone());
-        Ok(pipeline)
+        Ok(self.pipeline.get_or_init(|| pipeline).clone())
     }
 
     fn arrays_to_py(py: Python<'_>, arrays: Vec<TeleologicalArray>) -> PyResult<Vec<Py<Array>>> {
@@ -294,8 +295,10 @@ impl Store {
             return Err(invalid("k is the number of results to return: at least 1"));
         }
         let store = self.store()?;
+        // No filter at all rather than an empty one: the store then skips its filter checks.
+        let filter = (filter != SearchFilter::default()).then_some(filter);
         let results = py
-            .detach(|| block_on(store.search_with(&query, &comparison, Some(&filter), k, &params)))
+            .detach(|| block_on(store.search_with(&query, &comparison, filter.as_ref(), k, &params)))
             .map_err(Failure::from)?;
         self.hits_to_py(py, &results, with_metadata)
     }
@@ -406,6 +409,9 @@ impl Store {
         };
         let p = path_str(&path)?.to_string();
         let existing = py.detach(|| RocksDbTeleologicalStore::persisted_schema(&p)).map_err(Failure::from)?;
+        if existing.is_none() && !create {
+            return Err(Failure::NoStore(path).into());
+        }
         let schema = match (schema.filter(|s| !s.is_none()), existing) {
             (Some(s), _) => schema_from_py(&s)?,
             (None, Some(existing)) => existing,
@@ -457,11 +463,31 @@ impl Store {
         let pipeline = py
             .detach(|| Pipeline::from_file(&file, &file_path, &schema, max_tokens))
             .map_err(Failure::from)?;
-        let store = Store::open(py, path, schema, &options)?;
-        std::fs::write(&file_path, text)
-            .map_err(|e| invalid(format!("writing {}: {e}", file_path.display())))?;
-        *store.pipeline.lock().map_err(|_| Failure::Closed)? = Some(Arc::new(pipeline));
-        Ok(store)
+        // The pipeline file goes in first (written whole, then renamed into place): a store
+        // never exists without it. If creating the store then fails, the file and the
+        // directory this call made are removed, so that a retry finds nothing.
+        let made_dir = !path.exists();
+        let backend = |what: &str, e: std::io::Error| {
+            Failure::Storage(StorageError::Backend(format!("{what} {}: {e}", file_path.display())))
+        };
+        std::fs::create_dir_all(&path).map_err(|e| backend("creating the directory of", e))?;
+        let partial = path.join(format!("{PIPELINE_FILE}.partial"));
+        std::fs::write(&partial, &text)
+            .and_then(|()| std::fs::rename(&partial, &file_path))
+            .map_err(|e| backend("writing", e))?;
+        match Store::open(py, path.clone(), schema, &options) {
+            Ok(store) => {
+                let _ = store.pipeline.set(Arc::new(pipeline));
+                Ok(store)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&file_path);
+                if made_dir {
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// The directory of the store.
@@ -557,8 +583,12 @@ impl Store {
             )));
         }
         let mut arrays: Vec<TeleologicalArray> = ids.iter().map(|id| TeleologicalArray::new(*id)).collect();
+        let mut seen = [false; Embedder::COUNT];
         for (key, value) in embeddings.iter() {
             let e = embedder_key(&key)?;
+            if std::mem::replace(&mut seen[e.index()], true) {
+                return Err(invalid_slot(e, "the slot is given twice"));
+            }
             for (a, out) in arrays.iter_mut().zip(self.column(&value, e, n, cast)?) {
                 a.set(e, out);
             }
@@ -627,19 +657,23 @@ impl Store {
         self.check_batch(ids.len())?;
         let store = self.store()?;
         py.detach(|| -> Result<usize, StorageError> {
-            let mut ids = ids;
-            if missing_ok {
+            // With missing_ok, an id deleted by another thread between the check and the
+            // commit fails the commit (nothing deleted): check again, a few times.
+            let mut attempts = 0;
+            loop {
                 let mut present = Vec::with_capacity(ids.len());
-                for id in ids {
-                    if block_on(store.exists(id))? {
-                        present.push(id);
+                for id in &ids {
+                    if !missing_ok || block_on(store.exists(*id))? {
+                        present.push(*id);
                     }
                 }
-                ids = present;
+                let ops: Vec<WriteOp> = present.iter().map(|id| WriteOp::Delete(*id)).collect();
+                match block_on(store.write(&ops, None)) {
+                    Ok(()) => return Ok(present.len()),
+                    Err(StorageError::NotFound(_)) if missing_ok && attempts < 3 => attempts += 1,
+                    Err(e) => return Err(e),
+                }
             }
-            let ops: Vec<WriteOp> = ids.iter().map(|id| WriteOp::Delete(*id)).collect();
-            block_on(store.write(&ops, None))?;
-            Ok(ids.len())
         })
         .map_err(|e| Failure::from(e).into())
     }
@@ -686,15 +720,27 @@ impl Store {
                             update.slots.push((e, output_from_py(&v, e, &self.schema, cast)?));
                         }
                     }
-                    "content" => update.content = Some(value.extract()?),
-                    "memory_type" => fields.memory_type = Some(value.extract()?),
+                    "content" => {
+                        update.content = Some(value.extract().map_err(|_| invalid("content: a str or None"))?)
+                    }
+                    "memory_type" => {
+                        fields.memory_type =
+                            Some(value.extract().map_err(|_| invalid("memory_type: a str or None"))?)
+                    }
                     // None empties them, as None removes content or memory_type.
                     "tags" => {
-                        fields.tags = Some(if value.is_none() { Vec::new() } else { value.extract()? })
+                        fields.tags = Some(if value.is_none() {
+                            Vec::new()
+                        } else {
+                            crate::query::strings(&value).map_err(|_| invalid("tags: a list of str"))?
+                        })
                     }
                     "custom" => {
-                        fields.custom =
-                            Some(if value.is_none() { Default::default() } else { value.extract()? })
+                        fields.custom = Some(if value.is_none() {
+                            Default::default()
+                        } else {
+                            value.extract().map_err(|_| invalid("custom: a dict of str to str"))?
+                        })
                     }
                     "namespace" => {
                         return Err(invalid(
@@ -821,7 +867,9 @@ impl Store {
         type Custom = std::collections::BTreeMap<String, String>;
         let customs: Vec<Custom> = match custom.filter(|c| !c.is_none()) {
             None => vec![Custom::new(); texts.len()],
-            Some(c) if c.is_instance_of::<PyDict>() => vec![c.extract()?; texts.len()],
+            Some(c) if c.is_instance_of::<PyDict>() => {
+                vec![c.extract().map_err(|_| invalid("custom: a dict of str to str"))?; texts.len()]
+            }
             Some(c) => {
                 let list: Vec<Custom> = c.extract().map_err(|_| {
                     invalid("custom: a dict of strings to strings, or a list of them, one per text")
@@ -969,8 +1017,10 @@ impl Store {
                 let mut arrays = Vec::with_capacity(page.ids.len());
                 for id in &page.ids {
                     // Deleted between the page and the read: left out.
-                    if let Ok(mut a) = block_on(store.retrieve_projected(&[*id], &slots)) {
-                        arrays.append(&mut a);
+                    match block_on(store.retrieve_projected(&[*id], &slots)) {
+                        Ok(mut a) => arrays.append(&mut a),
+                        Err(StorageError::NotFound(_)) => {}
+                        Err(e) => return Err(e),
                     }
                 }
                 Ok((arrays, page.next_after))
@@ -1079,7 +1129,8 @@ impl Drop for Store {
         if let Ok(mut guard) = self.inner.write() {
             if let Some(store) = guard.take() {
                 if let Ok(store) = Arc::try_unwrap(store) {
-                    let _ = store.close();
+                    // Writing the snapshots takes a while: other Python threads run meanwhile.
+                    Python::attach(|py| py.detach(|| drop(store.close())));
                 }
             }
         }

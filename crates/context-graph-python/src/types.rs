@@ -35,7 +35,8 @@ pub fn parse_id(obj: &Bound<'_, PyAny>) -> PyResult<Uuid> {
 /// `embeddings` maps slot names to values: a float32 `numpy.ndarray` for dense slots (2-D, one
 /// row per token, for token-level slots), a pair `(indices, values)` of uint32 and float32
 /// arrays for sparse slots, `bytes` for binary slots. A read with a projection holds only the
-/// slots asked for. `id` is `None` until the array is stored (`Store.put` assigns one).
+/// slots asked for. `id` may be left `None`: `Store.put` then gives the stored array a new id
+/// and returns it (the `Array` object itself is not changed, so putting it again stores a copy).
 #[pyclass(module = "teleo", get_all, set_all)]
 pub struct Array {
     pub id: Option<String>,

@@ -58,8 +58,10 @@ def test_the_client_does_what_the_store_does_over_http(server):
     one = c.put(teleo.Array(slots(1), content="one", namespace="a", tags=["t"]))
     ids = c.put(arrays(5, start=10, namespace="b"))
     bulk = c.put_many({"E1": np.stack([slots(20 + i)["E1"] for i in range(3)]),
-                       **{e: [slots(20 + i)[e] for i in range(3)] for e in slots(0) if e != "E1"}},
+                       "E9": np.stack([np.frombuffer(slots(20 + i)["E9"], np.uint8) for i in range(3)]),
+                       **{e: [slots(20 + i)[e] for i in range(3)] for e in slots(0) if e not in ("E1", "E9")}},
                       namespace="b")
+    assert c.get(bulk[1]).embeddings["E9"] == slots(21)["E9"]
     assert c.count() == 9 and c.count({"namespace": "b"}) == 8
     got = c.get(one)
     want = slots(1)
@@ -70,7 +72,7 @@ def test_the_client_does_what_the_store_does_over_http(server):
         elif isinstance(value, bytes):
             assert got.embeddings[name] == value
         else:
-            assert got.embeddings[name].dtype == np.float32
+            assert got.embeddings[name].dtype == np.float32 and got.embeddings[name].flags.writeable
             np.testing.assert_array_equal(got.embeddings[name], value)
     assert (got.content, got.namespace, got.tags) == ("one", "a", ["t"])
     assert set(c.get(one, slots=["E1"]).embeddings) == {"E1"}

@@ -79,10 +79,13 @@ def test_namespaces_keep_collections_apart(tmp_path, model_dir):
     store = teleo.Store.create_text(tmp_path / "s", model_dir, semantic_dims=6)
     one = TeleoVectorStore(embedding=EMB, store=store, namespace="one")
     two = TeleoVectorStore(embedding=EMB, store=store, namespace="two")
+    # the same LangChain id in two collections names two documents
     one.add_documents([Document(page_content="only in one", id="x")])
-    two.add_documents([Document(page_content="only in two", id="y")])
-    assert [d.id for d in one.similarity_search("only", k=5)] == ["x"]
-    assert two.get_by_ids(["x"]) == []
+    two.add_documents([Document(page_content="only in two", id="x")])
+    assert [d.page_content for d in one.similarity_search("only", k=5)] == ["only in one"]
+    assert [d.page_content for d in two.get_by_ids(["x"])] == ["only in two"]
+    one.delete(["x"])
+    assert one.get_by_ids(["x"]) == [] and len(two.get_by_ids(["x"])) == 1
     store.close()
 
 

@@ -43,6 +43,31 @@ def test_a_text_store_embeds_stores_and_finds_texts(tmp_path, model_dir):
         teleo.Store.create_text(tmp_path / "t", model_dir)
 
 
+def test_threads_loading_the_pipeline_at_once_do_not_wait_on_each_other(tmp_path, model_dir):
+    import threading
+
+    teleo.Store.create_text(tmp_path / "t", model_dir).close()
+    with teleo.Store(tmp_path / "t") as store:  # reopened: the pipeline is not loaded yet
+        store.put_text("a note about the garden")
+        # a fresh handle again, so that every thread below finds it unloaded
+    with teleo.Store(tmp_path / "t") as store:
+        results, errors = [], []
+
+        def search():
+            try:
+                results.append(store.search_text("garden", k=1)[0].id)
+            except Exception as e:  # pragma: no cover
+                errors.append(e)
+
+        threads = [threading.Thread(target=search) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "a thread is stuck loading the pipeline"
+        assert errors == [] and len(set(results)) == 1
+
+
 def test_a_bad_model_directory_creates_nothing(tmp_path):
     with pytest.raises(teleo.TextPipelineError):
         teleo.Store.create_text(tmp_path / "t", tmp_path / "no-model")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import datetime
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Tuple, TypedDict, Union, overload
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,7 @@ class Filter(TypedDict, total=False):
     created_before: datetime
     min_similarity: float
     memory_types: List[str]
-    exclude_ids: List[str]
+    exclude_ids: List[Union[str, uuid.UUID]]
     tags: List[str]
     custom: Dict[str, str]
 
@@ -55,7 +55,8 @@ Comparison = Union[str, RrfComparison, WeightedComparison, GroupComparison, Sing
 Slots = Union[str, Sequence[str]]
 
 class Array:
-    """One memory: id, slots by name, content and metadata."""
+    """One memory: id, slots by name, content and metadata. Reading ``tags`` or ``custom``
+    gives a copy: assign a new value to change them."""
 
     id: Optional[str]
     embeddings: Dict[str, Any]
@@ -68,26 +69,31 @@ class Array:
     source_hash: int
     def __init__(
         self,
-        embeddings: Optional[Mapping[str, SlotValue]] = None,
+        embeddings: Optional[Dict[str, SlotValue]] = None,
         *,
         id: Optional[Id] = None,
         content: Optional[str] = None,
         namespace: Optional[str] = None,
         memory_type: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
-        custom: Optional[Mapping[str, str]] = None,
+        custom: Optional[Dict[str, str]] = None,
         created_at: Optional[datetime] = None,
         source_hash: int = 0,
     ) -> None: ...
 
 class Hit:
-    """One search result."""
+    """One search result (read-only)."""
 
-    id: str
-    score: float
-    rank: int
-    scores: Dict[str, float]
-    array: Optional[Array]
+    @property
+    def id(self) -> str: ...
+    @property
+    def score(self) -> float: ...
+    @property
+    def rank(self) -> int: ...
+    @property
+    def scores(self) -> Dict[str, float]: ...
+    @property
+    def array(self) -> Optional[Array]: ...
     def __init__(
         self, id: str, score: float, rank: int, scores: Optional[Dict[str, float]] = None, array: Optional[Array] = None
     ) -> None: ...
@@ -98,7 +104,7 @@ class Store:
     def __init__(
         self,
         path: Union[str, os.PathLike[str]],
-        schema: Union[None, Mapping[str, Any], Sequence[Mapping[str, Any]]] = None,
+        schema: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]] = None,
         *,
         create: bool = True,
         durability: Literal["sync", "buffered"] = "sync",
@@ -128,14 +134,14 @@ class Store:
     def put(self, arrays: Sequence[Array], *, cast: bool = False) -> List[str]: ...
     def put_many(
         self,
-        embeddings: Mapping[str, Any],
+        embeddings: Dict[str, Any],
         *,
         ids: Optional[Sequence[Id]] = None,
         contents: Optional[Sequence[Optional[str]]] = None,
         namespace: Optional[str] = None,
         memory_type: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
-        custom: Optional[Mapping[str, str]] = None,
+        custom: Optional[Dict[str, str]] = None,
         created_at: Optional[datetime] = None,
         cast: bool = False,
     ) -> List[str]: ...
@@ -150,11 +156,11 @@ class Store:
         id: Id,
         *,
         cast: bool = False,
-        embeddings: Mapping[str, SlotValue] = ...,
+        embeddings: Dict[str, SlotValue] = ...,
         content: Optional[str] = ...,
         memory_type: Optional[str] = ...,
         tags: Optional[Sequence[str]] = ...,
-        custom: Optional[Mapping[str, str]] = ...,
+        custom: Optional[Dict[str, str]] = ...,
     ) -> None: ...
     def search(
         self,
@@ -171,7 +177,7 @@ class Store:
     ) -> List[Hit]: ...
     def search_fused(
         self,
-        query: Mapping[str, SlotValue],
+        query: Dict[str, SlotValue],
         k: int = 10,
         *,
         comparison: Optional[Comparison] = None,
@@ -191,8 +197,8 @@ class Store:
         namespace: Optional[str] = None,
         memory_type: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
-        custom: Union[None, Mapping[str, str], Sequence[Mapping[str, str]]] = None,
-        vectors: Optional[Mapping[str, Any]] = None,
+        custom: Union[None, Dict[str, str], Sequence[Dict[str, str]]] = None,
+        vectors: Optional[Dict[str, Any]] = None,
         created_at: Optional[datetime] = None,
         cast: bool = False,
     ) -> str: ...
@@ -205,8 +211,8 @@ class Store:
         namespace: Optional[str] = None,
         memory_type: Optional[str] = None,
         tags: Optional[Sequence[str]] = None,
-        custom: Union[None, Mapping[str, str], Sequence[Mapping[str, str]]] = None,
-        vectors: Optional[Mapping[str, Any]] = None,
+        custom: Union[None, Dict[str, str], Sequence[Dict[str, str]]] = None,
+        vectors: Optional[Dict[str, Any]] = None,
         created_at: Optional[datetime] = None,
         cast: bool = False,
     ) -> List[str]: ...
@@ -217,7 +223,7 @@ class Store:
         *,
         embedders: Optional[Sequence[str]] = None,
         comparison: Optional[Comparison] = None,
-        vectors: Optional[Mapping[str, SlotValue]] = None,
+        vectors: Optional[Dict[str, SlotValue]] = None,
         filter: Optional[Filter] = None,
         ef: Optional[int] = None,
         overfetch: Optional[int] = None,

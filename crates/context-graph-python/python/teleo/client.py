@@ -18,7 +18,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -43,7 +43,8 @@ _CODE_TO_CLASS = {
     "overloaded": errors.UnavailableError,
     "timeout": errors.UnavailableError,
     "read_only": errors.ReadOnlyError,
-    "in_use": errors.UnavailableError,
+    "in_use": errors.StoreInUseError,
+    "internal": errors.BackendError,
     "stopping": errors.UnavailableError,
     "committed_not_indexed": errors.CommittedNotIndexedError,
     "outcome_unknown": errors.OutcomeUnknownError,
@@ -57,7 +58,8 @@ def _b64_floats(values: np.ndarray) -> str:
 
 def _floats_from(value: Any) -> np.ndarray:
     if isinstance(value, str):
-        return np.frombuffer(base64.b64decode(value), dtype="<f4").astype(np.float32, copy=False)
+        # frombuffer over bytes is read-only; the store's arrays are writable, so these are too.
+        return np.frombuffer(bytearray(base64.b64decode(value)), dtype="<f4").astype(np.float32, copy=False)
     return np.asarray(value, dtype=np.float32)
 
 
@@ -101,7 +103,8 @@ class Client:
 
     # -- the HTTP round trip, and its errors -------------------------------------------------
 
-    def _call(self, method: str, path: str, body: Optional[Mapping[str, Any]] = None) -> Any:
+    def _call(self, method: str, path: str, body: Optional[Mapping[str, Any]] = None, *,
+              write: bool = False) -> Any:
         if self._closed:
             raise errors.StoreClosedError("the client is closed")
         data = None if body is None else json.dumps(body).encode("utf-8")
@@ -116,6 +119,13 @@ class Client:
                 raw = response.read()
         except urllib.error.HTTPError as e:
             raise self._error(e) from None
+        except TimeoutError as e:
+            # The request went out: a write may still be applied, wholly or not at all.
+            error = errors.UnavailableError(f"no answer from {self.url} within {self._timeout} s: {e}",
+                                            status=0, code="timeout")
+            if write:
+                error.write_outcome = "unknown"
+            raise error from None
         except (urllib.error.URLError, OSError) as e:
             raise errors.UnavailableError(f"cannot reach {self.url}: {e}", status=0, code="unreachable") from None
         return json.loads(raw) if raw else None
@@ -138,6 +148,9 @@ class Client:
             context["embedder"] = detail["embedder"]
         if cls in (errors.ValidationError, errors.BatchTooLargeError):
             context["reason"] = message
+        outcome = detail.get("outcome")
+        if outcome in ("not_written", "committed", "unknown"):
+            context["write_outcome"] = outcome
         retry = e.headers.get("Retry-After") if e.headers else None
         if retry is not None:
             try:
@@ -242,10 +255,10 @@ class Client:
         """As :meth:`teleo.Store.put`: one atomic commit on the server."""
         if isinstance(arrays, Array):
             body = self._array_to_wire(arrays, cast)
-            self._call("POST", "/v1/arrays", body)
+            self._call("POST", "/v1/arrays", body, write=True)
             return body["id"]
         wire = [self._array_to_wire(a, cast) for a in arrays]
-        self._call("POST", "/v1/arrays/batch", {"arrays": wire})
+        self._call("POST", "/v1/arrays/batch", {"arrays": wire}, write=True)
         return [w["id"] for w in wire]
 
     def put_many(self, embeddings: Mapping[str, Any], *, ids: Optional[Sequence[str]] = None,
@@ -254,7 +267,7 @@ class Client:
                  custom: Optional[Mapping[str, str]] = None, created_at: Optional[datetime] = None,
                  cast: bool = False) -> List[str]:
         """As :meth:`teleo.Store.put_many`: one value per slot, one row (or item) per array."""
-        columns = {_short(k): list(v) for k, v in embeddings.items()}
+        columns = {_short(k): _rows(k, v, self._kind(_short(k))[0]) for k, v in embeddings.items()}
         if not columns:
             raise errors.ValidationError("put_many needs the slots' values", reason="no slots")
         n = len(next(iter(columns.values())))
@@ -262,10 +275,14 @@ class Client:
             if len(values) != n:
                 reason = f"{len(values)} values given for {n} arrays"
                 raise errors.ValidationError(f"{slot}: {reason}", embedder=slot, reason=reason)
+        if isinstance(ids, str):
+            raise errors.ValidationError("ids: a list of ids, one per array, not one string", reason="ids")
         if ids is not None and len(ids) != n:
             raise errors.ValidationError(f"{len(ids)} ids given for {n} arrays", reason="ids")
         if contents is not None and len(contents) != n:
             raise errors.ValidationError(f"{len(contents)} contents given for {n} arrays", reason="contents")
+        # One creation time for the whole batch, as the embedded store gives it.
+        created_at = created_at or datetime.now(timezone.utc)
         arrays = [
             Array({slot: values[i] for slot, values in columns.items()},
                   id=None if ids is None else ids[i],
@@ -312,7 +329,7 @@ class Client:
             id_list = present
         if not id_list:
             return 0
-        return int(self._call("POST", "/v1/arrays/delete", {"ids": id_list})["count"])
+        return int(self._call("POST", "/v1/arrays/delete", {"ids": id_list}, write=True)["count"])
 
     def delete_where(self, filter: Mapping[str, Any]) -> int:
         """As :meth:`teleo.Store.delete_where` (an empty filter is refused)."""
@@ -320,7 +337,8 @@ class Client:
             raise errors.ValidationError(
                 "delete_where needs at least one condition; an empty filter would delete everything",
                 reason="empty filter")
-        return int(self._call("POST", "/v1/arrays/delete_by_filter", {"filter": _filter(filter)})["count"])
+        return int(self._call("POST", "/v1/arrays/delete_by_filter", {"filter": _filter(filter)},
+                              write=True)["count"])
 
     def update(self, id: str, *, cast: bool = False, **changes: Any) -> None:
         """As :meth:`teleo.Store.update`: ``embeddings``, ``content``, ``memory_type``, ``tags``,
@@ -349,7 +367,7 @@ class Client:
                 if k in changes:
                     metadata[k] = empty[k] if changes[k] is None else changes[k]
             patch["metadata"] = metadata
-        self._call("PATCH", f"/v1/arrays/{urllib.parse.quote(str(id))}", patch)
+        self._call("PATCH", f"/v1/arrays/{urllib.parse.quote(str(id))}", patch, write=True)
 
     def search(self, embedder: str, query: Any, k: int = 10, *, filter: Optional[Mapping[str, Any]] = None,
                ef: Optional[int] = None, overfetch: Optional[int] = None, rescore_factor: Optional[int] = None,
@@ -427,6 +445,17 @@ def _short(slot: str) -> str:
     if head.startswith("E") and head[1:].isdigit() and 1 <= int(head[1:]) <= 13:
         return head
     raise errors.ValidationError(f"{slot!r} names no embedder (E1 … E13)", reason="unknown slot")
+
+
+def _rows(slot: str, value: Any, kind: str) -> List[Any]:
+    """One value per array: the rows of a 2-D array (uint8 rows of a binary slot as bytes), or
+    the items of a list."""
+    if kind == "Binary" and isinstance(value, np.ndarray) and value.ndim == 2:
+        if value.dtype != np.uint8:
+            reason = "a 2-D array for a binary slot must be uint8, one row of packed bits per array"
+            raise errors.ValidationError(f"{_short(slot)}: {reason}", embedder=_short(slot), reason=reason)
+        return [row.tobytes() for row in value]
+    return list(value)
 
 
 def _iso(t: datetime) -> str:

