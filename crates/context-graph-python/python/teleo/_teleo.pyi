@@ -1,14 +1,18 @@
-# Type stubs of the Rust extension teleo._teleo (crates/context-graph-python/src).
+# Type stubs of the Rust extension teleo._teleo (crates/context-graph-python/src), checked
+# against the built module by mypy's stubtest in .ci/python-tests. The TypedDicts and aliases
+# (Filter, Comparison, SlotValue, ...) exist for type checkers only: at run time a filter or a
+# comparison is a plain dict (tests/stubtest-allowlist.txt lists them).
 from __future__ import annotations
 
 import os
 import uuid
 from datetime import datetime
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, TypedDict, Union, overload
+from typing import Any, Dict, List, Literal, Optional, final, Sequence, Tuple, TypedDict, Union, overload
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["Array", "Hit", "Store", "EMBEDDERS", "__version__"]
 __version__: str
 #: The 13 slot names, "E1" ... "E13".
 EMBEDDERS: List[str]
@@ -54,6 +58,7 @@ Comparison = Union[str, RrfComparison, WeightedComparison, GroupComparison, Sing
 #: "all", "none", one slot name, or a list of slot names.
 Slots = Union[str, Sequence[str]]
 
+@final
 class Array:
     """One memory: id, slots by name, content and metadata. Reading ``tags`` or ``custom``
     gives a copy: assign a new value to change them."""
@@ -67,8 +72,8 @@ class Array:
     custom: Dict[str, str]
     created_at: Optional[datetime]
     source_hash: int
-    def __init__(
-        self,
+    def __new__(
+        cls,
         embeddings: Optional[Dict[str, SlotValue]] = None,
         *,
         id: Optional[Id] = None,
@@ -79,8 +84,9 @@ class Array:
         custom: Optional[Dict[str, str]] = None,
         created_at: Optional[datetime] = None,
         source_hash: int = 0,
-    ) -> None: ...
+    ) -> Array: ...
 
+@final
 class Hit:
     """One search result (read-only)."""
 
@@ -94,15 +100,16 @@ class Hit:
     def scores(self) -> Dict[str, float]: ...
     @property
     def array(self) -> Optional[Array]: ...
-    def __init__(
-        self, id: str, score: float, rank: int, scores: Optional[Dict[str, float]] = None, array: Optional[Array] = None
-    ) -> None: ...
+    def __new__(
+        cls, id: str, score: float, rank: int, scores: Optional[Dict[str, float]] = None, array: Optional[Array] = None
+    ) -> Hit: ...
 
+@final
 class Store:
     """The embedded store: RocksDB and 13 indices in this process."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: Union[str, os.PathLike[str]],
         schema: Union[None, Dict[str, Any], Sequence[Dict[str, Any]]] = None,
         *,
@@ -112,7 +119,7 @@ class Store:
         cache_size_mb: Optional[int] = None,
         search_overfetch: Optional[int] = None,
         rescore_factor: Optional[int] = None,
-    ) -> None: ...
+    ) -> Store: ...
     @staticmethod
     def create_text(
         path: Union[str, os.PathLike[str]],
@@ -148,7 +155,7 @@ class Store:
     @overload
     def get(self, ids: Id, *, slots: Optional[Slots] = None, missing_ok: bool = False) -> Optional[Array]: ...
     @overload
-    def get(self, ids: Sequence[Id], *, slots: Optional[Slots] = None, missing_ok: bool = False) -> List[Array]: ...
+    def get(self, ids: List[Id], *, slots: Optional[Slots] = None, missing_ok: bool = False) -> List[Array]: ...
     def delete(self, ids: Union[Id, Sequence[Id]], *, missing_ok: bool = False) -> int: ...
     def delete_where(self, filter: Filter) -> int: ...
     def update(
@@ -205,7 +212,7 @@ class Store:
     @overload
     def put_text(
         self,
-        texts: Sequence[str],
+        texts: List[str],
         *,
         ids: Optional[Sequence[Id]] = None,
         namespace: Optional[str] = None,
