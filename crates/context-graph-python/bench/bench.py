@@ -7,7 +7,8 @@ on the same data in the same sitting.
 Prints one JSON object: ingest arrays/s (put_many, one commit per batch, buffered durability
 as `teleo bench` uses), and per embedder the p50/p99 of `Store.search` (k 10, the store's
 default search parameters) and recall@10 against the dataset's ground truth; and fused RRF
-over every embedder. Times are wall clock around each Python call: conversion of the query
+over every embedder; and searches per second from one and from two Python threads. Times
+are wall clock around each Python call: conversion of the query
 from numpy, the store's search, and the results' conversion back.
 """
 
@@ -125,6 +126,31 @@ def main() -> int:
                          "recall_at_10": round(hits_ok / (10 * min(nq, args.searches)), 4)}
             print(name, per[name], file=sys.stderr)
         out["search"] = per
+        # Searches per second from 1 and from 2 Python threads sharing the store: the store
+        # releases the interpreter, so two threads should approach twice one.
+        import threading
+
+        for name in [e for e in ("E1", "E13") if e in qcols]:
+            col = qcols[name]
+            qps = {}
+            for threads in (1, 2):
+                per_thread = max(1, args.searches // threads)
+
+                def run(offset, col=col, name=name, per_thread=per_thread):
+                    for j in range(per_thread):
+                        store.search(name, value(col, (offset + j) % nq), 10,
+                                     ef=args.ef if col[0] in ("dense", "token") else None)
+
+                workers = [threading.Thread(target=run, args=(t * 7,)) for t in range(threads)]
+                t0 = time.perf_counter()
+                for w in workers:
+                    w.start()
+                for w in workers:
+                    w.join()
+                qps[threads] = per_thread * threads / (time.perf_counter() - t0)
+            per[name]["qps_1_thread"] = round(qps[1], 1)
+            per[name]["qps_2_threads"] = round(qps[2], 1)
+            print(name, f"QPS 1 thread {qps[1]:.0f}, 2 threads {qps[2]:.0f} ({qps[2] / qps[1]:.2f}x)", file=sys.stderr)
         lat = []
         for j in range(min(args.searches, 300)):
             q = j % nq
