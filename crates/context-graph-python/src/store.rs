@@ -1130,7 +1130,12 @@ impl Drop for Store {
             if let Some(store) = guard.take() {
                 if let Ok(store) = Arc::try_unwrap(store) {
                     // Writing the snapshots takes a while: other Python threads run meanwhile.
-                    Python::attach(|py| py.detach(|| drop(store.close())));
+                    // While the interpreter shuts down it cannot be released; close in place.
+                    let mut store = Some(store);
+                    let _ = Python::try_attach(|py| py.detach(|| store.take().map(|s| drop(s.close()))));
+                    if let Some(s) = store {
+                        drop(s.close());
+                    }
                 }
             }
         }
