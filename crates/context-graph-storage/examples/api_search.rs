@@ -3,8 +3,10 @@
 //! `Store.search` is compared with (`crates/context-graph-python/bench/bench.py`, same data,
 //! same ef). `teleo bench` times the index call beneath it instead.
 //!
-//! `cargo run --release -p context-graph-storage --example api_search -- --data DATASET
-//! [--ef 20] [--searches 1000]`
+//! `cargo build --release --workspace --examples`, then
+//! `$CARGO_TARGET_DIR/release/examples/api_search --data DATASET [--ef 20] [--searches 1000]`
+//! (a `cargo run -p context-graph-storage` resolves features for that crate alone and
+//! compiles RocksDB again).
 //!
 //! Prints one line per embedder: p50 and p99 in µs.
 
