@@ -13,7 +13,14 @@ pub(crate) fn map_parallel<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&T) -> StorageResult<R> + Sync,
 ) -> StorageResult<Vec<R>> {
-    let workers = thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+    // `available_parallelism` reads the cgroup limits on every call (tens of µs): asked once,
+    // and not at all for a single item (a one-embedder search).
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let workers = if items.len() <= 1 {
+        1
+    } else {
+        (*CORES.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()))).min(items.len())
+    };
     // A panic in `f` (a bug in an index library, say) is that item's error: the caller learns
     // of it like any other failure, and the other items still run.
     let f = |item: &T| {

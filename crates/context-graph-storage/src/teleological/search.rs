@@ -229,8 +229,21 @@ impl StoreCore {
         }
         let default_filter = SearchFilter::default();
         let filter = filter.unwrap_or(&default_filter);
+        // A single embedder whose index holds no float vectors (inverted, binary) scores
+        // exactly as `exact_score` does: its list is the answer, with no rescoring, and
+        // without filters to apply after the index, no longer list than the results asked
+        // for. (An f32 HNSW index is not among them: usearch's cosine differs from the
+        // store's in the last bits, and the store returns its own.)
+        let exact_single = match comparison {
+            ComparisonType::SingleEmbedder(e) => self.memory_index(*e)?.kind.precision().is_none(),
+            _ => false,
+        };
         let overfetch = params.overfetch.unwrap_or(self.config.search_overfetch).max(1);
-        let per_embedder = limit.saturating_mul(overfetch).min(MAX_FUSED_CANDIDATES);
+        let per_embedder = if exact_single && *filter == SearchFilter::default() {
+            limit
+        } else {
+            limit.saturating_mul(overfetch).min(MAX_FUSED_CANDIDATES)
+        };
 
         // Step 1: each embedder's candidates, by its index's own (approximate) scores, with
         // the filters inside the search. The attributes are read under
@@ -258,6 +271,13 @@ impl StoreCore {
         let mut union: Vec<Uuid> = lists.iter().flat_map(|l| l.hits.iter().map(|h| h.id)).collect();
         union.sort_unstable();
         union.dedup();
+
+        // An exact single-embedder list is the answer (see `exact_single` above). Only the
+        // heads are read, so that an array deleted since the search, or with a damaged head,
+        // is left out as below.
+        if let (true, ComparisonType::SingleEmbedder(e)) = (exact_single, comparison) {
+            return self.exact_single(&lists[0], *e, filter, limit);
+        }
 
         // Step 2: the fused order of the candidates. A single embedder's is its list's; a
         // fusion over several needs every candidate's standing in every embedder, not only in
@@ -310,6 +330,45 @@ impl StoreCore {
                 continue;
             }
             results.push(SearchResult { id, score: fused, rank: 0, per_embedder_scores: *per });
+        }
+        results.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        results.truncate(limit);
+        for (i, r) in results.iter_mut().enumerate() {
+            r.rank = i + 1;
+        }
+        Ok(results)
+    }
+
+    /// The results of a single-embedder search from an index whose scores are the store's
+    /// exact ones (inverted, binary): the list's best `limit` arrays still stored.
+    fn exact_single(
+        &self,
+        list: &CandidateList,
+        e: Embedder,
+        filter: &SearchFilter,
+        limit: usize,
+    ) -> StorageResult<Vec<SearchResult>> {
+        let hits: Vec<&IndexSearchResult> =
+            list.hits.iter().filter(|h| filter.min_similarity.is_none_or(|min| h.score >= min)).collect();
+        let snapshot = self.db.snapshot();
+        let mut opts = rocksdb::ReadOptions::default();
+        opts.set_snapshot(&snapshot);
+        let mut sorted = hits;
+        sorted.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        // The best `limit` first; the next ones only if some of those are gone.
+        let mut results: Vec<SearchResult> = Vec::with_capacity(limit);
+        for chunk in sorted.chunks(limit.max(1)) {
+            let ids: Vec<Uuid> = chunk.iter().map(|h| h.id).collect();
+            let present: HashSet<Uuid> =
+                heads_present(&self.db, &ids, &opts, &self.damage)?.into_iter().collect();
+            results.extend(chunk.iter().filter(|h| present.contains(&h.id)).map(|h| {
+                let mut per = [None; Embedder::COUNT];
+                per[e.index()] = Some(h.score);
+                SearchResult { id: h.id, score: h.score, rank: 0, per_embedder_scores: per }
+            }));
+            if results.len() >= limit {
+                break;
+            }
         }
         results.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
         results.truncate(limit);
