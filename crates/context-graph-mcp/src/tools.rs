@@ -303,9 +303,7 @@ impl MemoryTools {
             .filter_map(|(hit, head)| Some((hit, head.as_ref()?)))
             .map(|(hit, head)| {
                 let mut m = memory_json(head);
-                let scores: BTreeMap<&str, f32> = Embedder::all()
-                    .filter_map(|e| hit.per_embedder_scores[e.index()].map(|s| (e.name(), s)))
-                    .collect();
+                let scores: BTreeMap<&str, f32> = hit.scores().map(|(e, s)| (e.name(), s)).collect();
                 m["score"] = json!(hit.score);
                 m["rank"] = json!(hit.rank);
                 m["scores"] = json!(scores);

@@ -16,12 +16,6 @@ use uuid::Uuid;
 pub enum Failure {
     Storage(StorageError),
     Embed(EmbedError),
-    /// Bad input found before the store was called (a slot of the wrong type).
-    Invalid {
-        id: Option<Uuid>,
-        embedder: Option<Embedder>,
-        reason: String,
-    },
     Closed,
     /// `Store(path, create=False)` where the path holds no store.
     NoStore(std::path::PathBuf),
@@ -47,24 +41,20 @@ impl From<Failure> for PyErr {
 
 /// A `ValidationError` about an argument (no array, no slot).
 pub fn invalid(reason: impl Into<String>) -> PyErr {
-    Failure::Invalid { id: None, embedder: None, reason: reason.into() }.into()
+    // Bad input found before the store is called reads as the store's own validation error.
+    Failure::Storage(StorageError::Validation { id: None, embedder: None, reason: reason.into() }).into()
 }
 
 /// A `ValidationError` about one slot of the input.
 pub fn invalid_slot(embedder: Embedder, reason: impl Into<String>) -> PyErr {
-    Failure::Invalid { id: None, embedder: Some(embedder), reason: reason.into() }.into()
+    Failure::Storage(StorageError::Validation { id: None, embedder: Some(embedder), reason: reason.into() })
+        .into()
 }
 
 fn raise(py: Python<'_>, f: Failure) -> PyErr {
     let message = match &f {
         Failure::Storage(e) => e.to_string(),
         Failure::Embed(e) => e.to_string(),
-        Failure::Invalid { id, embedder, reason } => context_graph_core::teleology::ValidationError {
-            id: *id,
-            embedder: *embedder,
-            reason: reason.clone(),
-        }
-        .to_string(),
         Failure::Closed => "the store is closed".to_string(),
         Failure::NoStore(path) => format!("no store at {} (pass create=True to make one)", path.display()),
     };
@@ -93,12 +83,6 @@ fn build(f: &Failure, context: &Bound<'_, PyDict>) -> PyResult<&'static str> {
         Failure::NoStore(path) => {
             context.set_item("path", path.display().to_string())?;
             "NotFoundError"
-        }
-        Failure::Invalid { id: i, embedder, reason } => {
-            context.set_item("id", id(i))?;
-            context.set_item("embedder", slot(embedder))?;
-            context.set_item("reason", reason)?;
-            "ValidationError"
         }
         Failure::Embed(e) => {
             context.set_item("embedder", e.slot().map(|s| s.short_name()))?;

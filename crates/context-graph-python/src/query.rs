@@ -109,7 +109,11 @@ fn weights(obj: &Bound<'_, PyAny>) -> PyResult<EmbedderWeights> {
 /// - a dict, as the HTTP API's: `{"type": "rrf", "k": 60, "weights": {...}}`,
 ///   `{"type": "weighted", "weights": {...}}`, `{"type": "group", "group": "lexical"}`,
 ///   `{"type": "single", "embedder": "E1"}`.
-pub fn comparison_from_py(obj: &Bound<'_, PyAny>) -> PyResult<ComparisonType> {
+/// - `None`: `"rrf"`.
+pub fn comparison_from_py(obj: Option<&Bound<'_, PyAny>>) -> PyResult<ComparisonType> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(ComparisonType::rrf());
+    };
     if let Ok(name) = obj.extract::<String>() {
         let lower = name.to_ascii_lowercase();
         if lower == "rrf" {

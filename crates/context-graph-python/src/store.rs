@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::convert::{embedder, embedder_key, output_from_py};
 use crate::errors::{invalid, invalid_slot, Failure};
 use crate::query::{comparison_from_py, filter_from_py, params};
-use crate::types::{parse_id, Array, Hit};
+use crate::types::{parse_id, unless_empty, Array, Hit};
 
 /// How long `close` waits for calls still running on other threads.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
@@ -157,23 +157,25 @@ fn projection(obj: Option<&Bound<'_, PyAny>>, default_all: bool) -> PyResult<Vec
         .collect()
 }
 
-/// Metadata keywords shared by `put_many` and `put_text`.
-struct MetadataArgs {
-    namespace: Option<String>,
-    memory_type: Option<String>,
-    tags: Vec<String>,
-    custom: std::collections::BTreeMap<String, String>,
+/// The ids given for `n` new arrays (`what` names them in the error), or new UUIDv7s.
+fn ids_for(ids: Option<Bound<'_, PyAny>>, n: usize, what: &str) -> PyResult<Vec<Uuid>> {
+    match ids {
+        Some(i) => {
+            let (ids, _) = ids_from_py(&i)?;
+            if ids.len() != n {
+                return Err(invalid(format!("{} ids given for {n} {what}", ids.len())));
+            }
+            Ok(ids)
+        }
+        None => Ok((0..n).map(|_| Uuid::now_v7()).collect()),
+    }
 }
 
-impl MetadataArgs {
-    fn metadata(&self) -> Option<ArrayMetadata> {
-        let m = ArrayMetadata {
-            namespace: self.namespace.clone(),
-            memory_type: self.memory_type.clone(),
-            tags: self.tags.clone(),
-            custom: self.custom.clone(),
-        };
-        (m != ArrayMetadata::default()).then_some(m)
+/// The ids of a write: one `str` when one item was given, else a list.
+fn one_or_list<'py>(py: Python<'py>, ids: Vec<String>, one: bool) -> PyResult<Bound<'py, PyAny>> {
+    match (one, ids.first()) {
+        (true, Some(id)) => Ok(PyString::new(py, id).into_any()),
+        _ => Ok(PyList::new(py, ids)?.into_any()),
     }
 }
 
@@ -537,11 +539,7 @@ impl Store {
             .map(|a| a.borrow().to_core(py, &self.schema, cast, Uuid::now_v7()))
             .collect::<PyResult<_>>()?;
         let ids = self.commit_arrays(py, core)?;
-        if one {
-            Ok(PyString::new(py, &ids[0]).into_any())
-        } else {
-            Ok(PyList::new(py, ids)?.into_any())
-        }
+        one_or_list(py, ids, one)
     }
 
     /// Store many arrays at once, in one atomic commit, from one value per slot: a 2-D array
@@ -566,16 +564,7 @@ impl Store {
             embeddings.values().iter().next().ok_or_else(|| invalid("put_many needs the slots' values"))?;
         let n = first.len().map_err(|_| invalid("each slot's value is a 2-D array or a list"))?;
         self.check_batch(n)?;
-        let ids: Vec<Uuid> = match ids {
-            Some(i) => {
-                let (ids, _) = ids_from_py(&i)?;
-                if ids.len() != n {
-                    return Err(invalid(format!("{} ids given for {n} arrays", ids.len())));
-                }
-                ids
-            }
-            None => (0..n).map(|_| Uuid::now_v7()).collect(),
-        };
+        let ids = ids_for(ids, n, "arrays")?;
         if contents.as_ref().is_some_and(|c| c.len() != n) {
             return Err(invalid(format!(
                 "{} contents given for {n} arrays",
@@ -593,16 +582,16 @@ impl Store {
                 a.set(e, out);
             }
         }
-        let meta = MetadataArgs {
+        let meta = unless_empty(ArrayMetadata {
             namespace,
             memory_type,
             tags: tags.unwrap_or_default(),
             custom: custom.unwrap_or_default(),
-        };
+        });
         let now = created_at.unwrap_or_else(Utc::now);
         for (i, a) in arrays.iter_mut().enumerate() {
             a.created_at = now;
-            a.metadata = meta.metadata();
+            a.metadata = meta.clone();
             a.content = contents.as_ref().and_then(|c| c[i].clone());
         }
         self.commit_arrays(py, arrays)
@@ -819,10 +808,7 @@ impl Store {
             Uuid::nil(),
             crate::convert::slots_from_py(&query, &self.schema, cast)?,
         );
-        let comparison = match comparison {
-            Some(c) if !c.is_none() => comparison_from_py(&c)?,
-            _ => ComparisonType::rrf(),
-        };
+        let comparison = comparison_from_py(comparison.as_ref())?;
         let filter = filter_from_py(filter.as_ref())?;
         self.run_search(py, q, comparison, k, filter, params(ef, overfetch, rescore_factor), with_metadata)
     }
@@ -851,16 +837,7 @@ impl Store {
             Err(_) => (texts.extract().map_err(|_| invalid("put_text takes a str or a list of str"))?, false),
         };
         self.check_batch(texts.len())?;
-        let ids: Vec<Uuid> = match ids {
-            Some(i) => {
-                let (ids, _) = ids_from_py(&i)?;
-                if ids.len() != texts.len() {
-                    return Err(invalid(format!("{} ids given for {} texts", ids.len(), texts.len())));
-                }
-                ids
-            }
-            None => texts.iter().map(|_| Uuid::now_v7()).collect(),
-        };
+        let ids = ids_for(ids, texts.len(), "texts")?;
         let pipeline = self.text_pipeline(py)?;
         Self::check_caller_slots(&pipeline, vectors.as_ref())?;
         let given = self.given_outputs(vectors.as_ref(), texts.len(), cast)?;
@@ -887,13 +864,12 @@ impl Store {
         let metas: Vec<Option<ArrayMetadata>> = customs
             .into_iter()
             .map(|custom| {
-                MetadataArgs {
+                unless_empty(ArrayMetadata {
                     namespace: namespace.clone(),
                     memory_type: memory_type.clone(),
                     tags: tags.clone().unwrap_or_default(),
                     custom,
-                }
-                .metadata()
+                })
             })
             .collect();
         let at = created_at.unwrap_or_else(Utc::now);
@@ -922,11 +898,7 @@ impl Store {
             Ok(())
         })?;
         let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        if one {
-            Ok(PyString::new(py, &ids[0]).into_any())
-        } else {
-            Ok(PyList::new(py, ids)?.into_any())
-        }
+        one_or_list(py, ids, one)
     }
 
     /// Search with a text: the pipeline embeds it (``vectors``: the caller's slots, one 1-D
@@ -960,10 +932,7 @@ impl Store {
         }
         let keep: Option<Vec<Embedder>> =
             embedders.map(|names| names.iter().map(|n| embedder(n)).collect::<PyResult<_>>()).transpose()?;
-        let comparison = match comparison {
-            Some(c) if !c.is_none() => comparison_from_py(&c)?,
-            _ => ComparisonType::rrf(),
-        };
+        let comparison = comparison_from_py(comparison.as_ref())?;
         let filter = filter_from_py(filter.as_ref())?;
         let outputs = py
             .detach(|| pipeline.embed_with(&[TextInput { text: &text, created_at: Utc::now() }], &given))

@@ -30,6 +30,11 @@ pub fn parse_id(obj: &Bound<'_, PyAny>) -> PyResult<Uuid> {
     Uuid::parse_str(&text).map_err(|e| invalid(format!("{text:?} is not a UUID: {e}")))
 }
 
+/// `m`, or `None` when it says nothing (a store keeps no metadata then).
+pub fn unless_empty(m: ArrayMetadata) -> Option<ArrayMetadata> {
+    (m != ArrayMetadata::default()).then_some(m)
+}
+
 /// One memory: its id, its slots (by name, `"E1"` … `"E13"`), its content and metadata.
 ///
 /// `embeddings` maps slot names to values: a float32 `numpy.ndarray` for dense slots (2-D, one
@@ -132,13 +137,12 @@ impl Array {
 
     /// The metadata this array carries, `None` when it carries none.
     pub fn metadata(&self) -> Option<ArrayMetadata> {
-        let m = ArrayMetadata {
+        unless_empty(ArrayMetadata {
             namespace: self.namespace.clone(),
             memory_type: self.memory_type.clone(),
             tags: self.tags.clone(),
             custom: self.custom.clone(),
-        };
-        (m != ArrayMetadata::default()).then_some(m)
+        })
     }
 
     /// The Python form of a stored array (its slots as numpy arrays, without a copy).
@@ -201,9 +205,7 @@ impl Hit {
             id: r.id.to_string(),
             score: r.score,
             rank: r.rank,
-            scores: Embedder::all()
-                .filter_map(|e| r.per_embedder_scores[e.index()].map(|s| (e.short_name().to_string(), s)))
-                .collect(),
+            scores: r.scores().map(|(e, s)| (e.short_name().to_string(), s)).collect(),
             array: None,
         }
     }

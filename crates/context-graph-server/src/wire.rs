@@ -491,9 +491,7 @@ impl Hit {
             id: r.id,
             score: r.score,
             rank: r.rank,
-            scores: Embedder::all()
-                .filter_map(|e| r.per_embedder_scores[e.index()].map(|s| (e.short_name().to_string(), s)))
-                .collect(),
+            scores: r.scores().map(|(e, s)| (e.short_name().to_string(), s)).collect(),
             array: None,
         }
     }

@@ -121,6 +121,13 @@ pub struct SearchResult {
     pub per_embedder_scores: [Option<f32>; Embedder::COUNT],
 }
 
+impl SearchResult {
+    /// The exact score of each searched embedder, in slot order.
+    pub fn scores(&self) -> impl Iterator<Item = (Embedder, f32)> + '_ {
+        Embedder::all().filter_map(|e| self.per_embedder_scores[e.index()].map(|s| (e, s)))
+    }
+}
+
 /// A store that searches across its embedders.
 #[async_trait]
 pub trait IndexedTeleologicalStore: TeleologicalArrayStore {
