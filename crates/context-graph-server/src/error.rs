@@ -132,6 +132,12 @@ impl From<StorageError> for ApiError {
             }
             StorageError::OutcomeUnknown { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "outcome_unknown"),
             StorageError::Corruption { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "corruption"),
+            // A cluster shard's log: refused or unreachable (nothing written), or its answer
+            // lost or not yet applied here (the entry may stand). The store keeps serving.
+            StorageError::Log { outcome: WriteOutcome::NotWritten, .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "log_unavailable")
+            }
+            StorageError::Log { .. } => (StatusCode::SERVICE_UNAVAILABLE, "log_outcome_unknown"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         let mut err = ApiError::new(status, code, message);

@@ -22,7 +22,9 @@ pub use teleological::store::{
     DamageReport, EmbedderIndexStats, IndexOpenMode, StorageError, StorageResult, StorageStats,
     TeleologicalArrayStore, WriteOutcome,
 };
-pub use teleological::{ArrayUpdate, BulkLoadReport, MetadataFields, ScrollPage, WriteOp, MAX_SCROLL_PAGE};
+pub use teleological::{
+    ArrayUpdate, BulkLoadReport, CommitLog, MetadataFields, ScrollPage, WriteOp, MAX_SCROLL_PAGE,
+};
 
 /// Entry points for the coverage-guided fuzzer in `fuzz/`; compiled only with the `fuzzing`
 /// cfg that cargo-fuzz sets.

@@ -86,6 +86,13 @@ pub enum StorageError {
          reopened, after which the write is either wholly present or wholly absent"
     )]
     OutcomeUnknown { seq: u64, detail: String },
+    /// A store that follows a replicated log (`CommitLog`) could not settle a write call
+    /// through it: the log refused or could not be reached (`outcome` is `NotWritten`), or
+    /// the log took the entry and this store has not applied it in time, or the log's answer
+    /// was lost (`Unknown`: the entry may be in the log, and then every replica applies it).
+    /// The store itself is unharmed and keeps serving.
+    #[error("replicated log: {detail}")]
+    Log { outcome: WriteOutcome, detail: String },
 }
 
 /// What a failed write call left behind (see [`StorageError::write_outcome`]).
@@ -117,6 +124,13 @@ impl StorageError {
         StorageError::Validation { id: None, embedder: None, reason: reason.into() }
     }
 
+    /// Whether a replicated log's entry that failed with this error was refused by the store
+    /// for what it asks (bad input, an absent id, a foreign namespace): every replica refuses
+    /// it alike, and the entry counts as applied. Any other failure stops the applying.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, StorageError::NotFound(_)) || self.is_validation()
+    }
+
     /// Whether this error means bad input (nothing was written).
     pub fn is_validation(&self) -> bool {
         matches!(self, StorageError::Validation { .. } | StorageError::BatchTooLarge { .. })
@@ -128,6 +142,7 @@ impl StorageError {
         match self {
             StorageError::CommittedNotIndexed { .. } => WriteOutcome::Committed,
             StorageError::OutcomeUnknown { .. } => WriteOutcome::Unknown,
+            StorageError::Log { outcome, .. } => *outcome,
             _ => WriteOutcome::NotWritten,
         }
     }

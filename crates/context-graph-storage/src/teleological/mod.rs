@@ -12,6 +12,7 @@ mod bulk_load;
 mod change_log;
 mod checkpoint;
 mod column_families;
+mod commit_log;
 mod config;
 mod damage;
 mod error;
@@ -25,6 +26,7 @@ mod upkeep;
 mod write_path;
 
 pub use bulk_load::BulkLoadReport;
+pub use commit_log::CommitLog;
 pub use index::{
     EmbedderIndex, EmbedderIndexConfig, HnswConfig, IndexSearchResult, IndexType, InvertedIndexConfig,
     TokenLevelConfig, VectorPrecision,

@@ -483,6 +483,7 @@ pub(crate) fn open_core(
             commit_seq: counters.commit_seq,
             array_count: counters.array_count,
             log_truncated_through: counters.log_truncated_through,
+            log_position: counters.log_position,
             snapshots_at,
         }),
         count: AtomicUsize::new(counters.array_count as usize),
@@ -492,6 +493,7 @@ pub(crate) fn open_core(
         rolled_back_bulk_load,
         damage,
         upkeep: Upkeep::default(),
+        commit_log: std::sync::OnceLock::new(),
     };
     // Work a loaded index still owes (training its centroids, say) starts now, aside.
     core.upkeep.start_needed(&core.memory_indices());

@@ -223,6 +223,8 @@ pub(crate) struct WriterState {
     pub(crate) commit_seq: u64,
     pub(crate) array_count: u64,
     pub(crate) log_truncated_through: u64,
+    /// The last replicated-log entry applied (`commit_log.rs`; 0 when none).
+    pub(crate) log_position: u64,
     /// The commit every index snapshot on disk reflects, when they all reflect the same one;
     /// `None` when some snapshot is missing or behind. Lets `close` skip rewriting snapshots
     /// nothing has changed since.
@@ -255,6 +257,8 @@ pub(crate) struct StoreCore {
     pub(crate) damage: Arc<Mutex<DamageLog>>,
     /// Background index work (centroid training, graph rebuilds).
     pub(crate) upkeep: Upkeep,
+    /// Set when the store follows a replicated log: write calls go there (`commit_log.rs`).
+    pub(crate) commit_log: std::sync::OnceLock<Arc<dyn super::commit_log::CommitLog>>,
 }
 
 impl StoreCore {

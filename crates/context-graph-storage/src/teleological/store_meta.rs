@@ -18,6 +18,9 @@ pub(crate) const KEY_SCHEMA: &[u8] = b"schema";
 pub(crate) const KEY_COMMIT_SEQ: &[u8] = b"commit_seq";
 pub(crate) const KEY_ARRAY_COUNT: &[u8] = b"array_count";
 pub(crate) const KEY_LOG_TRUNCATED_THROUGH: &[u8] = b"log_truncated_through";
+/// Written only by stores that follow a replicated log (`commit_log.rs`): the position (u64 LE)
+/// of the last log entry applied, in the same write as that entry's commit. Absent means 0.
+pub(crate) const KEY_LOG_POSITION: &[u8] = b"log_position";
 /// Present only while a bulk load runs (value: the commit sequence number it started after,
 /// u64 LE). Found on open, it means the load was interrupted: its data is removed.
 pub(crate) const KEY_BULK_LOAD: &[u8] = b"bulk_load_in_progress";
@@ -66,6 +69,8 @@ pub(crate) struct Counters {
     /// Change-log entries up to this sequence number have been deleted; a snapshot older than
     /// this cannot be caught up.
     pub(crate) log_truncated_through: u64,
+    /// The last replicated-log entry applied (0: none, or a store that follows no log).
+    pub(crate) log_position: u64,
 }
 
 fn read_u64(db: &DB, key: &[u8]) -> StorageResult<u64> {
@@ -119,6 +124,7 @@ pub(crate) fn init_or_check(db: &DB, asked: &SchemaRecord) -> StorageResult<(Cou
         commit_seq: read_u64(db, KEY_COMMIT_SEQ)?,
         array_count: read_u64(db, KEY_ARRAY_COUNT)?,
         log_truncated_through: read_u64(db, KEY_LOG_TRUNCATED_THROUGH)?,
+        log_position: read_u64(db, KEY_LOG_POSITION)?,
     };
     Ok((counters, false))
 }

@@ -10,6 +10,7 @@ use context_graph_core::teleology::{
     validate_array, ArrayMetadata, Embedder, EmbedderDims, EmbedderOutput, TeleologicalArray,
 };
 use rocksdb::{WriteBatch, WriteOptions};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::change_log::{encode_entry, log_key, LogOp};
@@ -19,11 +20,11 @@ use super::error::{StorageError, StorageResult};
 use super::index::IndexChange;
 use super::parallel::for_each_parallel;
 use super::store_core::StoreCore;
-use super::store_meta::{KEY_ARRAY_COUNT, KEY_COMMIT_SEQ};
+use super::store_meta::{KEY_ARRAY_COUNT, KEY_COMMIT_SEQ, KEY_LOG_POSITION};
 
 /// One change of a [`RocksDbTeleologicalStore::write`](crate::RocksDbTeleologicalStore::write)
 /// call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 // A put carries its array inline (the vectors are on the heap either way): callers build these
 // from owned arrays, and a box would only add an allocation per put.
 #[allow(clippy::large_enum_variant)]
@@ -56,6 +57,15 @@ pub(crate) enum Mutation<'a> {
 }
 
 impl Mutation<'_> {
+    /// The write call's own form of this change, for a replicated log.
+    fn to_op(&self) -> WriteOp {
+        match self {
+            Mutation::Put(a) => WriteOp::Put((*a).clone()),
+            Mutation::Delete(id) => WriteOp::Delete(*id),
+            Mutation::Update(id, u) => WriteOp::Update(*id, (*u).clone()),
+        }
+    }
+
     fn id(&self) -> Uuid {
         match self {
             Mutation::Put(a) => a.id,
@@ -66,7 +76,7 @@ impl Mutation<'_> {
 
 /// What one update changes in a stored array; what it leaves `None` (or out of `slots`)
 /// stays as stored. The changed array must pass every rule a put does.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ArrayUpdate {
     /// New metadata (`Some(None)` removes it).
     pub metadata: Option<Option<ArrayMetadata>>,
@@ -82,7 +92,7 @@ pub struct ArrayUpdate {
 /// New values of single metadata fields. They are applied to the metadata as stored when the
 /// commit runs, under the writer lock: two updates of different fields of one array both land,
 /// where a read, a merge and a write of the whole metadata could lose one of them.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetadataFields {
     /// A new memory type (`Some(None)` removes it).
     pub memory_type: Option<Option<String>>,
@@ -196,17 +206,74 @@ impl StoreCore {
     /// to it, not stored (`NotFound` for a delete or an update; a put is refused). These
     /// checks run under the writer lock with the other step-3 reads, so no commit can move an
     /// array in or out of scope between the check and the write.
+    ///
+    /// This is where a commit's source is chosen: a store that follows a replicated log
+    /// (`commit_log.rs`) checks the call (step 1) and hands it to the log, whose entry comes
+    /// back through [`StoreCore::apply_logged`]; any other store commits it here.
     pub(crate) fn commit_scoped(
         &self,
         mutations: &[Mutation<'_>],
         scope: Option<&[String]>,
     ) -> StorageResult<()> {
-        let in_scope =
-            |ns: Option<&str>| scope.is_none_or(|s| ns.is_some_and(|ns| s.iter().any(|x| x == ns)));
-        // Step 1.
-        if mutations.is_empty() {
+        match self.commit_log.get() {
+            Some(log) => {
+                if mutations.is_empty() {
+                    return Ok(());
+                }
+                self.check_and_encode(mutations, scope)?;
+                log.submit(mutations.iter().map(Mutation::to_op).collect(), scope.map(<[String]>::to_vec))
+            }
+            None => self.commit_at(mutations, scope, None),
+        }
+    }
+
+    /// Apply the replicated log's entry at `position`: the commit of its write call, with the
+    /// position recorded in the same RocksDB write. An entry at or before the last position
+    /// applied is skipped (a log may deliver again). An entry the store refuses for what it
+    /// asks ([`StorageError::is_refusal`]) still advances the position, in a write of its
+    /// own, and its error is returned.
+    pub(crate) fn apply_logged(
+        &self,
+        mutations: &[Mutation<'_>],
+        scope: Option<&[String]>,
+        position: u64,
+    ) -> StorageResult<()> {
+        match self.commit_at(mutations, scope, Some(position)) {
+            Err(e) if e.is_refusal() => {
+                self.record_log_position(position)?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Record `position` as applied, alone (for an entry the store refused).
+    fn record_log_position(&self, position: u64) -> StorageResult<()> {
+        let mut writer = self.writer.lock();
+        self.check_writable()?;
+        if position <= writer.log_position {
             return Ok(());
         }
+        let mut batch = WriteBatch::default();
+        batch.put_cf(&ColumnFamily::StoreMeta.handle(&self.db)?, KEY_LOG_POSITION, position.to_le_bytes());
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.config.durability == Durability::Sync);
+        self.db.write_opt(batch, &opts).map_err(|e| {
+            let err = commit_write_error(writer.commit_seq, e);
+            self.fail(format!("recording log position {position} failed: {err}"));
+            err
+        })?;
+        writer.log_position = position;
+        Ok(())
+    }
+
+    /// Step 1 of a commit: every check that needs no lock, and the values of the puts.
+    fn check_and_encode(
+        &self,
+        mutations: &[Mutation<'_>],
+        scope: Option<&[String]>,
+    ) -> StorageResult<Vec<Option<EncodedPut>>> {
+        let in_scope = |ns: Option<&str>| scope_admits(scope, ns);
         if mutations.len() > self.config.max_batch {
             return Err(StorageError::BatchTooLarge { max: self.config.max_batch, actual: mutations.len() });
         }
@@ -220,16 +287,11 @@ impl StoreCore {
                 });
             }
         }
-        let outside = |id: Uuid| StorageError::Validation {
-            id: Some(id),
-            embedder: None,
-            reason: "the array's namespace is not one this caller may write".into(),
-        };
         let mut encoded = Vec::with_capacity(mutations.len());
         for m in mutations {
             if let Mutation::Put(array) = m {
                 if !in_scope(array.namespace()) {
-                    return Err(outside(array.id));
+                    return Err(outside_scope(array.id));
                 }
             }
             encoded.push(match m {
@@ -241,10 +303,29 @@ impl StoreCore {
                 }
             });
         }
+        Ok(encoded)
+    }
+
+    /// The commit of a write call, recording `log_position` when it comes from a log.
+    fn commit_at(
+        &self,
+        mutations: &[Mutation<'_>],
+        scope: Option<&[String]>,
+        log_position: Option<u64>,
+    ) -> StorageResult<()> {
+        let in_scope = |ns: Option<&str>| scope_admits(scope, ns);
+        // Step 1.
+        if mutations.is_empty() {
+            return log_position.map_or(Ok(()), |p| self.record_log_position(p));
+        }
+        let mut encoded = self.check_and_encode(mutations, scope)?;
 
         // Step 2.
         let mut writer = self.writer.lock();
         self.check_writable()?;
+        if log_position.is_some_and(|p| p <= writer.log_position) {
+            return Ok(()); // applied before: the log delivered it again
+        }
 
         // Step 3.
         let meta_cf = ColumnFamily::Metadata.handle(&self.db)?;
@@ -289,7 +370,7 @@ impl StoreCore {
                 Mutation::Update(id, update) => {
                     let array = update.apply_to(self.retrieve(*id)?);
                     if !in_scope(array.namespace()) {
-                        return Err(outside(*id));
+                        return Err(outside_scope(*id));
                     }
                     *enc = Some(self.encode_put(&array)?);
                     Some(array)
@@ -356,6 +437,9 @@ impl StoreCore {
         batch.put_cf(&ColumnFamily::ChangeLog.handle(&self.db)?, log_key(seq), encode_entry(&log));
         batch.put_cf(&meta, KEY_COMMIT_SEQ, seq.to_le_bytes());
         batch.put_cf(&meta, KEY_ARRAY_COUNT, count.to_le_bytes());
+        if let Some(position) = log_position {
+            batch.put_cf(&meta, KEY_LOG_POSITION, position.to_le_bytes());
+        }
 
         // Step 5.
         let mut opts = WriteOptions::default();
@@ -371,6 +455,9 @@ impl StoreCore {
         }
         writer.commit_seq = seq;
         writer.array_count = count;
+        if let Some(position) = log_position {
+            writer.log_position = position;
+        }
         {
             let mut attrs = self.attrs.write();
             for ((m, enc), array) in mutations.iter().zip(&encoded).zip(&stored) {
@@ -431,6 +518,19 @@ impl StoreCore {
     /// Every rule a stored array must pass (the schema and token limit of this store).
     pub(crate) fn validate_put(&self, array: &TeleologicalArray) -> StorageResult<()> {
         Ok(validate_array(array, &self.schema, self.max_tokens)?)
+    }
+}
+
+/// Whether an array of namespace `ns` is one a caller confined to `scope` may see and change.
+fn scope_admits(scope: Option<&[String]>, ns: Option<&str>) -> bool {
+    scope.is_none_or(|s| ns.is_some_and(|ns| s.iter().any(|x| x == ns)))
+}
+
+fn outside_scope(id: Uuid) -> StorageError {
+    StorageError::Validation {
+        id: Some(id),
+        embedder: None,
+        reason: "the array's namespace is not one this caller may write".into(),
     }
 }
 

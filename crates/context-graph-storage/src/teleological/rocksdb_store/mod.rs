@@ -16,6 +16,7 @@ use uuid::Uuid;
 use super::blocking::run_blocking;
 use super::bulk_load::BulkLoadReport;
 pub use super::column_families::{CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX, CF_SLOTS};
+use super::commit_log::CommitLog;
 pub use super::config::{
     Durability, StoreConfig, DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH,
     MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
@@ -332,7 +333,51 @@ impl RocksDbTeleologicalStore {
         I: IntoIterator<Item = Result<TeleologicalArray, E>>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if self.core().commit_log.get().is_some() {
+            return Err(StorageError::bad_request(
+                "a store that follows a replicated log takes writes only through the log; a bulk \
+                 load would bypass it",
+            ));
+        }
         self.core().bulk_load(arrays.into_iter(), chunk, &mut progress)
+    }
+
+    /// Make this store follow a replicated log from now on: every write call is checked, then
+    /// handed to `log`, and commits only when the log's entry comes back through
+    /// [`RocksDbTeleologicalStore::apply_logged`] (`commit_log.rs` explains the seam). Set
+    /// once per open; a second call is refused.
+    pub fn follow_log(&self, log: Arc<dyn CommitLog>) -> StorageResult<()> {
+        self.core()
+            .commit_log
+            .set(log)
+            .map_err(|_| StorageError::bad_request("this store already follows a replicated log"))
+    }
+
+    /// Apply the replicated log's entry at `position` (one write call: puts, deletes and
+    /// updates, confined to `namespaces` when given, as [`RocksDbTeleologicalStore::write`])
+    /// as one commit that also records `position`. An entry at or before
+    /// [`RocksDbTeleologicalStore::log_position`] is skipped. An entry the store refuses
+    /// ([`StorageError::is_refusal`]) still counts as applied and returns its error; after
+    /// any other error the store refuses writes until reopened, and the reopened store
+    /// resumes after the last position it recorded.
+    pub async fn apply_logged(
+        &self,
+        ops: Vec<WriteOp>,
+        namespaces: Option<Vec<String>>,
+        position: u64,
+    ) -> StorageResult<()> {
+        let core = self.core().clone();
+        run_blocking(move || {
+            let mutations: Vec<Mutation<'_>> = ops.iter().map(WriteOp::as_mutation).collect();
+            core.apply_logged(&mutations, namespaces.as_deref(), position)
+        })
+        .await
+    }
+
+    /// The position of the last replicated-log entry this store applied (0 if none): where a
+    /// follower resumes after a restart, in the same commit as the data it wrote.
+    pub fn log_position(&self) -> u64 {
+        self.core().writer.lock().log_position
     }
 
     /// What this open rolled back, if it found an interrupted bulk load (whose data it then
