@@ -94,6 +94,9 @@ enum Command {
     Mcp(commands::mcp::McpArgs),
     /// Create, list and revoke the API keys of `teleo serve`.
     Keys(commands::keys::KeysArgs),
+    /// Run a cluster of nodes over NATS JetStream (`cluster demo`: one on loopback); a node
+    /// itself is `serve --cluster` (docs/CLUSTER.md).
+    Cluster(commands::cluster::ClusterArgs),
     /// Measure ingest, disk, memory, get and search latency, recall and reopen time on a
     /// temporary store (--db is not used).
     Bench(bench::BenchArgs),
@@ -175,6 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             mcp::run(&ctx, a).await
         }
         Command::Keys(a) => keys::run(&ctx, a),
+        Command::Cluster(a) => cluster::run(a).await,
     }
 }
 

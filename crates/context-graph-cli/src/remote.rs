@@ -16,6 +16,8 @@ use uuid::Uuid;
 pub struct Remote {
     client: Client,
     url: String,
+    /// Whether `put` has said that it splits batches by namespace (once per run).
+    split_said: std::sync::atomic::AtomicBool,
 }
 
 impl Remote {
@@ -23,7 +25,11 @@ impl Remote {
         if !url.starts_with("http://") {
             bail!("--url must be http://HOST:PORT (this client does not speak TLS; use curl or Python for https)");
         }
-        Ok(Remote { client: Client::new(url, key), url: url.trim_end_matches('/').to_string() })
+        Ok(Remote {
+            client: Client::new(url, key),
+            url: url.trim_end_matches('/').to_string(),
+            split_said: Default::default(),
+        })
     }
 
     /// The body of a 200 answer, or the server's error as a message.
@@ -40,25 +46,25 @@ impl Remote {
                 serde_json::from_slice(&bytes).with_context(|| format!("reading the answer of {path}"))?,
             )),
             404 if !path.starts_with("/v1/arrays/batch") => Ok(None),
-            _ => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                let e = &v["error"];
-                let mut msg = format!("the server at {} answered {status}", self.url);
-                if let Some(code) = e["code"].as_str() {
-                    msg.push_str(&format!(" ({code})"));
-                }
-                msg.push_str(&format!(
-                    ": {}",
-                    e["message"].as_str().unwrap_or(&String::from_utf8_lossy(&bytes))
-                ));
-                for field in ["id", "embedder", "outcome"] {
-                    if let Some(x) = e[field].as_str() {
-                        msg.push_str(&format!("; {field} {x}"));
-                    }
-                }
-                Err(anyhow!(msg))
+            _ => Err(self.server_error(status, &bytes)),
+        }
+    }
+
+    /// The server's error answer as a message: status, code, message, id, slot, outcome.
+    fn server_error(&self, status: u16, bytes: &[u8]) -> anyhow::Error {
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+        let e = &v["error"];
+        let mut msg = format!("the server at {} answered {status}", self.url);
+        if let Some(code) = e["code"].as_str() {
+            msg.push_str(&format!(" ({code})"));
+        }
+        msg.push_str(&format!(": {}", e["message"].as_str().unwrap_or(&String::from_utf8_lossy(bytes))));
+        for field in ["id", "embedder", "outcome"] {
+            if let Some(x) = e[field].as_str() {
+                msg.push_str(&format!("; {field} {x}"));
             }
         }
+        anyhow!(msg)
     }
 
     pub async fn schema(&self) -> anyhow::Result<(StoreSchema, usize)> {
@@ -96,13 +102,60 @@ impl Remote {
         Ok(c.count)
     }
 
-    /// One batch put: all or nothing, one commit on the server.
+    /// One batch put: all or nothing, one commit on the server. A cluster node (docs/CLUSTER.md)
+    /// refuses a batch whose namespaces fall in several shards (`cross_shard`); the batch is
+    /// then sent again as one batch per namespace, each all or nothing.
     pub async fn store_batch(&self, arrays: &[TeleologicalArray]) -> anyhow::Result<()> {
+        match self.put_batch(arrays).await? {
+            None => Ok(()),
+            Some(refusal) => {
+                let mut groups: Vec<(Option<&str>, Vec<TeleologicalArray>)> = Vec::new();
+                for a in arrays {
+                    match groups.iter_mut().find(|(ns, _)| *ns == a.namespace()) {
+                        Some((_, group)) => group.push(a.clone()),
+                        None => groups.push((a.namespace(), vec![a.clone()])),
+                    }
+                }
+                if groups.len() < 2 {
+                    return Err(refusal);
+                }
+                if !self.split_said.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!(
+                        "teleo put: {} spreads namespaces over shards: each batch is sent as one batch per namespace",
+                        self.url
+                    );
+                }
+                for (_, group) in groups {
+                    if let Some(refusal) = self.put_batch(&group).await? {
+                        return Err(refusal);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `POST /v1/arrays/batch`: `None` when stored, the refusal when a cluster node refused
+    /// it for spanning shards, an error otherwise.
+    async fn put_batch(&self, arrays: &[TeleologicalArray]) -> anyhow::Result<Option<anyhow::Error>> {
         let body =
             PutBatch { arrays: arrays.iter().map(|a| Array::from_core(a, Encoding::Base64)).collect() };
-        let _: Option<serde_json::Value> =
-            self.call(Method::POST, "/v1/arrays/batch", Some(serde_json::to_vec(&body)?)).await?;
-        Ok(())
+        let (status, bytes) = self
+            .client
+            .send(Method::POST, "/v1/arrays/batch", Some(serde_json::to_vec(&body)?))
+            .await
+            .with_context(|| format!("reaching {}", self.url))?;
+        if status == 200 {
+            return Ok(None);
+        }
+        let code = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"]["code"].as_str().map(str::to_string));
+        let err = self.server_error(status, &bytes);
+        match code.as_deref() {
+            Some("cross_shard") => Ok(Some(err)),
+            _ => Err(err),
+        }
     }
 
     /// A search through `/v1/search/fused` (one embedder is a `single` comparison), with each

@@ -8,6 +8,7 @@
 //! Nothing assumes the default roster: the embedders come from the dataset's `meta.json`.
 
 mod baseline;
+pub mod cluster;
 mod dataset;
 mod fused;
 pub mod http;

@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod checkpoint;
+pub mod cluster;
 pub mod export;
 pub mod gen;
 pub mod get;

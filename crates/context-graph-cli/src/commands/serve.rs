@@ -82,6 +82,9 @@ pub struct ServeArgs {
     /// On a stop signal, longest to wait for requests in flight, in seconds.
     #[arg(long, default_value_t = 30.0, value_name = "SECS")]
     pub drain_timeout: f64,
+
+    #[command(flatten)]
+    pub cluster: super::cluster::NodeArgs,
 }
 
 fn seconds(name: &str, v: f64) -> anyhow::Result<Duration> {
@@ -106,6 +109,10 @@ pub async fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     let drain = seconds("drain-timeout", args.drain_timeout)?;
     if args.max_batch == 0 {
         bail!("--max-batch must be at least 1");
+    }
+    if args.cluster.cluster {
+        return super::cluster::run_node(ctx, &args.cluster, args.listen, limits, args.max_batch, drain)
+            .await;
     }
     let key_file = args.keys.clone().unwrap_or_else(|| default_key_file(&ctx.db));
     let keys = if key_file.exists() {
