@@ -18,7 +18,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use context_graph_core::teleology::{ComparisonType, Embedder};
 use context_graph_server::wire::{
-    Comparison, CountResponse, Hit, ScrollResponse, SearchResponse, WriteResponse,
+    Comparison, CountResponse, DeleteMany, Encoding, GetMany, Hit, ScrollResponse, SearchResponse,
+    WriteResponse,
 };
 use context_graph_storage::TeleologicalArrayStore;
 use futures_util::future::join_all;
@@ -376,10 +377,11 @@ impl Front {
     }
 
     async fn put_batch(&self, path_and_query: &str, body: Bytes) -> Response {
-        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-            return self.to_shard(0, Method::POST, path_and_query, body).await.into_response();
+        let arrays = match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("arrays").cloned())
+        {
+            Some(Value::Array(arrays)) => arrays,
+            _ => return self.to_shard(0, Method::POST, path_and_query, body).await.into_response(),
         };
-        let arrays = v.get("arrays").and_then(Value::as_array).cloned().unwrap_or_default();
         let mut shards: Vec<u32> =
             arrays.iter().map(|a| self.map().shard_of(namespace_of(a, "metadata").as_deref())).collect();
         shards.sort_unstable();
@@ -437,25 +439,20 @@ impl Front {
     }
 
     async fn get_many(&self, body: Bytes) -> Response {
-        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
-            return self.to_shard(0, Method::POST, "/v1/arrays/get", body).await.into_response();
+        // A body that is not a valid request goes to shard 0, whose server explains it.
+        let request = match serde_json::from_slice::<GetMany>(&body) {
+            Ok(r) if r.ids.len() <= 1000 => r,
+            _ => return self.to_shard(0, Method::POST, "/v1/arrays/get", body).await.into_response(),
         };
-        let ids: Vec<String> = v
-            .get("ids")
-            .and_then(Value::as_array)
-            .map(|ids| ids.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        if ids.len() > 1000 {
-            return self.to_shard(0, Method::POST, "/v1/arrays/get", body).await.into_response();
+        let ids: Vec<String> = request.ids.iter().map(Uuid::to_string).collect();
+        let mut query = vec![format!(
+            "encoding={}",
+            if request.encoding == Encoding::Base64 { "base64" } else { "float" }
+        )];
+        if let Some(slots) = &request.slots {
+            query.push(format!("slots={}", percent_encoded(slots)));
         }
-        let mut query = Vec::new();
-        if let Some(slots) = v.get("slots").and_then(Value::as_str) {
-            query.push(format!("slots={slots}"));
-        }
-        if let Some(enc) = v.get("encoding").and_then(Value::as_str) {
-            query.push(format!("encoding={enc}"));
-        }
-        let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+        let query = format!("?{}", query.join("&"));
         let mut arrays = Vec::with_capacity(ids.len());
         let mut stale = false;
         for id in &ids {
@@ -481,14 +478,10 @@ impl Front {
     }
 
     async fn delete_many(&self, path_and_query: &str, body: Bytes) -> Response {
-        let Ok(v) = serde_json::from_slice::<Value>(&body) else {
+        let Ok(request) = serde_json::from_slice::<DeleteMany>(&body) else {
             return self.to_shard(0, Method::POST, path_and_query, body).await.into_response();
         };
-        let ids: Vec<String> = v
-            .get("ids")
-            .and_then(Value::as_array)
-            .map(|ids| ids.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
+        let ids: Vec<String> = request.ids.iter().map(Uuid::to_string).collect();
         let mut shards = Vec::new();
         for id in &ids {
             match self.holder(id).await {
@@ -592,7 +585,8 @@ impl Front {
     /// A search over the shards its filter concerns, merged into the answer one store holding
     /// every shard's arrays would give (docs/CLUSTER.md, "Search across shards").
     async fn search(&self, path_and_query: &str, body: Bytes, fused: bool) -> Response {
-        let Ok(mut request) = serde_json::from_slice::<Value>(&body) else {
+        // A body that is not a JSON object goes to shard 0, whose server explains what is wrong.
+        let Some(mut request) = serde_json::from_slice::<Value>(&body).ok().filter(Value::is_object) else {
             return self.to_shard(0, Method::POST, path_and_query, body).await.into_response();
         };
         let limit = request.get("limit").and_then(Value::as_u64).unwrap_or(10).clamp(1, 1000) as usize;
@@ -641,6 +635,17 @@ impl Front {
         }
         merged(SearchResponse { hits }, stale)
     }
+}
+
+/// `s` as a query-string value: everything but letters, digits, `,`, `-`, `_` and `.`
+/// percent-encoded.
+fn percent_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b',' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Whether a request changes the store (and so must reach a shard at most once).
