@@ -37,6 +37,33 @@ struct Gathering {
     scope: Option<Vec<String>>,
 }
 
+/// [`run`] as its own task, watched: if it panics, the panic is its stop reason (so that
+/// `/readyz` says so and writes through this node are refused rather than left waiting).
+pub async fn run_watched(
+    shard: u32,
+    store: Arc<RocksDbTeleologicalStore>,
+    js: async_nats::jetstream::Context,
+    waiters: Arc<Waiters>,
+    status: Arc<ApplierStatus>,
+) {
+    let task = tokio::spawn(run(shard, store, js, waiters, status.clone()));
+    let abort = task.abort_handle();
+    // Dropping this future (the node shutting down) aborts the applier too.
+    struct AbortOnDrop(tokio::task::AbortHandle);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _guard = AbortOnDrop(abort);
+    if let Err(e) = task.await {
+        if e.is_panic() {
+            tracing::error!("shard {shard}: the applier panicked");
+            *status.stop_reason.lock() = Some("the applier panicked (see the log)".into());
+        }
+    }
+}
+
 /// Apply shard `shard`'s stream to `store` until the task is dropped or applying fails.
 pub async fn run(
     shard: u32,
@@ -111,6 +138,9 @@ async fn apply_message(
             .and_then(|p| p.split_once('/').map(|(i, n)| (i.parse(), n.parse())))
             .ok_or("no part header")?;
         let (i, n): (usize, usize) = (i.map_err(|_| "bad part")?, n.map_err(|_| "bad part count")?);
+        if n == 0 || n > crate::shard_log::MAX_ENTRY_OPS || i == 0 || i > n {
+            return Err("a part number out of range");
+        }
         let part: EntryPart =
             rmp_serde::from_slice(&message.payload).map_err(|_| "the operation does not decode")?;
         Ok::<_, &str>((call, i, n, part))

@@ -242,18 +242,23 @@ impl Front {
 
     /// Ask shard `shard`: in process when this node serves it, else a node that does.
     async fn to_shard(&self, shard: u32, method: Method, path_and_query: &str, body: Bytes) -> Answer {
-        if self.node.shards.contains_key(&shard) {
+        // A served shard is answered here, unless its applier has stopped: then another
+        // replica is asked first, and this one only if none answers.
+        let local_stopped = self.node.shards.get(&shard).map(|l| l.status.stop_reason.lock().is_some());
+        if local_stopped == Some(false) {
             return self.local(shard, method, path_and_query, body).await;
         }
-        let replicas = &self.map().replicas[shard as usize];
+        let me = self.node.config.node;
+        let replicas: Vec<u32> =
+            self.map().replicas[shard as usize].iter().copied().filter(|&n| n != me).collect();
         let known = || -> Vec<(bool, String)> {
             let peers = self.node.peers.read();
             let mut c: Vec<(bool, String)> = replicas
                 .iter()
                 .filter_map(|&n| peers.get(n as usize).cloned().flatten())
-                .map(|r| (r.is_alive(), r.url))
+                .map(|r| (r.is_alive() && !r.stopped.contains(&shard), r.url))
                 .collect();
-            // Live nodes first; the others are still tried (a node's record may be old only
+            // Live nodes applying the shard first; the others are still tried (a node's record may be old only
             // because the bucket lost its quorum).
             c.sort_by_key(|(alive, _)| !alive);
             c
@@ -277,24 +282,34 @@ impl Front {
                 .header(SHARD_HEADER, shard.to_string())
                 .body(Full::new(body.clone()));
             let Ok(request) = request else { continue };
-            let lost = match self.pool.request(request).await {
-                Ok(response) => {
-                    let status = response.status();
-                    let stale = response.headers().contains_key(STALE_HEADER);
-                    let headers = passed_on(response.headers());
-                    match response.into_body().collect().await {
-                        Ok(collected) => {
-                            return Answer { status, headers, body: collected.to_bytes(), stale }
+            // A peer that accepts and never answers (stopped, or its packets dropped) costs at
+            // most the request timeout.
+            let limit = self.node.config.limits.request_timeout;
+            let exchange = async {
+                match self.pool.request(request).await {
+                    Ok(response) => {
+                        let status = response.status();
+                        let stale = response.headers().contains_key(STALE_HEADER);
+                        let headers = passed_on(response.headers());
+                        match response.into_body().collect().await {
+                            Ok(collected) => {
+                                Ok(Answer { status, headers, body: collected.to_bytes(), stale })
+                            }
+                            Err(e) => Err((false, e.to_string())),
                         }
-                        Err(e) => format!("{url}: {e}"),
                     }
+                    Err(e) => Err((e.is_connect(), e.to_string())),
                 }
+            };
+            let lost = match tokio::time::timeout(limit, exchange).await {
+                Ok(Ok(answer)) => return answer,
                 // Not connected: the request never left, so the next node may take it.
-                Err(e) if e.is_connect() => {
+                Ok(Err((true, e))) => {
                     tried.push(format!("{url}: {e}"));
                     continue;
                 }
-                Err(e) => format!("{url}: {e}"),
+                Ok(Err((false, e))) => format!("{url}: {e}"),
+                Err(_) => format!("{url}: no answer within {limit:?}"),
             };
             // The node may have taken the request before its answer was lost. A read is asked
             // again elsewhere; a write is not (a second node would append it to the log a
@@ -314,6 +329,9 @@ impl Front {
                 };
             }
             tried.push(lost);
+        }
+        if local_stopped == Some(true) {
+            return self.local(shard, method, path_and_query, body).await;
         }
         let message = match tried.is_empty() {
             true => format!("no node serving shard {shard} is known (no record in the cluster bucket)"),
@@ -337,8 +355,16 @@ impl Front {
             .method(method)
             .uri(path_and_query)
             .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body))
-            .expect("a request of a method, a path and a body builds");
+            .body(Body::from(body));
+        let Ok(request) = request else {
+            let body = json!({"error": {"code": "bad_request", "message": "the request has no path", "outcome": "not_written"}});
+            return Answer {
+                status: StatusCode::BAD_REQUEST,
+                headers: axum::http::HeaderMap::new(),
+                body: Bytes::from(body.to_string()),
+                stale: false,
+            };
+        };
         let response = match local.app.clone().oneshot(request).await {
             Ok(r) => r,
             Err(never) => match never {},
@@ -346,7 +372,8 @@ impl Front {
         let status = response.status();
         let headers = passed_on(response.headers());
         let body = to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
-        Answer { status, headers, body, stale: local.health.problem().is_some() }
+        let behind = local.health.problem().is_some() || local.status.stop_reason.lock().is_some();
+        Answer { status, headers, body, stale: behind }
     }
 
     /// Ask each of `shards` the same request, concurrently.
@@ -419,10 +446,11 @@ impl Front {
             Err(answer) => return answer.into_response(),
         };
         if method == Method::PATCH {
+            // New metadata (or `null`: none, so no namespace, which lives in shard 0) must keep
+            // the array in its shard.
             let moved = serde_json::from_slice::<Value>(&body)
                 .ok()
                 .and_then(|v| v.get("metadata").cloned())
-                .filter(|m| !m.is_null())
                 .map(|m| self.map().shard_of(m.get("namespace").and_then(Value::as_str)));
             if let Some(to) = moved.filter(|&to| to != shard) {
                 return error(

@@ -173,7 +173,13 @@ impl Node {
                 apply_timeout: config.apply_timeout,
             };
             store.follow_log(Arc::new(log)).map_err(|e| e.to_string())?;
-            tasks.push(tokio::spawn(applier::run(s, store.clone(), js.clone(), waiters, status.clone())));
+            tasks.push(tokio::spawn(applier::run_watched(
+                s,
+                store.clone(),
+                js.clone(),
+                waiters,
+                status.clone(),
+            )));
             tasks.push(tokio::spawn(watch_log(s, js.clone(), health.clone())));
             let state = AppState::new(
                 store.clone(),
@@ -338,6 +344,11 @@ async fn keep_records(
             applied: statuses
                 .iter()
                 .map(|(s, st)| (*s, st.applied.load(std::sync::atomic::Ordering::SeqCst)))
+                .collect(),
+            stopped: statuses
+                .iter()
+                .filter(|(_, st)| st.stop_reason.lock().is_some())
+                .map(|(s, _)| *s)
                 .collect(),
         };
         if let Ok(bytes) = serde_json::to_vec(&record) {

@@ -80,6 +80,9 @@ pub struct NodeRecord {
     pub alive_at_ms: u64,
     /// The last log position each of its shards applied: `(shard, position)`.
     pub applied: Vec<(u32, u64)>,
+    /// Its shards whose applier has stopped (they stay behind until the node restarts).
+    #[serde(default)]
+    pub stopped: Vec<u32>,
 }
 
 impl NodeRecord {

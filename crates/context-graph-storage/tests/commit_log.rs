@@ -159,3 +159,18 @@ async fn a_refused_entry_counts_as_applied_and_a_redelivered_one_is_skipped() {
     assert_eq!(reopened.log_position(), 4);
     reopened.close().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_entrys_position_is_durable_by_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _log) = follow(&dir);
+    store.store(&array(1, 1)).await.unwrap();
+    assert!(matches!(store.delete(id_of(7)).await, Err(StorageError::NotFound(_))));
+    assert_eq!(store.log_position(), 2);
+    close(store);
+    // No later commit carried the position: the refusal's own write did.
+    let reopened = open(&dir);
+    assert_eq!(reopened.log_position(), 2);
+    assert_eq!(reopened.count().await.unwrap(), 1);
+    reopened.close().unwrap();
+}

@@ -220,7 +220,7 @@ impl StoreCore {
                 if mutations.is_empty() {
                     return Ok(());
                 }
-                self.check_and_encode(mutations, scope)?;
+                self.check_and_encode(mutations, scope, true)?;
                 log.submit(mutations.iter().map(Mutation::to_op).collect(), scope.map(<[String]>::to_vec))
             }
             None => self.commit_at(mutations, scope, None),
@@ -268,13 +268,17 @@ impl StoreCore {
     }
 
     /// Step 1 of a commit: every check that needs no lock, and the values of the puts.
+    /// `check_batch`: refuse more than `max_batch` mutations. An entry of a replicated log is
+    /// applied whatever this store's own `max_batch` (the node that took the call checked its
+    /// own): a replica configured lower must not refuse what another replica applied.
     fn check_and_encode(
         &self,
         mutations: &[Mutation<'_>],
         scope: Option<&[String]>,
+        check_batch: bool,
     ) -> StorageResult<Vec<Option<EncodedPut>>> {
         let in_scope = |ns: Option<&str>| scope_admits(scope, ns);
-        if mutations.len() > self.config.max_batch {
+        if check_batch && mutations.len() > self.config.max_batch {
             return Err(StorageError::BatchTooLarge { max: self.config.max_batch, actual: mutations.len() });
         }
         let mut seen = HashSet::with_capacity(mutations.len());
@@ -318,7 +322,7 @@ impl StoreCore {
         if mutations.is_empty() {
             return log_position.map_or(Ok(()), |p| self.record_log_position(p));
         }
-        let mut encoded = self.check_and_encode(mutations, scope)?;
+        let mut encoded = self.check_and_encode(mutations, scope, log_position.is_none())?;
 
         // Step 2.
         let mut writer = self.writer.lock();
