@@ -238,6 +238,68 @@ async fn replica_contents(
     }
 }
 
+/// Wait until each shard's replicas (on the nodes at `urls`) have reached the same log
+/// position, and stay there for three looks.
+async fn wait_converged(urls: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut stable = 0;
+    let mut last = Vec::new();
+    while stable < 3 {
+        assert!(Instant::now() < deadline, "the replicas did not converge: {last:?}");
+        let mut positions = BTreeMap::<u64, Vec<u64>>::new();
+        for url in urls {
+            for s in cluster_status(url).await["local_shards"].as_array().unwrap() {
+                positions
+                    .entry(s["shard"].as_u64().unwrap())
+                    .or_default()
+                    .push(s["log_position"].as_u64().unwrap());
+            }
+        }
+        let now: Vec<(u64, Vec<u64>)> = positions.into_iter().collect();
+        let agreed = now.iter().all(|(_, p)| p.len() == 2 && p[0] == p[1]);
+        stable = if agreed && now == last { stable + 1 } else { 0 };
+        last = now;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The replicas of every shard (by `map`, node `n` at `urls[n]`) agree, and hold exactly what
+/// the writes in `history` allow. Returns the cluster's contents, id to content.
+async fn replicas_hold_what_was_acknowledged(
+    urls: &[String],
+    map: &context_graph_cluster::ClusterMap,
+    history: &History,
+    g: &Generator,
+) -> BTreeMap<Uuid, Option<String>> {
+    let mut cluster_state: BTreeMap<Uuid, Option<String>> = BTreeMap::new();
+    for s in 0..map.shards {
+        let mut replicas = Vec::new();
+        for n in &map.replicas[s as usize] {
+            replicas.push(replica_contents(&urls[*n as usize], s, map).await);
+        }
+        assert_eq!(replicas[0].len(), replicas[1].len(), "shard {s}: replica counts differ");
+        assert!(replicas[0] == replicas[1], "shard {s}: the replicas' contents differ");
+        cluster_state.extend(replicas.swap_remove(0));
+    }
+    let h = history.lock().unwrap().clone();
+    let by_id: HashMap<Uuid, u64> = (0..IDS).map(|i| (array(g, i, 0).id, i)).collect();
+    for (id, content) in &cluster_state {
+        let i = by_id.get(id).unwrap_or_else(|| panic!("array {id} was never written"));
+        let ok = allowed(h.get(i).map(Vec::as_slice).unwrap_or(&[]));
+        assert!(ok.contains(content), "array {i} holds {content:?}; its writes allow {ok:?}");
+    }
+    for (i, writes) in &h {
+        let id = array(g, *i, 0).id;
+        let have = cluster_state.get(&id).cloned().flatten();
+        let ok = allowed(writes);
+        assert!(
+            ok.contains(&have),
+            "array {i}: the cluster holds {have:?}; its writes allow {ok:?}; its writes: {writes:?}"
+        );
+    }
+    cluster_state
+}
+
 async fn cluster_status(url: &str) -> Value {
     let (status, body) = Client::new(url, None).send(Method::GET, "/v1/cluster", None).await.unwrap();
     assert_eq!(status, 200);
@@ -357,57 +419,10 @@ async fn a_cluster_keeps_every_acknowledged_write_through_kills_and_answers_as_o
         &stale[..stale.len().min(5)]
     );
 
-    // Every replica catches up: each shard's replicas reach the same position and stay there.
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut stable = 0;
-    let mut last = Vec::new();
-    while stable < 3 {
-        assert!(Instant::now() < deadline, "the replicas did not converge: {last:?}");
-        let mut positions = BTreeMap::<u64, Vec<u64>>::new();
-        let now_urls = urls.lock().unwrap().clone();
-        for url in now_urls {
-            for s in cluster_status(&url).await["local_shards"].as_array().unwrap() {
-                positions
-                    .entry(s["shard"].as_u64().unwrap())
-                    .or_default()
-                    .push(s["log_position"].as_u64().unwrap());
-            }
-        }
-        let now: Vec<(u64, Vec<u64>)> = positions.into_iter().collect();
-        let agreed = now.iter().all(|(_, p)| p.len() == 2 && p[0] == p[1]);
-        stable = if agreed && now == last { stable + 1 } else { 0 };
-        last = now;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-
-    // Replicas agree, and hold exactly what the writes allow.
-    let mut cluster_state: BTreeMap<Uuid, Option<String>> = BTreeMap::new();
-    for s in 0..3u32 {
-        let mut replicas = Vec::new();
-        for n in &map.replicas[s as usize] {
-            let url = urls.lock().unwrap()[*n as usize].clone();
-            replicas.push(replica_contents(&url, s, &map).await);
-        }
-        assert_eq!(replicas[0].len(), replicas[1].len(), "shard {s}: replica counts differ");
-        assert!(replicas[0] == replicas[1], "shard {s}: the replicas' contents differ");
-        cluster_state.extend(replicas.swap_remove(0));
-    }
-    let h = history.lock().unwrap().clone();
+    let now_urls = urls.lock().unwrap().clone();
+    wait_converged(&now_urls).await;
+    let cluster_state = replicas_hold_what_was_acknowledged(&now_urls, &map, &history, &g).await;
     let by_id: HashMap<Uuid, u64> = (0..IDS).map(|i| (array(&g, i, 0).id, i)).collect();
-    for (id, content) in &cluster_state {
-        let i = by_id.get(id).unwrap_or_else(|| panic!("array {id} was never written"));
-        let ok = allowed(h.get(i).map(Vec::as_slice).unwrap_or(&[]));
-        assert!(ok.contains(content), "array {i} holds {content:?}; its writes allow {ok:?}");
-    }
-    for (i, writes) in &h {
-        let id = array(&g, *i, 0).id;
-        let have = cluster_state.get(&id).cloned().flatten();
-        let ok = allowed(writes);
-        assert!(
-            ok.contains(&have),
-            "array {i}: the cluster holds {have:?}; its writes allow {ok:?}; its writes: {writes:?}"
-        );
-    }
 
     // Search over the cluster answers as one store holding the same arrays.
     let reference_dir = tempfile::tempdir().unwrap();
@@ -642,5 +657,242 @@ async fn without_a_quorum_of_nats_servers_writes_are_refused_and_reads_answer_ma
     for p in nodes {
         context_graph_cluster::demo::stop_child(p.child, Duration::from_secs(30)).await;
     }
+    nats.stop().await;
+}
+
+/// The cluster map as node `url` sees it: each shard's replicas.
+async fn replicas_seen(url: &str) -> Vec<Vec<u32>> {
+    serde_json::from_value(cluster_status(url).await["replicas"].clone()).unwrap()
+}
+
+/// The shards node `url` serves now.
+async fn local_shards(url: &str) -> Vec<u64> {
+    cluster_status(url).await["local_shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["shard"].as_u64().unwrap())
+        .collect()
+}
+
+/// The entries of `dir` whose names start with `prefix`.
+fn entries(dir: &std::path::Path, prefix: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_replica_moves_to_an_added_node_while_writes_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema_file = dir.path().join("schema.json");
+    std::fs::write(&schema_file, SMALL_SCHEMA).unwrap();
+    let nats = NatsCluster::start(&nats_server(), dir.path()).await.unwrap();
+    let spec = NodeSpec {
+        teleo: PathBuf::from(env!("CARGO_BIN_EXE_teleo")),
+        root: dir.path().to_path_buf(),
+        nodes: 3,
+        shards: 3,
+        replicas: 2,
+        nats: nats.urls(),
+        schema: Some(schema_file.clone()),
+    };
+    let (a, b, c) = tokio::join!(
+        spec.start(0, "127.0.0.1:0"),
+        spec.start(1, "127.0.0.1:0"),
+        spec.start(2, "127.0.0.1:0")
+    );
+    let mut nodes = [Some(a.unwrap()), Some(b.unwrap()), Some(c.unwrap())];
+    let urls =
+        Arc::new(Mutex::new(nodes.iter().map(|p| p.as_ref().unwrap().url.clone()).collect::<Vec<_>>()));
+    let g = Arc::new(generator());
+    let history: History = Arc::default();
+    let stale_reads: Arc<Mutex<Vec<String>>> = Arc::default();
+    let until = Instant::now() + Duration::from_secs(40);
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            tokio::spawn(writer(w, g.clone(), urls.clone(), history.clone(), stale_reads.clone(), until))
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A fourth node joins: it takes the cluster's map and serves nothing yet.
+    let grown = NodeSpec { nodes: 4, ..spec.clone() };
+    let mut added = grown.start(3, "127.0.0.1:0").await.unwrap();
+    assert!(local_shards(&added.url).await.is_empty());
+    let before = vec![vec![0, 1], vec![1, 2], vec![2, 0]];
+    assert_eq!(replicas_seen(&added.url).await, before);
+
+    // Moves that do not fit are refused, naming why, and change nothing.
+    let via = urls.lock().unwrap()[2].clone();
+    for (body, status, says) in [
+        (json!({"shard": 7, "from": 0, "to": 3}), 409, "no shard 7"),
+        (json!({"shard": 0, "from": 2, "to": 3}), 409, "does not serve"),
+        (json!({"shard": 0, "from": 0, "to": 1}), 409, "already serves"),
+        (json!({"shard": 0, "from": 0, "to": 9}), 404, "no record"),
+        (json!({"shard": 0, "from": 0}), 422, "missing field"),
+        (json!({"shard": 0, "from": 0, "to": 3, "catch_up_timeout_s": -1}), 400, "catch_up_timeout_s"),
+    ] {
+        let (got, _, answer) = raw(Method::POST, &format!("{via}/v1/cluster/move"), Some(body.clone())).await;
+        assert_eq!(got, status, "{body}: {answer}");
+        assert!(answer["error"]["message"].as_str().unwrap_or("").contains(says), "{body}: {answer}");
+    }
+    // A checkpoint is sent only by a node serving the shard.
+    let (got, _, answer) = raw(Method::GET, &format!("{via}/v1/cluster/shards/0/checkpoint"), None).await;
+    assert_eq!((got, answer["error"]["code"].as_str()), (404, Some("shard_not_here")), "{answer}");
+
+    // With both replicas of shard 0 down, no checkpoint can be had: the move fails, naming
+    // why, and nothing changes.
+    for n in [0, 1] {
+        nodes[n].take().unwrap().child.kill().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await; // their records age past the 3 s liveness
+    let (got, _, answer) =
+        raw(Method::POST, &format!("{via}/v1/cluster/move"), Some(json!({"shard": 0, "from": 0, "to": 3})))
+            .await;
+    assert_eq!((got, answer["error"]["code"].as_str()), (503, Some("move_failed")), "{answer}");
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains("no replica of shard 0 gave a checkpoint"),
+        "{answer}"
+    );
+    assert_eq!(replicas_seen(&added.url).await, before);
+    assert!(local_shards(&added.url).await.is_empty());
+    let (p0, p1) = tokio::join!(spec.start(0, "127.0.0.1:0"), spec.start(1, "127.0.0.1:0"));
+    for (n, p) in [(0, p0.unwrap()), (1, p1.unwrap())] {
+        urls.lock().unwrap()[n] = p.url.clone();
+        nodes[n] = Some(p);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // node 3 reads their new records
+
+    // A move whose receiving node is killed part way: after its restart, either the move was
+    // not made (the map as before, nothing of the shard on it) or it was made whole.
+    let mover = {
+        let url = via.clone();
+        tokio::spawn(async move {
+            let request = json!({"shard": 0, "from": 0, "to": 3});
+            Client::new(&url, None)
+                .send(Method::POST, "/v1/cluster/move", Some(request.to_string().into_bytes()))
+                .await
+        })
+    };
+    // Killed as soon as the copy has started on its disk (the whole move takes some tens of
+    // milliseconds on a shard this small, so a fixed delay would usually miss it).
+    let node3_dir = dir.path().join("node-3");
+    let watching = Instant::now();
+    while entries(&node3_dir, "shard-0").is_empty()
+        && !mover.is_finished()
+        && watching.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    added.child.kill().await.unwrap();
+    let copy_started = entries(&node3_dir, "shard-0");
+    let interrupted = mover.await.unwrap();
+    eprintln!("node 3 killed with {copy_started:?} on its disk");
+    added = grown.start(3, "127.0.0.1:0").await.unwrap();
+    assert!(entries(&node3_dir, "shard-0.incoming").is_empty(), "a part copy is left");
+    let made = replicas_seen(&added.url).await != before;
+    eprintln!("the move interrupted by a kill: {interrupted:?}; made: {made}");
+    // The node that forwarded it says the outcome is unknown, not that nothing was done.
+    if let Ok((status, body)) = &interrupted {
+        if *status != 200 {
+            let answer: Value = serde_json::from_slice(body).unwrap();
+            assert_eq!(answer["error"]["code"], "move_outcome_unknown", "{answer}");
+            assert_eq!(answer["error"]["outcome"], "unknown", "{answer}");
+        }
+    }
+    if made {
+        assert_eq!(replicas_seen(&added.url).await, vec![vec![3, 1], vec![1, 2], vec![2, 0]]);
+        assert_eq!(local_shards(&added.url).await, vec![0]);
+    } else {
+        assert!(local_shards(&added.url).await.is_empty());
+        assert!(
+            !node3_dir.join("shard-0").exists(),
+            "shard 0's store is on node 3, which the map does not give it"
+        );
+
+        // The move, through the CLI, sent to another node (which forwards it to node 3).
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_teleo"))
+            .args(["cluster", "move", "--url", &via, "--shard", "0", "--from", "0", "--to", "3"])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        eprintln!("the move: {report}");
+        assert_eq!(report["replicas"], json!([3, 1]), "{report}");
+        assert!(report["copied_bytes"].as_u64().unwrap() > 0, "{report}");
+        assert!(report["caught_up_to"].as_u64() >= report["checkpoint_position"].as_u64(), "{report}");
+        // Moving it again is refused: node 3 serves it now.
+        let (got, _, answer) = raw(
+            Method::POST,
+            &format!("{via}/v1/cluster/move"),
+            Some(json!({"shard": 0, "from": 0, "to": 3})),
+        )
+        .await;
+        assert_eq!(got, 409, "{answer}");
+    }
+    let after = vec![vec![3, 1], vec![1, 2], vec![2, 0]];
+    urls.lock().unwrap().push(added.url.clone());
+
+    // Every node takes the new map within a few seconds, and node 0 stops serving shard 0
+    // (its store kept aside, not deleted).
+    let seen = Instant::now();
+    loop {
+        let all = urls.lock().unwrap().clone();
+        let mut agreed = true;
+        for url in &all {
+            agreed &= replicas_seen(url).await == after;
+        }
+        let node0 = local_shards(&all[0]).await;
+        // The store is closed (index snapshots written) before its directory is set aside.
+        let aside = entries(&dir.path().join("node-0"), "shard-0.retired-");
+        let closed = !dir.path().join("node-0/shard-0").exists();
+        if agreed && node0 == vec![2] && aside.len() == 1 && closed {
+            break;
+        }
+        assert!(
+            seen.elapsed() < Duration::from_secs(20),
+            "the new map is not taken: node 0 serves {node0:?}, set aside {aside:?}, closed {closed}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // The new replica survives a kill -9 and catches up after its restart.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    added.child.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    added = grown.start(3, "127.0.0.1:0").await.unwrap();
+    urls.lock().unwrap()[3] = added.url.clone();
+    assert_eq!(local_shards(&added.url).await, vec![0]);
+
+    let mut acknowledged = 0;
+    for w in writers {
+        acknowledged += w.await.unwrap();
+    }
+    eprintln!("acknowledged write calls: {acknowledged}");
+    assert!(acknowledged > 30, "only {acknowledged} write calls were acknowledged");
+    let stale = stale_reads.lock().unwrap().clone();
+    assert!(stale.is_empty(), "acknowledged writes not readable at once: {:?}", &stale[..stale.len().min(5)]);
+
+    // Both replicas of every shard (node 3 and node 1 for shard 0) hold every acknowledged
+    // write, and agree.
+    let all = urls.lock().unwrap().clone();
+    wait_converged(&all).await;
+    let mut map = context_graph_cluster::ClusterMap::new(3, 3, 2, StoreSchema::default()).unwrap();
+    map.replicas = after;
+    let state = replicas_hold_what_was_acknowledged(&all, &map, &history, &g).await;
+    assert!(state.values().any(|c| c.is_some()));
+
+    added.child.kill().await.unwrap();
+    for p in nodes.iter_mut().filter_map(Option::take) {
+        context_graph_cluster::demo::stop_child(p.child, Duration::from_secs(30)).await;
+    }
+    let mut nats = nats;
     nats.stop().await;
 }

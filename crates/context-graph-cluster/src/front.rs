@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{to_bytes, Body, Bytes};
+use axum::extract::Path;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use context_graph_core::teleology::{ComparisonType, Embedder};
 use context_graph_server::wire::{
@@ -31,6 +32,7 @@ use serde_json::{json, Value};
 use tower::ServiceExt;
 use uuid::Uuid;
 
+use crate::growth::MoveRequest;
 use crate::node::Node;
 use crate::placement::ClusterMap;
 
@@ -76,13 +78,23 @@ impl Answer {
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({"error": {"code": code, "message": message.into(), "outcome": "not_written"}});
+    error_with_outcome(status, code, message, "not_written")
+}
+
+/// An error whose request may have done what it asked (`outcome` "unknown") or did nothing
+/// ("not_written").
+fn error_with_outcome(status: StatusCode, code: &str, message: impl Into<String>, outcome: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": message.into(), "outcome": outcome}});
     let mut r = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     r
 }
+
+/// The error code of a request sent with [`SHARD_HEADER`] to a node that does not serve the
+/// shard (any more: a replica moved); nothing was done, so another node is asked.
+const SHARD_NOT_HERE: &str = "shard_not_here";
 
 /// What every request of the front shares.
 pub struct Front {
@@ -104,6 +116,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/cluster", get(status))
+        .route("/v1/cluster/move", post(move_replica))
+        .route("/v1/cluster/shards/{shard}/checkpoint", get(send_checkpoint))
         .route("/openapi.json", get(move || async move { Json((*document).clone()) }))
         .fallback(route)
         .with_state(front)
@@ -111,7 +125,7 @@ pub fn router(node: Arc<Node>) -> Router {
 
 async fn readyz(State(front): State<Arc<Front>>) -> Response {
     let mut problems = Vec::new();
-    for (s, local) in &front.node.shards {
+    for (s, local) in front.node.local_shards() {
         if let Err(e) = local.store.writable() {
             problems.push(format!("shard {s}: {e}"));
         }
@@ -132,20 +146,19 @@ async fn readyz(State(front): State<Arc<Front>>) -> Response {
 /// `GET /v1/cluster`: the map, the nodes as last seen, and this node's shards.
 async fn status(State(front): State<Arc<Front>>) -> Response {
     let node = &front.node;
-    let peers: Vec<Value> = node
-        .peers
-        .read()
-        .iter()
-        .enumerate()
-        .map(|(n, r)| match r {
-            Some(r) => {
-                json!({"node": n, "url": r.url, "pid": r.pid, "alive": r.is_alive(), "applied": r.applied})
-            }
-            None => json!({"node": n, "alive": false}),
-        })
-        .collect();
+    let map = node.map();
+    let peers: Vec<Value> = {
+        let records = node.peers.read();
+        (0..map.node_span().max(node.config.nodes))
+            .chain(records.keys().copied().filter(|&n| n >= map.node_span().max(node.config.nodes)))
+            .map(|n| match records.get(&n) {
+                Some(r) => json!({"node": n, "url": r.url, "pid": r.pid, "alive": r.is_alive(), "applied": r.applied}),
+                None => json!({"node": n, "alive": false}),
+            })
+            .collect()
+    };
     let mut shards = Vec::new();
-    for (s, local) in &node.shards {
+    for (s, local) in node.local_shards() {
         shards.push(json!({
             "shard": s,
             "log_position": local.store.log_position(),
@@ -156,12 +169,91 @@ async fn status(State(front): State<Arc<Front>>) -> Response {
     }
     Json(json!({
         "node": node.config.node,
-        "shards": node.map.shards,
-        "replicas": node.map.replicas,
+        "shards": map.shards,
+        "replicas": map.replicas,
         "nodes": peers,
         "local_shards": shards,
     }))
     .into_response()
+}
+
+/// `POST /v1/cluster/move` (docs/CLUSTER.md, "Growth"): answered by the receiving node, to
+/// which any other node forwards it. It answers when the move is done or has failed.
+async fn move_replica(State(front): State<Arc<Front>>, body: Bytes) -> Response {
+    let request: MoveRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_request",
+                format!("a move is {{\"shard\": S, \"from\": A, \"to\": B}}: {e}"),
+            )
+        }
+    };
+    let node = &front.node;
+    if request.to == node.config.node {
+        return match node.take_replica(&request).await {
+            Ok(report) => Json(report).into_response(),
+            Err(e) => error_with_outcome(e.status, e.code, e.message, e.outcome),
+        };
+    }
+    let Some(record) = node.record_of(request.to).await else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_node",
+            format!("node {} has no record in the cluster bucket: start it first", request.to),
+        );
+    };
+    let forwarded = hyper::Request::builder()
+        .method(Method::POST)
+        .uri(format!("{}/v1/cluster/move", record.url))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body));
+    let Ok(forwarded) = forwarded else {
+        return error(StatusCode::BAD_GATEWAY, "bad_gateway", format!("node {} has a bad URL", request.to));
+    };
+    // A move copies a whole shard: it has its own, long, bound.
+    let answer = tokio::time::timeout(Duration::from_secs(3_600), async {
+        let response = front.pool.request(forwarded).await.map_err(|e| e.to_string())?;
+        let status = response.status();
+        let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok::<_, String>((status, body))
+    })
+    .await;
+    match answer {
+        Ok(Ok((status, body))) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(Err(e)) => error_with_outcome(
+            StatusCode::BAD_GATEWAY,
+            "move_outcome_unknown",
+            format!("node {} gave no answer ({e}): read GET /v1/cluster to see whether the move was made", request.to),
+            "unknown",
+        ),
+        Err(_) => error_with_outcome(
+            StatusCode::BAD_GATEWAY,
+            "move_outcome_unknown",
+            format!("node {} gave no answer within an hour: read GET /v1/cluster to see whether the move was made", request.to),
+            "unknown",
+        ),
+    }
+}
+
+/// `GET /v1/cluster/shards/{shard}/checkpoint`: a checkpoint of this node's store of the
+/// shard, as the stream [`crate::transfer`] describes (what a replica move copies).
+async fn send_checkpoint(State(front): State<Arc<Front>>, Path(shard): Path<String>) -> Response {
+    let Some(local) = shard.parse::<u32>().ok().and_then(|s| front.node.local_shard(s)) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            SHARD_NOT_HERE,
+            format!("this node does not serve shard {shard}"),
+        );
+    };
+    let work = front.node.outgoing_dir().join(format!("shard-{shard}-{}", Uuid::new_v4().simple()));
+    match crate::transfer::checkpoint_body(local.store.clone(), work).await {
+        Ok(body) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], body).into_response()
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "checkpoint_failed", e),
+    }
 }
 
 async fn route(State(front): State<Arc<Front>>, request: Request) -> Response {
@@ -182,14 +274,7 @@ async fn route(State(front): State<Arc<Front>>, request: Request) -> Response {
         let Some(shard) = shard.to_str().ok().and_then(|s| s.parse::<u32>().ok()) else {
             return error(StatusCode::BAD_REQUEST, "bad_request", "x-teleo-shard names no shard");
         };
-        return match front.node.shards.contains_key(&shard) {
-            true => front.local(shard, method, &path_and_query, body).await.into_response(),
-            false => error(
-                StatusCode::NOT_FOUND,
-                "shard_not_here",
-                format!("this node does not serve shard {shard}"),
-            ),
-        };
+        return front.local(shard, method, &path_and_query, body).await.into_response();
     }
     let path = parts.uri.path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -218,14 +303,19 @@ async fn route(State(front): State<Arc<Front>>, request: Request) -> Response {
     }
 }
 
+/// Whether an answer is [`SHARD_NOT_HERE`].
+fn is_not_here(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body).is_ok_and(|v| v["error"]["code"] == SHARD_NOT_HERE)
+}
+
 /// The namespace a wire array or filter names, if any.
 fn namespace_of(v: &Value, field: &str) -> Option<String> {
     v.get(field).and_then(|m| m.get("namespace")).and_then(Value::as_str).map(str::to_string)
 }
 
 impl Front {
-    fn map(&self) -> &ClusterMap {
-        &self.node.map
+    fn map(&self) -> Arc<ClusterMap> {
+        self.node.map()
     }
 
     fn all_shards(&self) -> Vec<u32> {
@@ -244,9 +334,13 @@ impl Front {
     async fn to_shard(&self, shard: u32, method: Method, path_and_query: &str, body: Bytes) -> Answer {
         // A served shard is answered here, unless its applier has stopped: then another
         // replica is asked first, and this one only if none answers.
-        let local_stopped = self.node.shards.get(&shard).map(|l| l.status.stop_reason.lock().is_some());
+        let local_stopped = self.node.local_shard(shard).map(|l| l.status.stop_reason.lock().is_some());
         if local_stopped == Some(false) {
-            return self.local(shard, method, path_and_query, body).await;
+            let answer = self.local(shard, method.clone(), path_and_query, body.clone()).await;
+            // Unless the shard moved away in between: then its new replicas are asked.
+            if !(answer.status == StatusCode::NOT_FOUND && is_not_here(&answer.body)) {
+                return answer;
+            }
         }
         let me = self.node.config.node;
         let replicas: Vec<u32> =
@@ -255,7 +349,7 @@ impl Front {
             let peers = self.node.peers.read();
             let mut c: Vec<(bool, String)> = replicas
                 .iter()
-                .filter_map(|&n| peers.get(n as usize).cloned().flatten())
+                .filter_map(|&n| peers.get(&n).cloned())
                 .map(|r| (r.is_alive() && !r.stopped.contains(&shard), r.url))
                 .collect();
             // Live nodes applying the shard first; the others are still tried (a node's record may be old only
@@ -302,6 +396,10 @@ impl Front {
                 }
             };
             let lost = match tokio::time::timeout(limit, exchange).await {
+                Ok(Ok(answer)) if answer.status == StatusCode::NOT_FOUND && is_not_here(&answer.body) => {
+                    tried.push(format!("{url}: does not serve shard {shard} (any more)"));
+                    continue;
+                }
                 Ok(Ok(answer)) => return answer,
                 // Not connected: the request never left, so the next node may take it.
                 Ok(Err((true, e))) => {
@@ -350,7 +448,16 @@ impl Front {
     }
 
     async fn local(&self, shard: u32, method: Method, path_and_query: &str, body: Bytes) -> Answer {
-        let local = &self.node.shards[&shard];
+        // The shard may have moved away since it was chosen: the caller tries another node.
+        let Some(local) = self.node.local_shard(shard) else {
+            let body = json!({"error": {"code": SHARD_NOT_HERE, "message": format!("this node does not serve shard {shard}"), "outcome": "not_written"}});
+            return Answer {
+                status: StatusCode::NOT_FOUND,
+                headers: axum::http::HeaderMap::new(),
+                body: Bytes::from(body.to_string()),
+                stale: false,
+            };
+        };
         let request = axum::http::Request::builder()
             .method(method)
             .uri(path_and_query)

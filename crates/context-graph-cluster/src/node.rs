@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv, stream};
 use context_graph_server::{router, AppState, KeyRing, Limits};
 use context_graph_storage::{Durability, RocksDbTeleologicalStore, StoreConfig};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 
 use crate::applier::{self, ApplierStatus};
@@ -22,7 +22,9 @@ pub struct NodeConfig {
     /// This node's number, `0..nodes`.
     pub node: u32,
     pub nodes: u32,
-    pub shards: u32,
+    /// Shards, when this node creates the cluster map [default: `nodes`]; a node joining an
+    /// existing cluster takes the map's, and a count given here must match it.
+    pub shards: Option<u32>,
     /// Nodes serving each shard.
     pub replicas: u32,
     /// Replicas of each stream (and of the bucket) among the NATS servers.
@@ -51,22 +53,35 @@ pub struct LocalShard {
     pub app: axum::Router,
     pub health: Arc<LogHealth>,
     pub status: Arc<ApplierStatus>,
+    /// Its applier and its log watcher, stopped when the shard is closed here.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-/// A running node.
+/// A running node. The map and the set of shards it serves change when a shard replica
+/// moves (docs/CLUSTER.md, "Growth"): [`Node::take_replica`] on the receiving node, and the
+/// map refresh every node runs each second, which makes the shards served here the ones the
+/// map places here ([`Node::reconcile`]).
 pub struct Node {
     pub config: NodeConfig,
-    pub map: ClusterMap,
-    pub shards: BTreeMap<u32, LocalShard>,
-    /// The last record read of every node (by number).
-    pub peers: Arc<RwLock<Vec<Option<NodeRecord>>>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// The newest map read, with its revision in the bucket: a map read before another
+    /// node's update but adopted after it must not replace it.
+    map: RwLock<(u64, Arc<ClusterMap>)>,
+    pub(crate) shards: RwLock<BTreeMap<u32, Arc<LocalShard>>>,
+    /// The last record read of every node the map names (and of this node's number range).
+    pub peers: Arc<RwLock<BTreeMap<u32, NodeRecord>>>,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    pub(crate) bucket: kv::Store,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Held while the set of shards served here changes: a replica moving to this node (one
+    /// at a time), or [`Node::reconcile`] retiring or opening one.
+    pub(crate) moving: tokio::sync::Mutex<()>,
 }
 
 impl Node {
-    /// Connect, create or check the cluster map, make sure every shard's stream exists, open
+    /// Connect, create or read the cluster map, make sure every shard's stream exists, open
     /// the stores of this node's shards and start applying their streams.
-    pub async fn start(config: NodeConfig) -> Result<Node, String> {
+    pub async fn start(config: NodeConfig) -> Result<Arc<Node>, String> {
         if config.node >= config.nodes {
             return Err(format!(
                 "node {} of a {}-node cluster (nodes are numbered from 0)",
@@ -95,13 +110,14 @@ impl Node {
             }
         })
         .await?;
-        let asked = ClusterMap::new(config.shards, config.nodes, config.replicas, config.schema.clone())?;
+        let shard_count = config.shards.unwrap_or(config.nodes);
+        let asked = ClusterMap::new(shard_count, config.nodes, config.replicas, config.schema.clone())?;
         let encoded = serde_json::to_vec(&asked).map_err(|e| e.to_string())?;
-        let stored = retry("writing or reading the cluster map", || async {
+        let (revision, stored) = retry("writing or reading the cluster map", || async {
             match bucket.create(MAP_KEY, encoded.clone().into()).await {
-                Ok(_) => Ok(None),
-                Err(create) => match bucket.get(MAP_KEY).await {
-                    Ok(Some(bytes)) => Ok(Some(bytes)),
+                Ok(revision) => Ok((revision, None)),
+                Err(create) => match bucket.entry(MAP_KEY).await {
+                    Ok(Some(entry)) => Ok((entry.revision, Some(entry.value))),
                     Ok(None) => Err(format!("the map is neither creatable ({create}) nor there")),
                     Err(e) => Err(e.to_string()),
                 },
@@ -111,13 +127,15 @@ impl Node {
         let map = match stored {
             None => asked,
             Some(stored) => {
+                // A node joining a cluster takes the cluster's map (its placement may have
+                // changed since it was created: replicas move); only a shard count asked for
+                // explicitly must agree.
                 let stored: ClusterMap = serde_json::from_slice(&stored)
                     .map_err(|e| format!("the cluster map does not parse: {e}"))?;
-                // The cluster's schema is the one it was created with.
-                if (stored.shards, &stored.replicas) != (asked.shards, &asked.replicas) {
+                if config.shards.is_some_and(|s| s != stored.shards) {
                     return Err(format!(
-                        "the cluster was created with {} shards placed {:?}; this node asks for {} placed {:?}",
-                        stored.shards, stored.replicas, asked.shards, asked.replicas
+                        "the cluster has {} shards; this node was started with --shards {}",
+                        stored.shards, shard_count
                     ));
                 }
                 stored
@@ -141,115 +159,292 @@ impl Node {
             .await?;
         }
 
-        let runtime = tokio::runtime::Handle::current();
-        let mut shards = BTreeMap::new();
-        let mut tasks = Vec::new();
-        for s in map.shards_of_node(config.node) {
-            let path = config.dir.join(format!("shard-{s}"));
-            let store_config = StoreConfig {
-                durability: Durability::Sync,
-                schema: map.schema.clone(),
-                max_batch: config.max_batch,
-                ..StoreConfig::default()
-            };
-            let path_str = path.to_str().ok_or("the node directory is not UTF-8")?.to_string();
-            let store =
-                tokio::task::spawn_blocking(move || RocksDbTeleologicalStore::open(&path_str, store_config))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("opening {}: {e}", path.display()))?;
-            let store = Arc::new(store);
-            let waiters = Arc::new(Waiters::default());
-            let health = Arc::new(LogHealth::default());
-            let status = Arc::new(ApplierStatus::default());
-            let log = ShardLog {
-                shard: s,
-                client: client.clone(),
-                runtime: runtime.clone(),
-                waiters: waiters.clone(),
-                health: health.clone(),
-                applier: status.clone(),
-                ack_timeout: config.ack_timeout,
-                apply_timeout: config.apply_timeout,
-            };
-            store.follow_log(Arc::new(log)).map_err(|e| e.to_string())?;
-            tasks.push(tokio::spawn(applier::run_watched(
-                s,
-                store.clone(),
-                js.clone(),
-                waiters,
-                status.clone(),
-            )));
-            tasks.push(tokio::spawn(watch_log(s, js.clone(), health.clone())));
-            let state = AppState::new(
-                store.clone(),
-                config.max_batch,
-                KeyRing::none(),
-                config.limits.clone(),
-                path.join("checkpoints"),
-            );
-            shards.insert(s, LocalShard { store, app: router(state), health, status });
+        let mine = map.shards_of_node(config.node);
+        tidy_directory(&config.dir, &mine)?;
+        let node = Arc::new(Node {
+            config,
+            map: RwLock::new((revision, Arc::new(map))),
+            shards: RwLock::new(BTreeMap::new()),
+            peers: Arc::default(),
+            client,
+            js,
+            bucket,
+            tasks: Mutex::new(Vec::new()),
+            moving: tokio::sync::Mutex::new(()),
+        });
+        for &s in &mine {
+            let local = node.open_shard(s).await?;
+            node.shards.write().insert(s, local);
         }
 
         // Serve once every shard has applied what its stream held when the node started, so
         // that a restarted node does not answer from far behind (bounded by the apply timeout).
-        for (s, local) in &shards {
-            let last = retry(&format!("reading the stream of shard {s}"), || async {
-                let mut stream = js.get_stream(ClusterMap::stream(*s)).await.map_err(|e| e.to_string())?;
-                Ok(stream.info().await.map_err(|e| e.to_string())?.state.last_sequence)
-            })
-            .await?;
-            let deadline = tokio::time::Instant::now() + config.apply_timeout;
-            while local.store.log_position() < last && tokio::time::Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if local.store.log_position() < last {
+        for (s, local) in node.local_shards() {
+            if let Err((at, last)) = node.catch_up(s, &local, node.config.apply_timeout).await {
                 tracing::warn!(
-                    "shard {s} is at position {} of {last} after {:?}; serving while it catches up",
-                    local.store.log_position(),
-                    config.apply_timeout
+                    "shard {s} is at position {at} of {last} after {:?}; serving while it catches up",
+                    node.config.apply_timeout
                 );
             }
         }
-        let peers = Arc::new(RwLock::new(vec![None; config.nodes as usize]));
-        let statuses: Vec<(u32, Arc<ApplierStatus>)> =
-            shards.iter().map(|(s, local)| (*s, local.status.clone())).collect();
-        tasks.push(tokio::spawn(keep_records(bucket, config.clone(), statuses, peers.clone())));
-        Ok(Node { config, map, shards, peers, tasks })
+        let refresher = tokio::spawn(keep_records(Arc::downgrade(&node)));
+        node.tasks.lock().push(refresher);
+        Ok(node)
+    }
+
+    /// The map as last read.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.map.read().1.clone()
+    }
+
+    /// Shard `s`, if this node serves it now.
+    pub fn local_shard(&self, s: u32) -> Option<Arc<LocalShard>> {
+        self.shards.read().get(&s).cloned()
+    }
+
+    /// The shards this node serves now.
+    pub fn local_shards(&self) -> Vec<(u32, Arc<LocalShard>)> {
+        self.shards.read().iter().map(|(s, l)| (*s, l.clone())).collect()
+    }
+
+    /// The directory of shard `s`'s store on this node.
+    pub(crate) fn shard_dir(&self, s: u32) -> PathBuf {
+        self.config.dir.join(format!("shard-{s}"))
+    }
+
+    /// Where this node cuts the checkpoints it sends to another node.
+    pub(crate) fn outgoing_dir(&self) -> PathBuf {
+        self.config.dir.join(OUTGOING_DIR)
+    }
+
+    /// The record of node `n`: as last read, or read now (a node the map does not name yet,
+    /// such as one a replica is being moved to).
+    pub(crate) async fn record_of(&self, n: u32) -> Option<NodeRecord> {
+        if let Some(r) = self.peers.read().get(&n).cloned() {
+            return Some(r);
+        }
+        let bytes = self.bucket.get(NodeRecord::key(n)).await.ok().flatten()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Open shard `s`'s store (created empty if absent), make it follow the shard's stream
+    /// and start applying from the position it recorded.
+    pub(crate) async fn open_shard(&self, s: u32) -> Result<Arc<LocalShard>, String> {
+        let path = self.shard_dir(s);
+        let store_config = StoreConfig {
+            durability: Durability::Sync,
+            schema: self.map().schema.clone(),
+            max_batch: self.config.max_batch,
+            ..StoreConfig::default()
+        };
+        let path_str = path.to_str().ok_or("the node directory is not UTF-8")?.to_string();
+        let store =
+            tokio::task::spawn_blocking(move || RocksDbTeleologicalStore::open(&path_str, store_config))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        let store = Arc::new(store);
+        let waiters = Arc::new(Waiters::default());
+        let health = Arc::new(LogHealth::default());
+        let status = Arc::new(ApplierStatus::default());
+        let log = ShardLog {
+            shard: s,
+            client: self.client.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            waiters: waiters.clone(),
+            health: health.clone(),
+            applier: status.clone(),
+            ack_timeout: self.config.ack_timeout,
+            apply_timeout: self.config.apply_timeout,
+        };
+        store.follow_log(Arc::new(log)).map_err(|e| e.to_string())?;
+        let tasks = vec![
+            tokio::spawn(applier::run_watched(s, store.clone(), self.js.clone(), waiters, status.clone())),
+            tokio::spawn(watch_log(s, self.js.clone(), health.clone())),
+        ];
+        let state = AppState::new(
+            store.clone(),
+            self.config.max_batch,
+            KeyRing::none(),
+            self.config.limits.clone(),
+            path.join("checkpoints"),
+        );
+        Ok(Arc::new(LocalShard { store, app: router(state), health, status, tasks: Mutex::new(tasks) }))
+    }
+
+    /// The last position of shard `s`'s stream.
+    pub(crate) async fn stream_end(&self, s: u32) -> Result<u64, String> {
+        let mut stream = self.js.get_stream(ClusterMap::stream(s)).await.map_err(|e| e.to_string())?;
+        Ok(stream.info().await.map_err(|e| e.to_string())?.state.last_sequence)
+    }
+
+    /// Wait until `local` has applied what shard `s`'s stream holds now (read with retries),
+    /// for up to `timeout`; `Err((applied, last))` if it has not.
+    pub(crate) async fn catch_up(
+        &self,
+        s: u32,
+        local: &LocalShard,
+        timeout: Duration,
+    ) -> Result<(), (u64, u64)> {
+        let last = match retry(&format!("reading the stream of shard {s}"), || self.stream_end(s)).await {
+            Ok(last) => last,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return Err((local.store.log_position(), u64::MAX));
+            }
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        while local.store.log_position() < last && tokio::time::Instant::now() < deadline {
+            if local.status.stop_reason.lock().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match local.store.log_position() >= last {
+            true => Ok(()),
+            false => Err((local.store.log_position(), last)),
+        }
+    }
+
+    /// Close shard `s` on this node: let the requests holding it finish (its applier still
+    /// running, so writes they made are applied), stop its applier and watcher, close its
+    /// store (index snapshots).
+    pub(crate) async fn close_shard(&self, s: u32, local: Arc<LocalShard>) -> Result<(), String> {
+        for _ in 0..200 {
+            if Arc::strong_count(&local) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let tasks: Vec<JoinHandle<()>> = std::mem::take(&mut *local.tasks.lock());
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let mut store = match Arc::try_unwrap(local) {
+            Ok(owned) => Some(owned.store),
+            Err(shared) => Some(shared.store.clone()),
+        };
+        for _ in 0..100 {
+            match Arc::try_unwrap(store.take().expect("the store is held until closed")) {
+                Ok(owned) => {
+                    return match tokio::task::spawn_blocking(move || owned.close()).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(format!("shard {s}: {e}")),
+                        Err(e) => Err(format!("shard {s}: {e}")),
+                    };
+                }
+                Err(shared) => {
+                    store = Some(shared);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        Err(format!("shard {s}: still in use after 15 s; left without index snapshots"))
+    }
+
+    /// Stop serving shard `s` because the map gave its replica to another node: it leaves
+    /// the routing at once, is closed once its requests are done, and its directory is kept
+    /// aside as `shard-<s>.retired-<ms>` (nothing is deleted).
+    async fn retire(&self, s: u32) {
+        let Some(local) = self.shards.write().remove(&s) else { return };
+        tracing::info!("shard {s}: its replica moved to another node; closing it here");
+        if let Err(e) = self.close_shard(s, local).await {
+            tracing::warn!("retiring shard {s}: {e}");
+        }
+        let aside = self.config.dir.join(format!("shard-{s}.retired-{}", now_ms()));
+        if let Err(e) = std::fs::rename(self.shard_dir(s), &aside) {
+            tracing::warn!("moving shard {s}'s directory aside: {e}");
+        }
+    }
+
+    /// Take map `new`, read at bucket revision `revision`, unless a newer one was taken
+    /// meanwhile; then serve what the map places here.
+    pub(crate) async fn adopt(&self, new: ClusterMap, revision: u64) {
+        {
+            let mut map = self.map.write();
+            if revision > map.0 {
+                *map = (revision, Arc::new(new));
+            }
+        }
+        self.reconcile().await;
+    }
+
+    /// Make the shards served here the ones the map places here: a shard it no longer
+    /// places here is retired (its replica moved away); a shard it places here that is not
+    /// served is opened (a move whose map update was answered by no one, or a store set
+    /// aside: the store follows the stream from the position it holds, from the start for a
+    /// new one). Skipped while a replica moves to this node: the move serves its shard
+    /// before the map names this node, and the next refresh (each second) reconciles.
+    pub(crate) async fn reconcile(&self) {
+        let map = self.map();
+        let me = self.config.node;
+        let placed = map.shards_of_node(me);
+        let unplaced: Vec<u32> =
+            self.local_shards().into_iter().map(|(s, _)| s).filter(|s| !placed.contains(s)).collect();
+        let missing: Vec<u32> = placed.iter().copied().filter(|&s| self.local_shard(s).is_none()).collect();
+        if unplaced.is_empty() && missing.is_empty() {
+            return;
+        }
+        let Ok(_changing) = self.moving.try_lock() else { return };
+        for s in unplaced {
+            self.retire(s).await;
+        }
+        for s in missing {
+            tracing::info!("the map places shard {s} on this node, which does not serve it: opening it");
+            match self.open_shard(s).await {
+                Ok(local) => {
+                    self.shards.write().insert(s, local);
+                }
+                Err(e) => tracing::warn!("shard {s} is placed on this node but does not open: {e}"),
+            }
+        }
+    }
+
+    /// Write the map `update` makes of the current one, compare-and-set on its revision
+    /// (retried when another node wrote first). Returns the map written and its revision.
+    pub(crate) async fn update_map(
+        &self,
+        update: impl Fn(&ClusterMap) -> Result<ClusterMap, String>,
+    ) -> Result<(ClusterMap, u64), MapUpdate> {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let entry = match self.bucket.entry(MAP_KEY).await {
+                Ok(Some(e)) => e,
+                Ok(None) => return Err(MapUpdate::Failed("the cluster map is gone from the bucket".into())),
+                Err(e) => {
+                    last = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+            };
+            let current: ClusterMap = serde_json::from_slice(&entry.value)
+                .map_err(|e| MapUpdate::Failed(format!("the cluster map does not parse: {e}")))?;
+            let new = update(&current).map_err(MapUpdate::Refused)?;
+            let bytes = serde_json::to_vec(&new).map_err(|e| MapUpdate::Failed(e.to_string()))?;
+            match self.bucket.update(MAP_KEY, bytes.into(), entry.revision).await {
+                Ok(revision) => return Ok((new, revision)),
+                Err(e) => last = e.to_string(),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(MapUpdate::Failed(format!("the cluster map could not be updated: {last}")))
     }
 
     /// Stop the node's tasks and close its stores (index snapshots).
-    pub async fn shut_down(self) -> Result<(), String> {
-        for t in &self.tasks {
+    pub async fn shut_down(&self) -> Result<(), String> {
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for t in tasks {
             t.abort();
-        }
-        for t in self.tasks {
             let _ = t.await;
         }
+        let shards = std::mem::take(&mut *self.shards.write());
         let mut problems = Vec::new();
-        for (s, local) in self.shards {
-            drop(local.app);
-            // Requests still being answered may hold the store a moment longer.
-            let mut store = Some(local.store);
-            for _ in 0..100 {
-                match Arc::try_unwrap(store.take().expect("the store is held until closed")) {
-                    Ok(owned) => {
-                        let closed = tokio::task::spawn_blocking(move || owned.close()).await;
-                        match closed {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => problems.push(format!("shard {s}: {e}")),
-                            Err(e) => problems.push(format!("shard {s}: {e}")),
-                        }
-                        break;
-                    }
-                    Err(shared) => {
-                        store = Some(shared);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-            if store.is_some() {
-                problems.push(format!("shard {s}: still in use after 5 s; left without index snapshots"));
+        for (s, local) in shards {
+            if let Err(e) = self.close_shard(s, local).await {
+                problems.push(e);
             }
         }
         if problems.is_empty() {
@@ -258,6 +453,44 @@ impl Node {
             Err(problems.join("; "))
         }
     }
+}
+
+/// Why the map was not updated.
+pub(crate) enum MapUpdate {
+    /// The change does not fit the current map (its reason).
+    Refused(String),
+    /// The bucket could not be read or written.
+    Failed(String),
+}
+
+/// Where a node cuts the checkpoints it sends (emptied at start).
+const OUTGOING_DIR: &str = "outgoing";
+
+/// Make the node's directory hold what the map says it serves: remove what an interrupted
+/// move left (`shard-<s>.incoming`, `outgoing/`), and set aside (never delete) the store of a
+/// shard the map no longer gives this node (its replica moved while the node was down).
+fn tidy_directory(dir: &std::path::Path, mine: &[u32]) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let _ = std::fs::remove_dir_all(dir.join(OUTGOING_DIR));
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("reading {}: {e}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix("shard-") else { continue };
+        if rest.ends_with(".incoming") {
+            tracing::info!("removing {name}, left by a move that did not finish");
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if let Ok(s) = rest.parse::<u32>() {
+            if !mine.contains(&s) {
+                let aside = dir.join(format!("{name}.retired-{}", now_ms()));
+                tracing::info!(
+                    "shard {s} is no longer placed on this node; its store is kept as {}",
+                    aside.display()
+                );
+                std::fs::rename(entry.path(), &aside).map_err(|e| format!("moving {name} aside: {e}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `attempt` until it succeeds, for up to 30 s.
@@ -328,45 +561,62 @@ async fn watch_log(s: u32, js: jetstream::Context, health: Arc<LogHealth>) {
     }
 }
 
-/// Every second: write this node's record and read everyone's.
-async fn keep_records(
-    bucket: kv::Store,
-    config: NodeConfig,
-    statuses: Vec<(u32, Arc<ApplierStatus>)>,
-    peers: Arc<RwLock<Vec<Option<NodeRecord>>>>,
-) {
+/// Every second: write this node's record, read everyone's, and re-read the map (taking a
+/// newer one). Ends when the node is dropped.
+async fn keep_records(node: std::sync::Weak<Node>) {
     loop {
+        let Some(node) = node.upgrade() else { return };
+        node.refresh().await;
+        drop(node);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl Node {
+    async fn refresh(&self) {
+        let local = self.local_shards();
         let record = NodeRecord {
-            node: config.node,
-            url: config.url.clone(),
+            node: self.config.node,
+            url: self.config.url.clone(),
             pid: std::process::id(),
             alive_at_ms: now_ms(),
-            applied: statuses
+            applied: local
                 .iter()
-                .map(|(s, st)| (*s, st.applied.load(std::sync::atomic::Ordering::SeqCst)))
+                .map(|(s, l)| (*s, l.status.applied.load(std::sync::atomic::Ordering::SeqCst)))
                 .collect(),
-            stopped: statuses
+            stopped: local
                 .iter()
-                .filter(|(_, st)| st.stop_reason.lock().is_some())
+                .filter(|(_, l)| l.status.stop_reason.lock().is_some())
                 .map(|(s, _)| *s)
                 .collect(),
         };
         if let Ok(bytes) = serde_json::to_vec(&record) {
-            if let Err(e) = bucket.put(NodeRecord::key(config.node), bytes.into()).await {
+            if let Err(e) = self.bucket.put(NodeRecord::key(self.config.node), bytes.into()).await {
                 tracing::warn!("writing this node's record failed: {e}");
             }
         }
-        let mut seen = vec![None; config.nodes as usize];
-        for (n, slot) in seen.iter_mut().enumerate() {
-            if n as u32 == config.node {
-                *slot = Some(record.clone());
-                continue;
-            }
-            if let Ok(Some(bytes)) = bucket.get(NodeRecord::key(n as u32)).await {
-                *slot = serde_json::from_slice(&bytes).ok();
+        match self.bucket.entry(MAP_KEY).await {
+            Ok(Some(entry)) => match serde_json::from_slice::<ClusterMap>(&entry.value) {
+                Ok(map) => self.adopt(map, entry.revision).await,
+                Err(e) => tracing::warn!("the cluster map does not parse: {e}"),
+            },
+            Ok(None) => tracing::warn!("the cluster map is gone from the bucket"),
+            Err(e) => {
+                tracing::debug!("reading the cluster map: {e}");
+                self.reconcile().await;
             }
         }
-        *peers.write() = seen;
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let span = self.map().node_span().max(self.config.nodes).max(self.config.node + 1);
+        let mut seen = BTreeMap::new();
+        for n in 0..span {
+            if n == self.config.node {
+                seen.insert(n, record.clone());
+            } else if let Ok(Some(bytes)) = self.bucket.get(NodeRecord::key(n)).await {
+                if let Ok(r) = serde_json::from_slice(&bytes) {
+                    seen.insert(n, r);
+                }
+            }
+        }
+        *self.peers.write() = seen;
     }
 }

@@ -14,8 +14,10 @@ pub const MAP_KEY: &str = "map";
 /// A node whose record is older than this is taken for dead.
 pub const NODE_TIMEOUT_MS: u64 = 3_000;
 
-/// The cluster's layout, written once (compare-and-set: the first node to start creates it,
-/// every other node reads it and checks that it asked for the same).
+/// The cluster's layout. The first node to start creates it (compare-and-set); every other
+/// node reads it. It changes only when a shard replica moves to another node
+/// ([`ClusterMap::with_replica_moved`], written by the receiving node with a revision-checked
+/// update once it has caught up), and every node re-reads it each second.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterMap {
     /// Number of shards; a namespace belongs to shard [`ClusterMap::shard_of`].
@@ -56,6 +58,32 @@ impl ClusterMap {
     /// The shards node `node` serves.
     pub fn shards_of_node(&self, node: u32) -> Vec<u32> {
         (0..self.shards).filter(|&s| self.replicas[s as usize].contains(&node)).collect()
+    }
+
+    /// The highest node number the map names, plus one (nodes are numbered from 0).
+    pub fn node_span(&self) -> u32 {
+        self.replicas.iter().flatten().map(|&n| n + 1).max().unwrap_or(0)
+    }
+
+    /// This map with shard `shard`'s replica on node `from` moved to node `to` (in the same
+    /// place of the list, so the order nodes are asked in stays the same); an error says why
+    /// the move does not fit the map.
+    pub fn with_replica_moved(&self, shard: u32, from: u32, to: u32) -> Result<ClusterMap, String> {
+        let Some(nodes) = self.replicas.get(shard as usize) else {
+            return Err(format!(
+                "there is no shard {shard}: the cluster has shards 0 to {}",
+                self.shards - 1
+            ));
+        };
+        if nodes.contains(&to) {
+            return Err(format!("node {to} already serves shard {shard} (its replicas are on {nodes:?})"));
+        }
+        let Some(at) = nodes.iter().position(|&n| n == from) else {
+            return Err(format!("node {from} does not serve shard {shard} (its replicas are on {nodes:?})"));
+        };
+        let mut moved = self.clone();
+        moved.replicas[shard as usize][at] = to;
+        Ok(moved)
     }
 
     /// The stream of shard `s`.
@@ -118,5 +146,21 @@ mod tests {
         assert_eq!(map.shard_of(Some("a")), map.shard_of(Some("a")));
         assert!(ClusterMap::new(3, 2, 3, StoreSchema::default()).is_err());
         assert!(ClusterMap::new(0, 2, 1, StoreSchema::default()).is_err());
+    }
+
+    #[test]
+    fn a_replica_moves_in_place_and_a_move_that_does_not_fit_is_refused() {
+        let map = ClusterMap::new(3, 3, 2, StoreSchema::default()).unwrap();
+        assert_eq!(map.node_span(), 3);
+        let moved = map.with_replica_moved(0, 0, 3).unwrap();
+        assert_eq!(moved.replicas, vec![vec![3, 1], vec![1, 2], vec![2, 0]]);
+        assert_eq!(moved.node_span(), 4);
+        assert_eq!(moved.shards_of_node(0), vec![2]);
+        assert_eq!(moved.shards_of_node(3), vec![0]);
+        // Namespaces stay in their shards: only the nodes serving a shard change.
+        assert_eq!(moved.shard_of(Some("agent-7")), map.shard_of(Some("agent-7")));
+        assert!(map.with_replica_moved(3, 0, 3).unwrap_err().contains("no shard 3"));
+        assert!(map.with_replica_moved(0, 2, 3).unwrap_err().contains("does not serve"));
+        assert!(map.with_replica_moved(0, 0, 1).unwrap_err().contains("already serves"));
     }
 }

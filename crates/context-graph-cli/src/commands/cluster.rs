@@ -2,7 +2,6 @@
 //! on loopback). The cluster itself is `crates/context-graph-cluster`; docs/CLUSTER.md.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -31,11 +30,15 @@ pub struct NodeArgs {
     #[arg(long, value_name = "I", default_value_t = 0, requires = "cluster")]
     pub node: u32,
 
-    /// Nodes in the cluster.
+    /// Nodes in the cluster (when this node creates it: shards are placed over nodes 0 to
+    /// N-1). A node added later is started with its own number and N above it, serves no
+    /// shard until one is moved to it (`teleo cluster move`), and is then known to every node.
     #[arg(long, value_name = "N", default_value_t = 3, requires = "cluster")]
     pub nodes: u32,
 
-    /// Shards (namespaces are spread over them by a fixed hash) [default: --nodes].
+    /// Shards (namespaces are spread over them by a fixed hash), when this node creates the
+    /// cluster [default: --nodes]; a node joining a running cluster takes the cluster's, and a
+    /// count given here must match it.
     #[arg(long, value_name = "S", requires = "cluster")]
     pub shards: Option<u32>,
 
@@ -77,6 +80,36 @@ pub enum ClusterCommand {
     /// search throughput with 1, 2 and 3 shards, each on a fresh loopback cluster (--db is
     /// not used).
     Bench(crate::bench::cluster::ClusterBenchArgs),
+    /// Move one replica of a shard to another node (one just added, say) while writes go on:
+    /// the receiving node copies a checkpoint of the shard from a live replica, applies the
+    /// shard's stream from the checkpoint's position, starts serving it, and writes the new
+    /// map; the node giving it away stops serving it within a second or two. Sent to any node
+    /// with --url; prints what the move did, as JSON (docs/CLUSTER.md, "Growth").
+    Move(MoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    /// Any node of the cluster (it forwards the move to --to).
+    #[arg(long, value_name = "URL", env = "TELEO_URL")]
+    pub url: String,
+
+    /// The shard whose replica moves.
+    #[arg(long, value_name = "S")]
+    pub shard: u32,
+
+    /// The node giving the replica away (it must serve the shard).
+    #[arg(long, value_name = "A")]
+    pub from: u32,
+
+    /// The node receiving it (running, and not serving the shard).
+    #[arg(long, value_name = "B")]
+    pub to: u32,
+
+    /// Longest the new replica may take to apply the shard's stream after the checkpoint, in
+    /// seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 120.0)]
+    pub catch_up_timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -112,7 +145,36 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     match args.command {
         ClusterCommand::Demo(a) => run_demo(a).await,
         ClusterCommand::Bench(a) => crate::bench::cluster::run(a).await,
+        ClusterCommand::Move(a) => run_move(a).await,
     }
+}
+
+async fn run_move(args: MoveArgs) -> anyhow::Result<()> {
+    let request = context_graph_cluster::growth::MoveRequest {
+        shard: args.shard,
+        from: args.from,
+        to: args.to,
+        catch_up_timeout_s: Some(args.catch_up_timeout),
+    };
+    let client = context_graph_server::client::Client::new(&args.url, None);
+    eprintln!(
+        "teleo cluster move: shard {} from node {} to node {} (copying a checkpoint, then catching up)",
+        args.shard, args.from, args.to
+    );
+    let (status, body) = client
+        .send(hyper::Method::POST, "/v1/cluster/move", Some(serde_json::to_vec(&request)?))
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.url))?;
+    let text = String::from_utf8_lossy(&body);
+    if status != 200 {
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.to_string());
+        bail!("the move was not made ({status}): {message}");
+    }
+    say!("{text}");
+    Ok(())
 }
 
 pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -219,7 +281,7 @@ pub async fn run_node(
     let config = NodeConfig {
         node: node.node,
         nodes: node.nodes,
-        shards: node.shards.unwrap_or(node.nodes),
+        shards: node.shards,
         replicas: node.replicas,
         log_replicas: node.log_replicas,
         nats,
@@ -231,28 +293,18 @@ pub async fn run_node(
         ack_timeout: seconds("ack-timeout", node.ack_timeout)?,
         apply_timeout: seconds("apply-timeout", node.apply_timeout)?,
     };
-    let started = Node::start(config).await.map_err(anyhow::Error::msg)?;
-    let shards: Vec<u32> = started.shards.keys().copied().collect();
+    let node_ref = Node::start(config).await.map_err(anyhow::Error::msg)?;
+    let shards: Vec<u32> = node_ref.local_shards().iter().map(|(s, _)| *s).collect();
     say!("{bound}");
     crate::output::flush_stdout();
     eprintln!(
         "teleo serve: cluster node {} of {} on http://{bound}, serving shards {shards:?}",
         node.node, node.nodes
     );
-    let node = Arc::new(started);
+    let node = node_ref;
     serve(listener, front::router(node.clone()), None, limits.header_read_timeout, drain, stop_signal())
         .await;
     eprintln!("teleo serve: stopping: closing the shards' stores");
-    // The router's copies are gone with the connections; wait for the last request.
-    let mut node = Some(node);
-    for _ in 0..200 {
-        match Arc::try_unwrap(node.take().expect("held until shut down")) {
-            Ok(owned) => return owned.shut_down().await.map_err(anyhow::Error::msg),
-            Err(shared) => {
-                node = Some(shared);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-    bail!("requests still held the node 10 s after the stop; exiting without index snapshots (the next start recovers)")
+    // Each shard waits for the requests still holding it (up to 10 s), then its store closes.
+    node.shut_down().await.map_err(anyhow::Error::msg)
 }
