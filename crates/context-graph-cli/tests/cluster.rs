@@ -256,7 +256,8 @@ async fn wait_converged(urls: &[String]) {
             }
         }
         let now: Vec<(u64, Vec<u64>)> = positions.into_iter().collect();
-        let agreed = now.iter().all(|(_, p)| p.len() == 2 && p[0] == p[1]);
+        // At least two replicas of each shard (the growth test gives one shard a third).
+        let agreed = now.iter().all(|(_, p)| p.len() >= 2 && p.iter().all(|&x| x == p[0]));
         stable = if agreed && now == last { stable + 1 } else { 0 };
         last = now;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -863,13 +864,35 @@ async fn a_shard_replica_moves_to_an_added_node_while_writes_go_on() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
-    // The new replica survives a kill -9 and catches up after its restart.
+    // A map that places a shard on a node that does not serve it (an operator's edit, or a
+    // move whose map update was written but whose answer was lost): node 3 opens shard 1 from
+    // nothing, applies its whole stream and serves it as a third replica.
+    let servers: Vec<async_nats::ServerAddr> = nats.urls().split(',').map(|u| u.parse().unwrap()).collect();
+    let bucket = async_nats::jetstream::new(async_nats::connect(servers).await.unwrap())
+        .get_key_value(context_graph_cluster::placement::BUCKET)
+        .await
+        .unwrap();
+    let key = context_graph_cluster::placement::MAP_KEY;
+    let entry = bucket.entry(key).await.unwrap().unwrap();
+    let mut edited: context_graph_cluster::ClusterMap = serde_json::from_slice(&entry.value).unwrap();
+    assert_eq!(edited.replicas, after);
+    edited.replicas[1].push(3);
+    bucket.update(key, serde_json::to_vec(&edited).unwrap().into(), entry.revision).await.unwrap();
+    let after = vec![vec![3, 1], vec![1, 2, 3], vec![2, 0]];
+    let seen = Instant::now();
+    while local_shards(&added.url).await != vec![0, 1] {
+        assert!(seen.elapsed() < Duration::from_secs(30), "node 3 does not serve shard 1");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(replicas_seen(&added.url).await, after);
+
+    // The new replicas survive a kill -9 and catch up after the restart.
     tokio::time::sleep(Duration::from_secs(3)).await;
     added.child.kill().await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     added = grown.start(3, "127.0.0.1:0").await.unwrap();
     urls.lock().unwrap()[3] = added.url.clone();
-    assert_eq!(local_shards(&added.url).await, vec![0]);
+    assert_eq!(local_shards(&added.url).await, vec![0, 1]);
 
     let mut acknowledged = 0;
     for w in writers {
@@ -880,8 +903,8 @@ async fn a_shard_replica_moves_to_an_added_node_while_writes_go_on() {
     let stale = stale_reads.lock().unwrap().clone();
     assert!(stale.is_empty(), "acknowledged writes not readable at once: {:?}", &stale[..stale.len().min(5)]);
 
-    // Both replicas of every shard (node 3 and node 1 for shard 0) hold every acknowledged
-    // write, and agree.
+    // Every replica of every shard (node 3 and node 1 for shard 0; nodes 1, 2 and 3 for
+    // shard 1) holds every acknowledged write, and they agree.
     let all = urls.lock().unwrap().clone();
     wait_converged(&all).await;
     let mut map = context_graph_cluster::ClusterMap::new(3, 3, 2, StoreSchema::default()).unwrap();

@@ -396,6 +396,12 @@ impl Node {
             tracing::info!("the map places shard {s} on this node, which does not serve it: opening it");
             match self.open_shard(s).await {
                 Ok(local) => {
+                    // Served once it has applied what the stream holds now, as at start.
+                    if let Err((at, last)) = self.catch_up(s, &local, self.config.apply_timeout).await {
+                        tracing::warn!(
+                            "shard {s} is at position {at} of {last}; serving while it catches up"
+                        );
+                    }
                     self.shards.write().insert(s, local);
                 }
                 Err(e) => tracing::warn!("shard {s} is placed on this node but does not open: {e}"),

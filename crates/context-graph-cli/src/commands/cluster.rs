@@ -167,10 +167,12 @@ async fn run_move(args: MoveArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.url))?;
     let text = String::from_utf8_lossy(&body);
     if status != 200 {
-        let message = serde_json::from_slice::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-            .unwrap_or_else(|| text.to_string());
+        let answer = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+        let message =
+            answer["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| text.to_string());
+        if answer["error"]["outcome"] == "unknown" {
+            bail!("the move may or may not have been made ({status}): {message}");
+        }
         bail!("the move was not made ({status}): {message}");
     }
     say!("{text}");
