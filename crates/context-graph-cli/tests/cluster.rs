@@ -307,21 +307,28 @@ async fn cluster_status(url: &str) -> Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// Three NATS servers under `dir`, and the spec of a cluster of `n` nodes and `n` shards (each
+/// on 2 nodes) of the small schema.
+async fn small_cluster(dir: &std::path::Path, n: u32) -> (NatsCluster, NodeSpec) {
+    let schema_file = dir.join("schema.json");
+    std::fs::write(&schema_file, SMALL_SCHEMA).unwrap();
+    let nats = NatsCluster::start(&nats_server(), dir).await.unwrap();
+    let spec = NodeSpec {
+        teleo: PathBuf::from(env!("CARGO_BIN_EXE_teleo")),
+        root: dir.to_path_buf(),
+        nodes: n,
+        shards: n,
+        replicas: 2,
+        nats: nats.urls(),
+        schema: Some(schema_file),
+    };
+    (nats, spec)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cluster_keeps_every_acknowledged_write_through_kills_and_answers_as_one_store() {
     let dir = tempfile::tempdir().unwrap();
-    let schema_file = dir.path().join("schema.json");
-    std::fs::write(&schema_file, SMALL_SCHEMA).unwrap();
-    let nats = NatsCluster::start(&nats_server(), dir.path()).await.unwrap();
-    let spec = NodeSpec {
-        teleo: PathBuf::from(env!("CARGO_BIN_EXE_teleo")),
-        root: dir.path().to_path_buf(),
-        nodes: 3,
-        shards: 3,
-        replicas: 2,
-        nats: nats.urls(),
-        schema: Some(schema_file.clone()),
-    };
+    let (nats, spec) = small_cluster(dir.path(), 3).await;
     let mut started = Vec::new();
     for i in 0..3 {
         let spec = spec.clone();
@@ -528,18 +535,7 @@ async fn raw(method: Method, url: &str, body: Option<Value>) -> (u16, hyper::Hea
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_quorum_of_nats_servers_writes_are_refused_and_reads_answer_marked_stale() {
     let dir = tempfile::tempdir().unwrap();
-    let schema_file = dir.path().join("schema.json");
-    std::fs::write(&schema_file, SMALL_SCHEMA).unwrap();
-    let mut nats = NatsCluster::start(&nats_server(), dir.path()).await.unwrap();
-    let spec = NodeSpec {
-        teleo: PathBuf::from(env!("CARGO_BIN_EXE_teleo")),
-        root: dir.path().to_path_buf(),
-        nodes: 2,
-        shards: 2,
-        replicas: 2,
-        nats: nats.urls(),
-        schema: Some(schema_file),
-    };
+    let (mut nats, spec) = small_cluster(dir.path(), 2).await;
     let (a, b) = tokio::join!(spec.start(0, "127.0.0.1:0"), spec.start(1, "127.0.0.1:0"));
     let nodes = [a.unwrap(), b.unwrap()];
     let g = generator();
@@ -691,18 +687,7 @@ fn entries(dir: &std::path::Path, prefix: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shard_replica_moves_to_an_added_node_while_writes_go_on() {
     let dir = tempfile::tempdir().unwrap();
-    let schema_file = dir.path().join("schema.json");
-    std::fs::write(&schema_file, SMALL_SCHEMA).unwrap();
-    let nats = NatsCluster::start(&nats_server(), dir.path()).await.unwrap();
-    let spec = NodeSpec {
-        teleo: PathBuf::from(env!("CARGO_BIN_EXE_teleo")),
-        root: dir.path().to_path_buf(),
-        nodes: 3,
-        shards: 3,
-        replicas: 2,
-        nats: nats.urls(),
-        schema: Some(schema_file.clone()),
-    };
+    let (nats, spec) = small_cluster(dir.path(), 3).await;
     let (a, b, c) = tokio::join!(
         spec.start(0, "127.0.0.1:0"),
         spec.start(1, "127.0.0.1:0"),
