@@ -147,10 +147,11 @@ async fn readyz(State(front): State<Arc<Front>>) -> Response {
 async fn status(State(front): State<Arc<Front>>) -> Response {
     let node = &front.node;
     let map = node.map();
+    let span = map.node_span().max(node.config.nodes);
     let peers: Vec<Value> = {
         let records = node.peers.read();
-        (0..map.node_span().max(node.config.nodes))
-            .chain(records.keys().copied().filter(|&n| n >= map.node_span().max(node.config.nodes)))
+        (0..span)
+            .chain(records.keys().copied().filter(|&n| n >= span))
             .map(|n| match records.get(&n) {
                 Some(r) => json!({"node": n, "url": r.url, "pid": r.pid, "alive": r.is_alive(), "applied": r.applied}),
                 None => json!({"node": n, "alive": false}),
@@ -241,11 +242,7 @@ async fn move_replica(State(front): State<Arc<Front>>, body: Bytes) -> Response 
 /// shard, as the stream [`crate::transfer`] describes (what a replica move copies).
 async fn send_checkpoint(State(front): State<Arc<Front>>, Path(shard): Path<String>) -> Response {
     let Some(local) = shard.parse::<u32>().ok().and_then(|s| front.node.local_shard(s)) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            SHARD_NOT_HERE,
-            format!("this node does not serve shard {shard}"),
-        );
+        return (StatusCode::NOT_FOUND, Json(not_here(&shard))).into_response();
     };
     let work = front.node.outgoing_dir().join(format!("shard-{shard}-{}", Uuid::new_v4().simple()));
     match crate::transfer::checkpoint_body(local.store.clone(), work).await {
@@ -303,9 +300,15 @@ async fn route(State(front): State<Arc<Front>>, request: Request) -> Response {
     }
 }
 
-/// Whether an answer is [`SHARD_NOT_HERE`].
-fn is_not_here(body: &[u8]) -> bool {
-    serde_json::from_slice::<Value>(body).is_ok_and(|v| v["error"]["code"] == SHARD_NOT_HERE)
+/// The answer (404) of a node asked for a shard it does not serve.
+fn not_here(shard: impl std::fmt::Display) -> Value {
+    json!({"error": {"code": SHARD_NOT_HERE, "message": format!("this node does not serve shard {shard}"), "outcome": "not_written"}})
+}
+
+/// Whether an answer is [`not_here`]'s.
+fn is_not_here(answer: &Answer) -> bool {
+    answer.status == StatusCode::NOT_FOUND
+        && serde_json::from_slice::<Value>(&answer.body).is_ok_and(|v| v["error"]["code"] == SHARD_NOT_HERE)
 }
 
 /// The namespace a wire array or filter names, if any.
@@ -338,7 +341,7 @@ impl Front {
         if local_stopped == Some(false) {
             let answer = self.local(shard, method.clone(), path_and_query, body.clone()).await;
             // Unless the shard moved away in between: then its new replicas are asked.
-            if !(answer.status == StatusCode::NOT_FOUND && is_not_here(&answer.body)) {
+            if !is_not_here(&answer) {
                 return answer;
             }
         }
@@ -396,7 +399,7 @@ impl Front {
                 }
             };
             let lost = match tokio::time::timeout(limit, exchange).await {
-                Ok(Ok(answer)) if answer.status == StatusCode::NOT_FOUND && is_not_here(&answer.body) => {
+                Ok(Ok(answer)) if is_not_here(&answer) => {
                     tried.push(format!("{url}: does not serve shard {shard} (any more)"));
                     continue;
                 }
@@ -450,11 +453,10 @@ impl Front {
     async fn local(&self, shard: u32, method: Method, path_and_query: &str, body: Bytes) -> Answer {
         // The shard may have moved away since it was chosen: the caller tries another node.
         let Some(local) = self.node.local_shard(shard) else {
-            let body = json!({"error": {"code": SHARD_NOT_HERE, "message": format!("this node does not serve shard {shard}"), "outcome": "not_written"}});
             return Answer {
                 status: StatusCode::NOT_FOUND,
                 headers: axum::http::HeaderMap::new(),
-                body: Bytes::from(body.to_string()),
+                body: Bytes::from(not_here(shard).to_string()),
                 stale: false,
             };
         };

@@ -162,8 +162,7 @@ impl Node {
         if dest.exists() {
             // Left by a replica of this shard that moved away and came back (tidied at start
             // otherwise): the fresh copy replaces it.
-            let aside = self.config.dir.join(format!("shard-{s}.retired-{}", crate::placement::now_ms()));
-            std::fs::rename(&dest, &aside)
+            std::fs::rename(&dest, crate::node::retired_dir(&self.config.dir, s))
                 .map_err(|e| MoveError::failed(format!("moving the old shard-{s} aside: {e}")))?;
         }
         std::fs::rename(&incoming, &dest)

@@ -354,8 +354,7 @@ impl Node {
         if let Err(e) = self.close_shard(s, local).await {
             tracing::warn!("retiring shard {s}: {e}");
         }
-        let aside = self.config.dir.join(format!("shard-{s}.retired-{}", now_ms()));
-        if let Err(e) = std::fs::rename(self.shard_dir(s), &aside) {
+        if let Err(e) = std::fs::rename(self.shard_dir(s), retired_dir(&self.config.dir, s)) {
             tracing::warn!("moving shard {s}'s directory aside: {e}");
         }
     }
@@ -382,9 +381,9 @@ impl Node {
         let map = self.map();
         let me = self.config.node;
         let placed = map.shards_of_node(me);
-        let unplaced: Vec<u32> =
-            self.local_shards().into_iter().map(|(s, _)| s).filter(|s| !placed.contains(s)).collect();
-        let missing: Vec<u32> = placed.iter().copied().filter(|&s| self.local_shard(s).is_none()).collect();
+        let served: Vec<u32> = self.shards.read().keys().copied().collect();
+        let unplaced: Vec<u32> = served.iter().copied().filter(|s| !placed.contains(s)).collect();
+        let missing: Vec<u32> = placed.iter().copied().filter(|s| !served.contains(s)).collect();
         if unplaced.is_empty() && missing.is_empty() {
             return;
         }
@@ -469,6 +468,12 @@ pub(crate) enum MapUpdate {
     Failed(String),
 }
 
+/// Where the store of shard `s` is set aside in node directory `dir` when the node no longer
+/// serves it (kept, never deleted): `shard-<s>.retired-<ms>`.
+pub(crate) fn retired_dir(dir: &std::path::Path, s: u32) -> PathBuf {
+    dir.join(format!("shard-{s}.retired-{}", now_ms()))
+}
+
 /// Where a node cuts the checkpoints it sends (emptied at start).
 const OUTGOING_DIR: &str = "outgoing";
 
@@ -487,7 +492,7 @@ fn tidy_directory(dir: &std::path::Path, mine: &[u32]) -> Result<(), String> {
             let _ = std::fs::remove_dir_all(entry.path());
         } else if let Ok(s) = rest.parse::<u32>() {
             if !mine.contains(&s) {
-                let aside = dir.join(format!("{name}.retired-{}", now_ms()));
+                let aside = retired_dir(dir, s);
                 tracing::info!(
                     "shard {s} is no longer placed on this node; its store is kept as {}",
                     aside.display()

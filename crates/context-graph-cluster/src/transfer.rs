@@ -240,7 +240,12 @@ where
                     if let Some(parent) = path.parent() {
                         if !parent.exists() {
                             tokio::fs::create_dir_all(parent).await.map_err(|e| e.to_string())?;
-                            dirs.push(parent.to_path_buf());
+                        }
+                        // Every directory between the file and `dest` is synced at the end.
+                        for dir in parent.ancestors().take_while(|d| *d != dest) {
+                            if !dirs.iter().any(|known| known == dir) {
+                                dirs.push(dir.to_path_buf());
+                            }
                         }
                     }
                     let f = tokio::fs::OpenOptions::new()

@@ -295,18 +295,17 @@ pub async fn run_node(
         ack_timeout: seconds("ack-timeout", node.ack_timeout)?,
         apply_timeout: seconds("apply-timeout", node.apply_timeout)?,
     };
-    let node_ref = Node::start(config).await.map_err(anyhow::Error::msg)?;
-    let shards: Vec<u32> = node_ref.local_shards().iter().map(|(s, _)| *s).collect();
+    let running = Node::start(config).await.map_err(anyhow::Error::msg)?;
+    let shards: Vec<u32> = running.local_shards().iter().map(|(s, _)| *s).collect();
     say!("{bound}");
     crate::output::flush_stdout();
     eprintln!(
         "teleo serve: cluster node {} of {} on http://{bound}, serving shards {shards:?}",
         node.node, node.nodes
     );
-    let node = node_ref;
-    serve(listener, front::router(node.clone()), None, limits.header_read_timeout, drain, stop_signal())
+    serve(listener, front::router(running.clone()), None, limits.header_read_timeout, drain, stop_signal())
         .await;
     eprintln!("teleo serve: stopping: closing the shards' stores");
     // Each shard waits for the requests still holding it (up to 10 s), then its store closes.
-    node.shut_down().await.map_err(anyhow::Error::msg)
+    running.shut_down().await.map_err(anyhow::Error::msg)
 }
