@@ -34,6 +34,37 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// The dot product of every `dims`-wide row of `a` with every `dims`-wide row of `b` (rows
+/// back to back, a trailing partial row ignored): `out[i * rows_b + j] = dot(a_i, b_j)`, equal
+/// bit for bit to [`dot`]. `out` is cleared and filled. On AVX2 the rows are taken in tiles
+/// (four of `a` by two of `b`), so that each loaded chunk serves several products: a table of
+/// centroid or token scores costs about half the one-pair-at-a-time calls.
+pub fn dot_table(a: &[f32], b: &[f32], dims: usize, out: &mut Vec<f32>) {
+    out.clear();
+    if dims == 0 {
+        return;
+    }
+    let (rows_a, rows_b) = (a.len() / dims, b.len() / dims);
+    out.resize(rows_a * rows_b, 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if kernels::dot_table(&a[..rows_a * dims], &b[..rows_b * dims], dims, out) {
+        return;
+    }
+    for (i, x) in a.chunks_exact(dims).enumerate() {
+        for (j, y) in b.chunks_exact(dims).enumerate() {
+            out[i * rows_b + j] = dot_portable(x, y);
+        }
+    }
+}
+
+/// Ask the CPU to start loading `data` into its caches (a hint: no effect on results, nothing
+/// where there is no such instruction). A loop over scattered entries calls it for the next
+/// entry while it works on this one, so that the next one's memory latency overlaps the work.
+pub fn prefetch<T>(data: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    kernels::prefetch(data.as_ptr() as *const u8, std::mem::size_of_val(data));
+}
+
 /// Dot product of two byte vectors, exact in integers (what `i8` index storage compares).
 pub fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
     #[cfg(target_arch = "x86_64")]
@@ -56,6 +87,24 @@ pub fn max_dot_i8(q: &[i8], rows: &[i8], dims: usize) -> i32 {
         return d;
     }
     rows.chunks_exact(dims).map(|r| dot_i8_portable(q, r)).max().unwrap_or(i32::MIN)
+}
+
+/// [`max_dot_i8`] of each query in `queries` (`dims` bytes each, back to back) with the same
+/// `rows`, into `out` (one per whole query; `out` shorter than that takes the first ones):
+/// the rows are checked once for what the fast path cannot take. A token-level MaxSim is this
+/// with the query's tokens.
+pub fn max_dots_i8(queries: &[i8], rows: &[i8], dims: usize, out: &mut [i32]) {
+    if dims == 0 {
+        out.iter_mut().for_each(|b| *b = i32::MIN);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if kernels::max_dots_i8(queries, rows, dims, out) {
+        return;
+    }
+    for (q, best) in queries.chunks_exact(dims).zip(out.iter_mut()) {
+        *best = rows.chunks_exact(dims).map(|r| dot_i8_portable(q, r)).max().unwrap_or(i32::MIN);
+    }
 }
 
 #[inline(always)]
@@ -96,6 +145,31 @@ mod kernels {
     pub(super) fn max_dot_i8(q: &[i8], rows: &[i8], dims: usize) -> Option<i32> {
         // SAFETY: as in `dot`.
         has_avx2_fma().then(|| unsafe { max_dot_i8_avx2(q, rows, dims) })
+    }
+
+    pub(super) fn dot_table(a: &[f32], b: &[f32], dims: usize, out: &mut [f32]) -> bool {
+        // SAFETY: as in `dot`.
+        has_avx2_fma() && {
+            unsafe { dot_table_avx2(a, b, dims, out) };
+            true
+        }
+    }
+
+    pub(super) fn prefetch(start: *const u8, len: usize) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for offset in (0..len).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults and reads nothing into the
+            // program; the address stays inside (or one line past) the slice it came from.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(offset) as *const i8) };
+        }
+    }
+
+    pub(super) fn max_dots_i8(queries: &[i8], rows: &[i8], dims: usize, out: &mut [i32]) -> bool {
+        // SAFETY: as in `dot`.
+        has_avx2_fma() && {
+            unsafe { max_dots_i8_avx2(queries, rows, dims, out) };
+            true
+        }
     }
 
     pub(super) fn hamming(a: &[u64], b: &[u64]) -> Option<u32> {
@@ -165,27 +239,101 @@ mod kernels {
         _mm_cvtsi128_si32(sum) + tail
     }
 
-    /// The query's 32-byte chunks are prepared once (|q|, and q for the signs) and kept in
-    /// registers; each row then costs a load, a sign, a `vpmaddubsw` and a `vpmaddwd` per
-    /// chunk. Rows of another width, a query holding -128, or a row holding it (checked as
-    /// it is loaded) go through `dot_i8_avx2`, which is exact for every input.
+    /// `dot_table` in tiles of four rows of `a` by two of `b`: eight accumulators, each
+    /// chunk of eight floats loaded once per tile. Each product is summed exactly as
+    /// `dot_portable` sums it (eight lanes multiplied then added, no fused multiply-add, the
+    /// lanes added in order, then the tail), so the results equal `dot`'s bit for bit.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn max_dot_i8_avx2(q: &[i8], rows: &[i8], dims: usize) -> i32 {
+    unsafe fn dot_table_avx2(a: &[f32], b: &[f32], dims: usize, out: &mut [f32]) {
         use std::arch::x86_64::*;
-        const MAX_CHUNKS: usize = 8;
-        let chunks = dims / 32;
-        let fast = dims.is_multiple_of(32)
-            && chunks <= MAX_CHUNKS
-            && q.len() >= dims
-            && !q[..dims].contains(&i8::MIN);
-        let mut best = i32::MIN;
-        if !fast {
-            for row in rows.chunks_exact(dims) {
-                // SAFETY: this function has the features `dot_i8_avx2` needs.
-                best = best.max(unsafe { dot_i8_avx2(q, row) });
+        let (rows_a, rows_b) = (a.len() / dims, b.len() / dims);
+        let body = dims / 8 * 8;
+        // The sum of one accumulator's lanes in order, then the tail of the pair.
+        let finish = |acc: __m256, x: &[f32], y: &[f32]| {
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: `lanes` is eight floats; an unaligned store needs no alignment.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+            let mut sum: f32 = lanes.iter().sum();
+            for (p, q) in x[body..].iter().zip(&y[body..]) {
+                sum += p * q;
             }
-            return best;
+            sum
+        };
+        let row_a = |i: usize| &a[i * dims..(i + 1) * dims];
+        let row_b = |j: usize| &b[j * dims..(j + 1) * dims];
+        let mut i = 0;
+        while i + 4 <= rows_a {
+            let mut j = 0;
+            while j + 2 <= rows_b {
+                let mut acc = [_mm256_setzero_ps(); 8];
+                let mut k = 0;
+                while k < body {
+                    // SAFETY: `k + 8 <= body <= dims` floats of rows `i..i + 4` of `a` and
+                    // `j..j + 2` of `b`, all inside the slices.
+                    unsafe {
+                        let y0 = _mm256_loadu_ps(b.as_ptr().add(j * dims + k));
+                        let y1 = _mm256_loadu_ps(b.as_ptr().add((j + 1) * dims + k));
+                        for r in 0..4 {
+                            let x = _mm256_loadu_ps(a.as_ptr().add((i + r) * dims + k));
+                            acc[2 * r] = _mm256_add_ps(acc[2 * r], _mm256_mul_ps(x, y0));
+                            acc[2 * r + 1] = _mm256_add_ps(acc[2 * r + 1], _mm256_mul_ps(x, y1));
+                        }
+                    }
+                    k += 8;
+                }
+                for r in 0..4 {
+                    out[(i + r) * rows_b + j] = finish(acc[2 * r], row_a(i + r), row_b(j));
+                    out[(i + r) * rows_b + j + 1] = finish(acc[2 * r + 1], row_a(i + r), row_b(j + 1));
+                }
+                j += 2;
+            }
+            for j in j..rows_b {
+                for r in 0..4 {
+                    out[(i + r) * rows_b + j] = super::dot_portable(row_a(i + r), row_b(j));
+                }
+            }
+            i += 4;
         }
+        for i in i..rows_a {
+            for j in 0..rows_b {
+                out[i * rows_b + j] = super::dot_portable(row_a(i), row_b(j));
+            }
+        }
+    }
+
+    /// Whether any byte of `v` is -128 (the one value the `vpmaddubsw` paths cannot take).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn holds_min(v: &[i8]) -> bool {
+        use std::arch::x86_64::*;
+        let min = _mm256_set1_epi8(i8::MIN);
+        let mut seen = _mm256_setzero_si256();
+        let mut i = 0;
+        while i + 32 <= v.len() {
+            // SAFETY: `i + 32 <= v.len()` keeps the load inside the slice.
+            let x = unsafe { _mm256_loadu_si256(v.as_ptr().add(i) as *const __m256i) };
+            seen = _mm256_or_si256(seen, _mm256_cmpeq_epi8(x, min));
+            i += 32;
+        }
+        _mm256_testz_si256(seen, seen) == 0 || v[i..].contains(&i8::MIN)
+    }
+
+    /// Query chunks this fast path keeps in registers at most (256 dimensions).
+    const MAX_CHUNKS: usize = 8;
+
+    /// The fast path's precondition: whole 32-byte chunks, at most `MAX_CHUNKS`.
+    fn fast_width(dims: usize) -> bool {
+        dims > 0 && dims.is_multiple_of(32) && dims / 32 <= MAX_CHUNKS
+    }
+
+    /// The largest dot product of `q` (`dims` bytes, no -128) with the rows of `rows` (no
+    /// -128 anywhere; `fast_width(dims)`). The query's chunks are prepared once (|q|, and q for
+    /// the signs) and kept in registers; each row then costs a load, a sign, a `vpmaddubsw`
+    /// and a `vpmaddwd` per chunk, and four rows' lanes are summed together by `vphaddd`
+    /// (summing each row's eight lanes apart cost as much as its dot product).
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn max_dot_rows_avx2(q: &[i8], rows: &[i8], dims: usize) -> i32 {
+        use std::arch::x86_64::*;
+        let chunks = dims / 32;
         let zero = _mm256_setzero_si256();
         let (mut signs, mut magnitudes) = ([zero; MAX_CHUNKS], [zero; MAX_CHUNKS]);
         for c in 0..chunks {
@@ -195,27 +343,72 @@ mod kernels {
             magnitudes[c] = _mm256_sign_epi8(v, v);
         }
         let ones = _mm256_set1_epi16(1);
-        let min = _mm256_set1_epi8(i8::MIN);
-        for row in rows.chunks_exact(dims) {
-            let (mut acc, mut seen_min) = (zero, zero);
+        // Eight 32-bit partial sums of the dot product of the query with the row at `at`.
+        let lanes = |at: usize| {
+            let mut acc = zero;
             for c in 0..chunks {
-                // SAFETY: `row` is `dims` bytes and `(c + 1) * 32 <= dims`.
-                let v = unsafe { _mm256_loadu_si256(row.as_ptr().add(c * 32) as *const __m256i) };
-                seen_min = _mm256_or_si256(seen_min, _mm256_cmpeq_epi8(v, min));
+                // SAFETY: callers pass `at + dims <= rows.len()`, and `(c + 1) * 32 <= dims`.
+                let v = unsafe { _mm256_loadu_si256(rows.as_ptr().add(at + c * 32) as *const __m256i) };
                 let pairs = _mm256_maddubs_epi16(magnitudes[c], _mm256_sign_epi8(v, signs[c]));
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, ones));
             }
-            let d = if _mm256_testz_si256(seen_min, seen_min) == 0 {
-                // SAFETY: as above.
-                unsafe { dot_i8_avx2(q, row) }
-            } else {
-                let halves = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-                let pairs = _mm_add_epi32(halves, _mm_shuffle_epi32(halves, 0b01_00_11_10));
-                _mm_cvtsi128_si32(_mm_add_epi32(pairs, _mm_shuffle_epi32(pairs, 0b10_11_00_01)))
-            };
-            best = best.max(d);
+            acc
+        };
+        let n = rows.len() / dims;
+        let mut best = _mm_set1_epi32(i32::MIN);
+        let mut r = 0;
+        while r + 4 <= n {
+            let (a0, a1, a2, a3) =
+                (lanes(r * dims), lanes((r + 1) * dims), lanes((r + 2) * dims), lanes((r + 3) * dims));
+            // Per 128-bit half: [row 0, row 1, row 2, row 3] sums of that half's four lanes.
+            let h = _mm256_hadd_epi32(_mm256_hadd_epi32(a0, a1), _mm256_hadd_epi32(a2, a3));
+            let sums = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+            best = _mm_max_epi32(best, sums);
+            r += 4;
         }
-        best
+        while r < n {
+            let acc = lanes(r * dims);
+            let halves = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+            let pairs = _mm_add_epi32(halves, _mm_shuffle_epi32(halves, 0b01_00_11_10));
+            let sum = _mm_add_epi32(pairs, _mm_shuffle_epi32(pairs, 0b10_11_00_01));
+            best = _mm_max_epi32(best, sum);
+            r += 1;
+        }
+        let best = _mm_max_epi32(best, _mm_shuffle_epi32(best, 0b01_00_11_10));
+        _mm_cvtsi128_si32(_mm_max_epi32(best, _mm_shuffle_epi32(best, 0b10_11_00_01)))
+    }
+
+    /// Rows of another width, or a query or rows holding -128, go through `dot_i8_avx2`,
+    /// which is exact for every input.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn max_dot_i8_avx2(q: &[i8], rows: &[i8], dims: usize) -> i32 {
+        let rows = &rows[..rows.len() / dims * dims];
+        if rows.is_empty() {
+            return i32::MIN;
+        }
+        // SAFETY (all calls below): this function has the features they need.
+        if fast_width(dims) && q.len() >= dims && unsafe { !holds_min(&q[..dims]) && !holds_min(rows) } {
+            return unsafe { max_dot_rows_avx2(q, rows, dims) };
+        }
+        rows.chunks_exact(dims).map(|row| unsafe { dot_i8_avx2(q, row) }).max().unwrap_or(i32::MIN)
+    }
+
+    /// `max_dot_i8_avx2` for each query of `queries` (`dims` bytes each), the rows checked
+    /// for -128 once.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn max_dots_i8_avx2(queries: &[i8], rows: &[i8], dims: usize, out: &mut [i32]) {
+        let rows = &rows[..rows.len() / dims * dims];
+        // SAFETY (all calls below): this function has the features they need.
+        let fast_rows = fast_width(dims) && unsafe { !holds_min(rows) };
+        for (q, best) in queries.chunks_exact(dims).zip(out.iter_mut()) {
+            *best = if rows.is_empty() {
+                i32::MIN
+            } else if fast_rows && unsafe { !holds_min(q) } {
+                unsafe { max_dot_rows_avx2(q, rows, dims) }
+            } else {
+                rows.chunks_exact(dims).map(|row| unsafe { dot_i8_avx2(q, row) }).max().unwrap_or(i32::MIN)
+            };
+        }
     }
 
     #[target_feature(enable = "popcnt")]
@@ -251,7 +444,25 @@ pub fn max_sim(query: &[Vec<f32>], doc: &[f32], dims: usize) -> f32 {
     if dims == 0 || doc.len() < dims {
         return 0.0;
     }
-    query.iter().map(|q| doc.chunks_exact(dims).map(|d| dot(q, d)).fold(f32::NEG_INFINITY, f32::max)).sum()
+    // One table of every query token against every document token (the same products as
+    // `dot`, computed in tiles); a query token of another width is scored by `dot` as before.
+    let rows = doc.len() / dims;
+    let flat: Vec<f32> = query.iter().filter(|q| q.len() == dims).flatten().copied().collect();
+    let mut table = Vec::new();
+    dot_table(&flat, doc, dims, &mut table);
+    let mut scored = table.chunks_exact(rows);
+    query
+        .iter()
+        .map(|q| {
+            if q.len() == dims {
+                scored
+                    .next()
+                    .map_or(f32::NEG_INFINITY, |row| row.iter().copied().fold(f32::NEG_INFINITY, f32::max))
+            } else {
+                doc.chunks_exact(dims).map(|d| dot(q, d)).fold(f32::NEG_INFINITY, f32::max)
+            }
+        })
+        .sum()
 }
 
 /// The similarity of a stored output to a query of the same kind, as each embedder defines
@@ -361,6 +572,79 @@ mod tests {
         }
         assert_eq!(max_dot_i8(&[1, 2], &[1], 2), i32::MIN, "no whole row");
         assert_eq!(max_dot_i8(&[1], &[1, 2], 0), i32::MIN, "zero width");
+    }
+
+    #[test]
+    fn max_dots_i8_is_max_dot_i8_of_each_query() {
+        for dims in [1, 16, 32, 96, 128, 256, 288] {
+            // 0 to 9 rows: blocks of four and the rows after them.
+            for n_rows in 0..10 {
+                let queries: Vec<i8> = (0..dims * 3).map(|i| (i * 37 % 253) as i8).collect();
+                let mut rows: Vec<i8> = (0..dims * n_rows).map(|i| (i * 29 % 251) as i8).collect();
+                let naive = |q: &[i8], rows: &[i8]| {
+                    rows.chunks_exact(dims).map(|r| dot_i8_portable(q, r)).max().unwrap_or(i32::MIN)
+                };
+                let check = |queries: &[i8], rows: &[i8], what: &str| {
+                    let mut out = vec![0; 3];
+                    max_dots_i8(queries, rows, dims, &mut out);
+                    for (i, q) in queries.chunks_exact(dims).enumerate() {
+                        assert_eq!(out[i], naive(q, rows), "dims={dims} rows={n_rows} query {i}: {what}");
+                        assert_eq!(max_dot_i8(q, rows, dims), naive(q, rows), "max_dot_i8 {what}");
+                    }
+                };
+                check(&queries, &rows, "plain");
+                // The best row last, so that a block's maximum is not the first row's.
+                if n_rows > 0 {
+                    let last = rows.len() - dims;
+                    rows[last..].copy_from_slice(&queries[..dims]);
+                    check(&queries, &rows, "best row last");
+                    rows[last] = i8::MIN;
+                    check(&queries, &rows, "-128 in a row");
+                }
+                let mut q_min = queries.clone();
+                q_min[dims] = i8::MIN;
+                check(&q_min, &rows, "-128 in the second query");
+                // Every dot product negative: the maximum is below zero, not zero.
+                let negative: Vec<i8> =
+                    queries.iter().map(|&x| if x == i8::MIN { 127 } else { -x }).collect();
+                let same: Vec<i8> = (0..n_rows).flat_map(|_| queries[..dims].to_vec()).collect();
+                check(&negative, &same, "negative");
+            }
+        }
+        let mut out = [7; 2];
+        max_dots_i8(&[1, 2], &[1, 2], 0, &mut out);
+        assert_eq!(out, [i32::MIN; 2], "zero width");
+    }
+
+    #[test]
+    fn dot_table_equals_dot_bit_for_bit() {
+        for dims in [1, 7, 8, 9, 16, 128, 131] {
+            for (rows_a, rows_b) in [(0, 3), (1, 1), (3, 5), (4, 2), (5, 3), (9, 7), (2048 / 64, 20)] {
+                // A trailing partial row of each, shorter than a row, is ignored.
+                let a: Vec<f32> = (0..rows_a * dims + (dims - 1).min(2))
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+                    .collect();
+                let b: Vec<f32> = (0..rows_b * dims + (dims - 1).min(1))
+                    .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.021)
+                    .collect();
+                let mut out = vec![9.0; 3];
+                dot_table(&a, &b, dims, &mut out);
+                assert_eq!(out.len(), rows_a * rows_b, "dims={dims} {rows_a}x{rows_b}");
+                for i in 0..rows_a {
+                    for j in 0..rows_b {
+                        let want = dot(&a[i * dims..(i + 1) * dims], &b[j * dims..(j + 1) * dims]);
+                        assert_eq!(
+                            out[i * rows_b + j].to_bits(),
+                            want.to_bits(),
+                            "dims={dims} {rows_a}x{rows_b} at ({i}, {j})"
+                        );
+                    }
+                }
+            }
+        }
+        let mut out = vec![1.0];
+        dot_table(&[1.0], &[1.0], 0, &mut out);
+        assert!(out.is_empty(), "zero width");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! filters.
 //!
 //! A search asks each embedder the comparison names and the query has (slots left `Pending`
-//! are skipped) for `overfetch × limit` candidates. The filters (namespace, creation time,
+//! are skipped) for `overfetch × limit` candidates (a single-embedder search: the
+//! `rescore_factor × limit` it rescores unless a request's `overfetch` asks for more, or
+//! `limit` from an index whose scores are exact). The filters (namespace, creation time,
 //! memory types, tags, excluded ids, custom fields) are applied inside each index search
 //! (filtered HNSW, filtered posting lists); when a namespace, or the set of arrays with the
 //! custom fields asked for, holds few arrays, its members are scored exhaustively instead, so
@@ -82,7 +84,9 @@ pub struct SearchParams {
     /// Search breadth of the approximate indices (HNSW `ef`, the token-level breadth): the
     /// index is asked for at least this many candidates.
     pub ef: Option<usize>,
-    /// Candidates asked of each embedder, as a multiple of the limit (`search_overfetch`).
+    /// Candidates asked of each embedder, as a multiple of the limit (`search_overfetch`). A
+    /// single-embedder search asks for the `rescore_factor` multiple it rescores by default,
+    /// and for this one only when given and larger.
     pub overfetch: Option<usize>,
     /// Candidates rescored exactly, as a multiple of the limit (`rescore_factor`).
     pub rescore_factor: Option<usize>,
@@ -246,10 +250,18 @@ impl StoreCore {
             _ => false,
         };
         let overfetch = params.overfetch.unwrap_or(self.config.search_overfetch).max(1);
-        let per_embedder = if exact_single && *filter == SearchFilter::default() {
-            limit
-        } else {
-            limit.saturating_mul(overfetch).min(MAX_FUSED_CANDIDATES)
+        let per_embedder = match comparison {
+            _ if exact_single && *filter == SearchFilter::default() => limit,
+            // A single embedder rescores `rescore_factor × limit` of its list (step 2): a longer
+            // list is walked for nothing (the token-level index reranks 20 entries per one
+            // asked) unless the caller asks for it, and the breadth walked is then what
+            // `search_breadth` reports, as for the index's own search.
+            ComparisonType::SingleEmbedder(_) if !exact_single => {
+                let rescored = self.rescore_breadth(params);
+                let factor = params.overfetch.map_or(rescored, |asked| asked.max(rescored));
+                limit.saturating_mul(factor).min(MAX_FUSED_CANDIDATES)
+            }
+            _ => limit.saturating_mul(overfetch).min(MAX_FUSED_CANDIDATES),
         };
 
         // Step 1: each embedder's candidates, by its index's own (approximate) scores, with

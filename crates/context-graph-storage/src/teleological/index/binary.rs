@@ -1,7 +1,9 @@
 //! Packed binary codes (hyperdimensional computing), compared by Hamming distance with a
-//! popcount scan. Score = 1 - distance / bits. A large index of long codes is scanned on a
-//! prefix of each code (its first `SKETCH_WORDS` words, a tenth of the memory traffic for the
-//! default 10,000 bits), and the best by that estimate are ranked by their exact distance.
+//! popcount scan. Score = 1 - distance / bits. A large index of long codes is searched in
+//! three steps, each on more of the code than the last: a scan of every code's first
+//! `SKETCH_WORDS` words (256 bits, kept back to back: a fortieth of the memory traffic of the
+//! default 10,000-bit codes), then the best of those by their first `PREFIX_WORDS` words
+//! (1,024 bits, read in place), then the best of those by their exact distance.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use super::query::check_query;
 use super::{finish_results, Candidates, IndexChange, IndexSearchResult, IndexType, VectorPrecision};
 use crate::teleological::error::{StorageError, StorageResult};
 use crate::teleological::parallel::map_parallel;
-use context_graph_core::teleology::similarity::{hamming, pack_words};
+use context_graph_core::teleology::similarity::{hamming, pack_words, prefetch};
 
 /// Codes stored densely: entry `i` is `ids[i]` with words `[i * words, (i + 1) * words)`;
 /// for long codes, also each code's first `SKETCH_WORDS` words back to back (`sketches`), so
@@ -34,20 +36,27 @@ struct Codes {
 /// threads costs more than it saves).
 const PARALLEL_SCAN_MIN: usize = 32_768;
 
-/// Words of the prefix a sketch scan compares (1,024 bits).
-const SKETCH_WORDS: usize = 16;
+/// Words of each code's sketch, the part every search scans (256 bits).
+const SKETCH_WORDS: usize = 4;
+/// Words of the prefix the sketch scan's shortlist is ranked by (1,024 bits).
+const PREFIX_WORDS: usize = 16;
 /// Sketch scans need codes at least this many times the prefix, and this many entries;
 /// smaller indices are scanned exactly.
 const SKETCH_MIN_RATIO: usize = 4;
 const SKETCH_MIN_ENTRIES: usize = 4_096;
-/// A sketch scan keeps this many times the limit (at least `SKETCH_SHORTLIST_MIN`, and one
-/// in `SKETCH_SHORTLIST_SHARE` entries) by the prefix distance, and ranks them by the exact
-/// distance. On the default roster's synthetic codes the true top 10 ranked at worst 67th by
-/// the 1,024-bit prefix among 20,000 codes and 236th among 100,000 (50 queries each): the
-/// shortlist grows with the index because near-ties do.
+/// The prefix ranking keeps this many times the limit (at least `SKETCH_SHORTLIST_MIN`, and
+/// one in `SKETCH_SHORTLIST_SHARE` entries), which are ranked by their exact distance. On the
+/// default roster's synthetic codes the true top 10 ranked at worst 67th by the 1,024-bit
+/// prefix among 20,000 codes and 236th among 100,000 (50 queries each): the shortlist grows
+/// with the index because near-ties do.
 const SKETCH_SHORTLIST_FACTOR: usize = 4;
 const SKETCH_SHORTLIST_MIN: usize = 256;
 const SKETCH_SHORTLIST_SHARE: usize = 250;
+/// How many entries ahead the prefix ranking asks for a code to be loaded.
+const PREFETCH_AHEAD: usize = 8;
+/// The sketch scan keeps this many times that shortlist for the prefix ranking: the 256-bit
+/// estimate is twice as noisy as the 1,024-bit one.
+const SKETCH_STAGE_FACTOR: usize = 8;
 
 pub(crate) struct BinaryKind {
     embedder: Embedder,
@@ -74,7 +83,7 @@ impl BinaryKind {
 
     pub(crate) fn new(embedder: Embedder, bits: usize) -> Self {
         let words = bits.div_ceil(64);
-        let sketch = if words >= SKETCH_MIN_RATIO * SKETCH_WORDS { SKETCH_WORDS } else { 0 };
+        let sketch = if words >= SKETCH_MIN_RATIO * PREFIX_WORDS { SKETCH_WORDS } else { 0 };
         Self { embedder, bits, words, sketch, codes: RwLock::new(Codes::default()) }
     }
 
@@ -127,14 +136,14 @@ impl MemoryIndex {
     }
 }
 
-/// The Hamming distance between the query's first `SKETCH_WORDS` words and a sketch: a
-/// fixed-length loop the compiler unrolls into popcounts (the dispatching `hamming` costs more
-/// than the work at this length).
-fn sketch_distance(q: &[u64], sketch: &[u64]) -> u32 {
-    let (q, sketch) = (&q[..SKETCH_WORDS], &sketch[..SKETCH_WORDS]);
+/// The Hamming distance between the query's first `W` words and a code's: a fixed-length
+/// loop the compiler unrolls into popcounts (the dispatching `hamming` costs more than the
+/// work at these lengths).
+fn prefix_distance<const W: usize>(q: &[u64], code: &[u64]) -> u32 {
+    let (q, code) = (&q[..W], &code[..W]);
     let mut d = 0;
-    for i in 0..SKETCH_WORDS {
-        d += (q[i] ^ sketch[i]).count_ones();
+    for i in 0..W {
+        d += (q[i] ^ code[i]).count_ones();
     }
     d
 }
@@ -235,15 +244,13 @@ impl MemoryKind for BinaryKind {
             return Ok(self.results(hits, limit, threshold));
         }
         let sketch = self.sketch > 0 && n >= SKETCH_MIN_ENTRIES;
-        let kept = if sketch {
-            limit
-                .saturating_mul(SKETCH_SHORTLIST_FACTOR)
-                .max(SKETCH_SHORTLIST_MIN)
-                .max(n / SKETCH_SHORTLIST_SHARE)
-                .min(n)
-        } else {
-            limit
-        };
+        // What the prefix ranking keeps (ranked exactly), and what the scan keeps for it.
+        let ranked = limit
+            .saturating_mul(SKETCH_SHORTLIST_FACTOR)
+            .max(SKETCH_SHORTLIST_MIN)
+            .max(n / SKETCH_SHORTLIST_SHARE)
+            .min(n);
+        let kept = if sketch { ranked.saturating_mul(SKETCH_STAGE_FACTOR).min(n) } else { limit };
         let all = matches!(candidates, Candidates::All);
         // Each entry's distance (over the sketch, or the whole code), `u32::MAX` for one the
         // candidates exclude. The scan is bound by memory bandwidth, so it keeps nothing else
@@ -255,7 +262,10 @@ impl MemoryKind for BinaryKind {
                     if !all && !candidates.admits(codes.ids[slot]) {
                         u32::MAX
                     } else if sketch {
-                        sketch_distance(&q, &codes.sketches[slot * SKETCH_WORDS..(slot + 1) * SKETCH_WORDS])
+                        prefix_distance::<SKETCH_WORDS>(
+                            &q,
+                            &codes.sketches[slot * SKETCH_WORDS..(slot + 1) * SKETCH_WORDS],
+                        )
                     } else {
                         exact(slot)
                     }
@@ -292,10 +302,39 @@ impl MemoryKind for BinaryKind {
             })
             .map(|(slot, &d)| (d, slot))
             .collect();
-        // The exact distance of what the (sketch) scan kept.
-        let mut hits: Vec<(u32, Uuid)> = best
-            .into_iter()
-            .map(|(d, slot)| (if sketch { exact(slot) } else { d }, codes.ids[slot]))
+        let best = if sketch {
+            // The scan's shortlist ranked by the 1,024-bit prefix, read from the codes in place.
+            // Scattered codes: each is asked into the caches a few entries before it is read.
+            let code_at = |slot: usize| &codes.words[slot * self.words..(slot + 1) * self.words];
+            let mut by_prefix: Vec<(u32, usize)> = (0..best.len())
+                .map(|i| {
+                    if let Some(&(_, ahead)) = best.get(i + PREFETCH_AHEAD) {
+                        prefetch(&code_at(ahead)[..PREFIX_WORDS]);
+                    }
+                    let slot = best[i].1;
+                    (prefix_distance::<PREFIX_WORDS>(&q, code_at(slot)), slot)
+                })
+                .collect();
+            if by_prefix.len() > ranked {
+                by_prefix.select_nth_unstable(ranked - 1);
+                by_prefix.truncate(ranked);
+            }
+            by_prefix
+        } else {
+            best
+        };
+        // The exact distance of what the sketch steps kept.
+        let mut hits: Vec<(u32, Uuid)> = (0..best.len())
+            .map(|i| {
+                let (d, slot) = best[i];
+                if !sketch {
+                    return (d, codes.ids[slot]);
+                }
+                if let Some(&(_, next)) = best.get(i + 1) {
+                    prefetch(&codes.words[next * self.words..(next + 1) * self.words]);
+                }
+                (exact(slot), codes.ids[slot])
+            })
             .collect();
         hits.sort_unstable();
         hits.truncate(limit);

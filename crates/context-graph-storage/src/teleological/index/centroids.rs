@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use context_graph_core::teleology::similarity::{dot, normalized};
+use context_graph_core::teleology::similarity::{dot, dot_table, normalized};
 
 use crate::teleological::parallel::map_parallel;
 
@@ -219,6 +219,12 @@ impl Centroids {
     /// `out[c * query.len() + i]` is token `i` against centroid `c`.
     pub(crate) fn scores(&self, query: &[Vec<f32>]) -> Vec<f32> {
         let mut out = Vec::with_capacity(self.len() * query.len());
+        if query.iter().all(|q| q.len() == self.dims) {
+            // One table, in tiles (half the time of a `dot` call per pair).
+            let flat: Vec<f32> = query.iter().flatten().copied().collect();
+            dot_table(&self.vectors, &flat, self.dims, &mut out);
+            return out;
+        }
         for v in self.vectors.chunks_exact(self.dims) {
             out.extend(query.iter().map(|q| dot(q, v)));
         }

@@ -31,7 +31,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use context_graph_core::teleology::similarity::{max_dot_i8, max_sim};
+use context_graph_core::teleology::similarity::{max_dots_i8, max_sim, prefetch};
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, TokenEmbeddings};
 use parking_lot::{Mutex, RwLock};
 use uuid::Uuid;
@@ -57,6 +57,8 @@ const MAX_PROBES: usize = 64;
 const SHORTLIST: usize = 1000;
 /// Entries scored by MaxSim, per result asked for (or per unit of breadth, if larger).
 const RERANK_PER_RESULT: usize = 20;
+/// How many entries ahead step 2 asks for an entry's tags to be loaded (its entry twice as far).
+const STEP2_AHEAD: usize = 4;
 /// The default search breadth: the limit most searches ask for.
 const DEFAULT_BREADTH: usize = 10;
 
@@ -123,12 +125,9 @@ impl StoredTokens {
                 if dims == 0 || codes.len() < dims {
                     return 0.0;
                 }
-                query
-                    .quantized
-                    .iter()
-                    .map(|(q, q_scale)| max_dot_i8(q, codes, dims) as f32 * q_scale)
-                    .sum::<f32>()
-                    * scale
+                let mut best = vec![0i32; query.scales.len()];
+                max_dots_i8(&query.quantized, codes, dims, &mut best);
+                best.iter().zip(&query.scales).map(|(&d, q_scale)| d as f32 * q_scale).sum::<f32>() * scale
             }
         }
     }
@@ -181,16 +180,22 @@ impl StoredTokens {
 /// the rerank compares bytes with bytes.
 struct QueryTokens<'a> {
     tokens: &'a TokenEmbeddings,
-    quantized: Vec<(Vec<i8>, f32)>,
+    /// The quantized tokens back to back, and each one's scale (empty above i8).
+    quantized: Vec<i8>,
+    scales: Vec<f32>,
 }
 
 impl<'a> QueryTokens<'a> {
     fn new(tokens: &'a TokenEmbeddings, precision: VectorPrecision) -> Self {
-        let quantized = match precision {
-            VectorPrecision::I8 => tokens.embeddings.iter().map(|t| quantize_to_max(t)).collect(),
-            _ => Vec::new(),
-        };
-        Self { tokens, quantized }
+        let (mut quantized, mut scales) = (Vec::new(), Vec::new());
+        if precision == VectorPrecision::I8 {
+            for t in &tokens.embeddings {
+                let (codes, scale) = quantize_to_max(t);
+                quantized.extend_from_slice(&codes);
+                scales.push(scale);
+            }
+        }
+        Self { tokens, quantized, scales }
     }
 }
 
@@ -304,35 +309,36 @@ impl Entries {
     /// Step 1 of a search with `probes` centroids per query token (`order[i]`: token i's
     /// centroids, best first): each entry in their posting lists is credited, per query token,
     /// with the score of the best probed centroid it is tagged with. Returns the credit of
-    /// every slot and the slots found.
+    /// every slot (with the last token that credited it) and the slots found.
     fn credit(
         &self,
         order: &[Vec<usize>],
         probes: usize,
         score: &dyn Fn(usize, usize) -> f32,
-    ) -> (Vec<f32>, Vec<u32>) {
+    ) -> (Vec<(f32, u32)>, Vec<u32>) {
         let Some(q) = &self.quantizer else { return (Vec::new(), Vec::new()) };
-        let mut total = vec![0.0f32; self.slots.len()];
-        // The last query token that credited each slot: the first list (best centroid) that
-        // holds an entry gives its credit for a token, later lists skip it.
-        let mut credited_for = vec![u32::MAX; self.slots.len()];
+        // Per slot: its credit, and the last query token that credited it (the first list,
+        // best centroid, that holds an entry gives its credit for a token; later lists skip
+        // it). Side by side, so that crediting a slot touches one cache line, not two.
+        let mut credit = vec![(0.0f32, u32::MAX); self.slots.len()];
         let mut found = Vec::new();
         for (i, centroids) in order.iter().enumerate() {
             for &c in centroids.iter().take(probes) {
+                let s_ci = score(c, i);
                 for &slot in &q.postings[c] {
-                    let s = slot as usize;
-                    if credited_for[s] == i as u32 {
+                    let (total, credited_for) = &mut credit[slot as usize];
+                    if *credited_for == i as u32 {
                         continue;
                     }
-                    if credited_for[s] == u32::MAX {
+                    if *credited_for == u32::MAX {
                         found.push(slot);
                     }
-                    credited_for[s] = i as u32;
-                    total[s] += score(c, i);
+                    *credited_for = i as u32;
+                    *total += s_ci;
                 }
             }
         }
-        (total, found)
+        (credit, found)
     }
 
     /// Slots of the entries worth scoring by MaxSim for `query` (the module doc's steps 1 and
@@ -360,7 +366,10 @@ impl Entries {
         let mut probes = PROBES;
         let (total, mut found) = loop {
             let (total, mut found) = self.credit(&order, probes, &score);
-            found.retain(admitted);
+            if !matches!(candidates, Candidates::All) {
+                // (Posting lists hold live slots only: with no restriction all are admitted.)
+                found.retain(admitted);
+            }
             if found.len() >= SHORTLIST || probes >= MAX_PROBES.min(q.centroids.len()) {
                 break (total, found);
             }
@@ -370,14 +379,29 @@ impl Entries {
             // A filter left too few of the entries found: every admitted entry goes to step 2
             // (a filter this selective admits few, so step 2 stays cheap).
             found = self.live().map(|(s, _)| s).filter(admitted).collect();
-        } else {
-            keep_best(&mut found, SHORTLIST, |s| total[s as usize]);
+        } else if found.len() > SHORTLIST {
+            // Selected on (credit, slot) pairs side by side: selecting slots by a key read
+            // from `total` jumps through memory at every comparison.
+            let mut credited: Vec<(f32, u32)> = found.iter().map(|&s| (total[s as usize].0, s)).collect();
+            credited.select_nth_unstable_by(SHORTLIST - 1, |a, b| b.0.total_cmp(&a.0));
+            found = credited[..SHORTLIST].iter().map(|&(_, s)| s).collect();
         }
         // Step 2: the centroid interaction.
         let mut best = vec![f32::NEG_INFINITY; nq];
-        let mut scored: Vec<(u32, f32)> = found
-            .into_iter()
-            .map(|slot| {
+        // The entries are scattered in memory and their tags apart from them: each entry is
+        // asked into the caches `2 × STEP2_AHEAD` entries before it is scored, and its tags
+        // `STEP2_AHEAD` before (the two misses per entry were most of this step's time).
+        let mut scored: Vec<(u32, f32)> = (0..found.len())
+            .map(|i| {
+                if let Some(&ahead) = found.get(i + 2 * STEP2_AHEAD) {
+                    if let Some(e) = self.slots.get(ahead as usize) {
+                        prefetch(std::slice::from_ref(e));
+                    }
+                }
+                if let Some(e) = found.get(i + STEP2_AHEAD).and_then(|&s| self.entry(s)) {
+                    prefetch(&e.tags);
+                }
+                let slot = found[i];
                 best.fill(f32::NEG_INFINITY);
                 for &t in self.entry(slot).map_or(&[][..], |e| &e.tags[..]) {
                     let row = &scores[t as usize * nq..(t as usize + 1) * nq];
@@ -392,14 +416,6 @@ impl Entries {
         scored.truncate(rerank);
         Some(scored.into_iter().map(|(slot, _)| slot).collect())
     }
-}
-
-/// Keep the `n` slots of `slots` with the highest `key` (in no particular order).
-fn keep_best(slots: &mut Vec<u32>, n: usize, key: impl Fn(u32) -> f32) {
-    if slots.len() > n && n > 0 {
-        slots.select_nth_unstable_by(n - 1, |&a, &b| key(b).total_cmp(&key(a)));
-    }
-    slots.truncate(n);
 }
 
 /// The distinct values of `tags`, ascending.
