@@ -13,14 +13,8 @@ pub(crate) fn map_parallel<T: Sync, R: Send>(
     items: &[T],
     f: impl Fn(&T) -> StorageResult<R> + Sync,
 ) -> StorageResult<Vec<R>> {
-    // `available_parallelism` reads the cgroup limits on every call (tens of µs): asked once,
-    // and not at all for a single item (a one-embedder search).
-    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let workers = if items.len() <= 1 {
-        1
-    } else {
-        (*CORES.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()))).min(items.len())
-    };
+    // Not at all for a single item (a one-embedder search).
+    let workers = if items.len() <= 1 { 1 } else { cores().min(items.len()) };
     // A panic in `f` (a bug in an index library, say) is that item's error: the caller learns
     // of it like any other failure, and the other items still run.
     let f = |item: &T| {
@@ -62,6 +56,13 @@ pub(crate) fn map_parallel<T: Sync, R: Send>(
     }
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The cores, asked once: `available_parallelism` reads the cgroup limits on every call (tens
+/// of µs).
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// Run `f` on every item in parallel (see [`map_parallel`]).

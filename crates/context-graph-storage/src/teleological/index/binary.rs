@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::thread;
 
 use context_graph_core::teleology::{Embedder, EmbedderDims, EmbedderOutput, DEFAULT_MAX_TOKENS};
 use parking_lot::RwLock;
@@ -18,7 +17,7 @@ use super::memory::{MemoryIndex, MemoryKind};
 use super::query::check_query;
 use super::{finish_results, Candidates, IndexChange, IndexSearchResult, IndexType, VectorPrecision};
 use crate::teleological::error::{StorageError, StorageResult};
-use crate::teleological::parallel::map_parallel;
+use crate::teleological::parallel::{cores, map_parallel};
 use context_graph_core::teleology::similarity::{hamming, pack_words, prefetch};
 
 /// Codes stored densely: entry `i` is `ids[i]` with words `[i * words, (i + 1) * words)`;
@@ -272,8 +271,7 @@ impl MemoryKind for BinaryKind {
                 })
                 .collect())
         };
-        let parts =
-            if n >= PARALLEL_SCAN_MIN { thread::available_parallelism().map_or(1, |c| c.get()) } else { 1 };
+        let parts = if n >= PARALLEL_SCAN_MIN { cores() } else { 1 };
         let ranges: Vec<std::ops::Range<usize>> =
             (0..parts).map(|p| p * n / parts..(p + 1) * n / parts).collect();
         let distances: Vec<u32> = map_parallel(&ranges, scan)?.concat();
