@@ -86,6 +86,10 @@ pub fn max_dot_i8(q: &[i8], rows: &[i8], dims: usize) -> i32 {
     if let Some(d) = kernels::max_dot_i8(q, rows, dims) {
         return d;
     }
+    max_dot_i8_portable(q, rows, dims)
+}
+
+fn max_dot_i8_portable(q: &[i8], rows: &[i8], dims: usize) -> i32 {
     rows.chunks_exact(dims).map(|r| dot_i8_portable(q, r)).max().unwrap_or(i32::MIN)
 }
 
@@ -103,7 +107,7 @@ pub fn max_dots_i8(queries: &[i8], rows: &[i8], dims: usize, out: &mut [i32]) {
         return;
     }
     for (q, best) in queries.chunks_exact(dims).zip(out.iter_mut()) {
-        *best = rows.chunks_exact(dims).map(|r| dot_i8_portable(q, r)).max().unwrap_or(i32::MIN);
+        *best = max_dot_i8_portable(q, rows, dims);
     }
 }
 
@@ -378,19 +382,30 @@ mod kernels {
         _mm_cvtsi128_si32(_mm_max_epi32(best, _mm_shuffle_epi32(best, 0b10_11_00_01)))
     }
 
-    /// Rows of another width, or a query or rows holding -128, go through `dot_i8_avx2`,
-    /// which is exact for every input.
+    /// The largest dot product of `q` with the whole rows of `rows` (`i32::MIN` for none);
+    /// `fast_rows`: the rows are of a `fast_width` and hold no -128. A query holding -128, or
+    /// rows that are not fast, go through `dot_i8_avx2`, which is exact for every input.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn max_dot_i8_avx2(q: &[i8], rows: &[i8], dims: usize) -> i32 {
-        let rows = &rows[..rows.len() / dims * dims];
-        if rows.is_empty() {
-            return i32::MIN;
-        }
+    unsafe fn max_dot_checked(q: &[i8], rows: &[i8], dims: usize, fast_rows: bool) -> i32 {
         // SAFETY (all calls below): this function has the features they need.
-        if fast_width(dims) && q.len() >= dims && unsafe { !holds_min(&q[..dims]) && !holds_min(rows) } {
+        if fast_rows && q.len() >= dims && unsafe { !holds_min(&q[..dims]) } {
             return unsafe { max_dot_rows_avx2(q, rows, dims) };
         }
         rows.chunks_exact(dims).map(|row| unsafe { dot_i8_avx2(q, row) }).max().unwrap_or(i32::MIN)
+    }
+
+    /// Whether `rows` (whole rows only) can take the fast path; empty rows need none.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fast_rows(rows: &[i8], dims: usize) -> bool {
+        // SAFETY: this function has the features `holds_min` needs.
+        !rows.is_empty() && fast_width(dims) && unsafe { !holds_min(rows) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn max_dot_i8_avx2(q: &[i8], rows: &[i8], dims: usize) -> i32 {
+        let rows = &rows[..rows.len() / dims * dims];
+        // SAFETY: this function has the features both need.
+        unsafe { max_dot_checked(q, rows, dims, fast_rows(rows, dims)) }
     }
 
     /// `max_dot_i8_avx2` for each query of `queries` (`dims` bytes each), the rows checked
@@ -398,16 +413,10 @@ mod kernels {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn max_dots_i8_avx2(queries: &[i8], rows: &[i8], dims: usize, out: &mut [i32]) {
         let rows = &rows[..rows.len() / dims * dims];
-        // SAFETY (all calls below): this function has the features they need.
-        let fast_rows = fast_width(dims) && unsafe { !holds_min(rows) };
+        // SAFETY (both calls): this function has the features they need.
+        let fast = unsafe { fast_rows(rows, dims) };
         for (q, best) in queries.chunks_exact(dims).zip(out.iter_mut()) {
-            *best = if rows.is_empty() {
-                i32::MIN
-            } else if fast_rows && unsafe { !holds_min(q) } {
-                unsafe { max_dot_rows_avx2(q, rows, dims) }
-            } else {
-                rows.chunks_exact(dims).map(|row| unsafe { dot_i8_avx2(q, row) }).max().unwrap_or(i32::MIN)
-            };
+            *best = unsafe { max_dot_checked(q, rows, dims, fast) };
         }
     }
 

@@ -233,7 +233,8 @@ impl MemoryKind for BinaryKind {
             return Ok(Vec::new());
         }
         let n = codes.ids.len();
-        let exact = |slot: usize| hamming(&q, &codes.words[slot * self.words..(slot + 1) * self.words]);
+        let code_at = |slot: usize| &codes.words[slot * self.words..(slot + 1) * self.words];
+        let exact = |slot: usize| hamming(&q, code_at(slot));
         if let Candidates::Only(ids) = candidates {
             // Listed entries: looked up, not scanned for.
             let mut hits: Vec<(u32, Uuid)> =
@@ -300,10 +301,9 @@ impl MemoryKind for BinaryKind {
             })
             .map(|(slot, &d)| (d, slot))
             .collect();
+        // Scattered codes: in both steps below each is asked into the caches before it is read.
         let best = if sketch {
             // The scan's shortlist ranked by the 1,024-bit prefix, read from the codes in place.
-            // Scattered codes: each is asked into the caches a few entries before it is read.
-            let code_at = |slot: usize| &codes.words[slot * self.words..(slot + 1) * self.words];
             let mut by_prefix: Vec<(u32, usize)> = (0..best.len())
                 .map(|i| {
                     if let Some(&(_, ahead)) = best.get(i + PREFETCH_AHEAD) {
@@ -321,19 +321,20 @@ impl MemoryKind for BinaryKind {
         } else {
             best
         };
-        // The exact distance of what the sketch steps kept.
-        let mut hits: Vec<(u32, Uuid)> = (0..best.len())
-            .map(|i| {
-                let (d, slot) = best[i];
-                if !sketch {
-                    return (d, codes.ids[slot]);
-                }
-                if let Some(&(_, next)) = best.get(i + 1) {
-                    prefetch(&codes.words[next * self.words..(next + 1) * self.words]);
-                }
-                (exact(slot), codes.ids[slot])
-            })
-            .collect();
+        // The exact distance of what the sketch steps kept (the scan's own without them).
+        let mut hits: Vec<(u32, Uuid)> = if sketch {
+            (0..best.len())
+                .map(|i| {
+                    if let Some(&(_, next)) = best.get(i + 1) {
+                        prefetch(code_at(next));
+                    }
+                    let slot = best[i].1;
+                    (exact(slot), codes.ids[slot])
+                })
+                .collect()
+        } else {
+            best.into_iter().map(|(d, slot)| (d, codes.ids[slot])).collect()
+        };
         hits.sort_unstable();
         hits.truncate(limit);
         Ok(self.results(hits, limit, threshold))
