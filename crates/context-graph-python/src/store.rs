@@ -58,6 +58,7 @@ struct Options {
     max_batch: Option<usize>,
     cache_size_mb: Option<usize>,
     search_overfetch: Option<usize>,
+    fusion_depth: Option<usize>,
     rescore_factor: Option<usize>,
 }
 
@@ -70,6 +71,7 @@ impl Options {
             max_batch: self.max_batch.unwrap_or(d.max_batch),
             cache_size_mb: self.cache_size_mb.unwrap_or(d.cache_size_mb),
             search_overfetch: self.search_overfetch.unwrap_or(d.search_overfetch),
+            fusion_depth: self.fusion_depth.unwrap_or(d.fusion_depth),
             rescore_factor: self.rescore_factor.unwrap_or(d.rescore_factor),
             schema,
             ..d
@@ -388,7 +390,7 @@ impl Store {
     /// Open the store at ``path``, creating it (with ``schema``, or the default roster) if the
     /// path holds none and ``create`` is true.
     #[new]
-    #[pyo3(signature = (path, schema=None, *, create=true, durability="sync", max_batch=None, cache_size_mb=None, search_overfetch=None, rescore_factor=None))]
+    #[pyo3(signature = (path, schema=None, *, create=true, durability="sync", max_batch=None, cache_size_mb=None, search_overfetch=None, fusion_depth=None, rescore_factor=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -399,6 +401,7 @@ impl Store {
         max_batch: Option<usize>,
         cache_size_mb: Option<usize>,
         search_overfetch: Option<usize>,
+        fusion_depth: Option<usize>,
         rescore_factor: Option<usize>,
     ) -> PyResult<Store> {
         let options = Options {
@@ -407,6 +410,7 @@ impl Store {
             max_batch,
             cache_size_mb,
             search_overfetch,
+            fusion_depth,
             rescore_factor,
         };
         let p = path_str(&path)?.to_string();
@@ -445,6 +449,7 @@ impl Store {
             max_batch,
             cache_size_mb: None,
             search_overfetch: None,
+            fusion_depth: None,
             rescore_factor: None,
         };
         let p = path_str(&path)?.to_string();

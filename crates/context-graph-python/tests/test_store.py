@@ -224,6 +224,17 @@ def test_fused_search_takes_every_comparison_type(store):
             store.search_fused(q, comparison=bad)
 
 
+def test_search_defaults_are_open_options(tmp_path):
+    with teleo.Store(tmp_path / "s", schema=SCHEMA, search_overfetch=1, fusion_depth=1,
+                     rescore_factor=1) as shallow:
+        ids = shallow.put(arrays(8))
+        q = shallow.get(ids[2]).embeddings
+        assert shallow.search_fused(q, k=3)[0].id == ids[2]
+    for bad in [{"fusion_depth": -1}, {"fusion_depth": "deep"}]:
+        with pytest.raises((OverflowError, TypeError)):
+            teleo.Store(tmp_path / "t", schema=SCHEMA, **bad)
+
+
 def test_count_scroll_update_and_delete_where(store):
     ids = store.put(arrays(7, namespace="x", memory_type="fact"))
     store.put(arrays(3, start=7, namespace="y"))

@@ -18,6 +18,9 @@ use uuid::Uuid;
 use workload::array;
 
 const OVERFETCH: usize = 3;
+/// The fixture's `fusion_depth`: below the default (100), so that on a few hundred arrays an
+/// embedder's list leaves out many candidates, whose ranks after it are then checked.
+const FUSION_DEPTH: usize = 40;
 
 fn bits(schema: &StoreSchema, e: Embedder) -> usize {
     match schema.get(e) {
@@ -47,7 +50,8 @@ fn post_admits(a: &TeleologicalArray, f: &SearchFilter) -> bool {
 }
 
 /// The reference: each embedder's exact top `limit × OVERFETCH` among the arrays the filters
-/// admit are the candidates; each candidate ranked in every embedder (its place in the list,
+/// admit are the candidates (in a fusion over several embedders, at least the store's
+/// `fusion_depth` ([`FUSION_DEPTH`]) of each, and `limit` of the token-level one); each candidate ranked in every embedder (its place in the list,
 /// else after the list by exact score among the candidates) and fused as `ComparisonType`
 /// documents.
 /// The store holds f32 vectors here, so that its index scores are the exact ones.
@@ -67,6 +71,12 @@ fn brute(
     let shares_nothing = |a: &TeleologicalArray, e: Embedder| {
         matches!(schema.get(e), EmbedderDims::Sparse { .. }) && exact(a, e) <= 0.0
     };
+    let fused = !matches!(comparison, ComparisonType::SingleEmbedder(_));
+    let depth = |e: Embedder| match schema.get(e) {
+        _ if !fused => limit * overfetch,
+        EmbedderDims::TokenLevel { .. } => limit,
+        _ => (limit * overfetch).max(FUSION_DEPTH),
+    };
     let mut lists: Vec<Vec<Uuid>> = Vec::new();
     let mut candidates = HashSet::new();
     for &e in &embedders {
@@ -77,7 +87,7 @@ fn brute(
             scored.retain(|s| s.1 > 0.0);
         }
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(limit * overfetch);
+        scored.truncate(depth(e));
         let kept: Vec<Uuid> = scored.into_iter().filter(|s| s.2).map(|s| s.0).collect();
         candidates.extend(kept.iter().copied());
         lists.push(kept);
@@ -141,6 +151,7 @@ async fn fixture(n: u64) -> Fixture {
     let config = StoreConfig {
         schema: schema.clone(),
         vector_precision: [VectorPrecision::F32; Embedder::COUNT],
+        fusion_depth: FUSION_DEPTH,
         ..StoreConfig::default()
     };
     let store = RocksDbTeleologicalStore::open(dir.path().to_str().unwrap(), config).unwrap();

@@ -27,6 +27,8 @@ pub struct FusedResult {
     pub embedders: usize,
     /// The store's `search_overfetch` the searches ran with.
     pub overfetch: usize,
+    /// The store's `fusion_depth` the searches ran with.
+    pub fusion_depth: usize,
     pub rrf: Latencies,
     /// The weighted mean of the embedders' scores (equal weights).
     pub weighted: Latencies,
@@ -51,7 +53,7 @@ pub async fn measure(
     ids: &[Uuid],
     queries: &[TeleologicalArray],
     k: usize,
-    overfetch: usize,
+    (overfetch, fusion_depth): (usize, usize),
     reference_queries: usize,
 ) -> anyhow::Result<Option<FusedResult>> {
     if queries.is_empty() || ids.is_empty() {
@@ -86,6 +88,7 @@ pub async fn measure(
     Ok(Some(FusedResult {
         embedders: embedders.len(),
         overfetch,
+        fusion_depth,
         rrf: Latencies::new(rrf_times),
         weighted: Latencies::new(weighted_times),
         quality,

@@ -114,6 +114,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=100))]
     pub overfetch: Option<u64>,
 
+    /// The shortest list a fusion over several embedders asks of each index but the
+    /// token-level one (`StoreConfig::fusion_depth`); the store's default (100) when omitted.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=30000))]
+    pub fusion_depth: Option<u64>,
+
     /// Queries whose fused results are compared with the exhaustive fusion (every record
     /// scored in every embedder, then fused by the same rule: the cost of 13 brute-force
     /// scans per query); 0 skips the comparison.
@@ -253,12 +258,14 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
     let n = ds.meta().n;
     let precision = args.precision.unwrap_or(context_graph_storage::DEFAULT_VECTOR_PRECISION);
     let overfetch = args.overfetch.map_or(StoreConfig::default().search_overfetch, |n| n as usize);
+    let fusion_depth = args.fusion_depth.map_or(StoreConfig::default().fusion_depth, |n| n as usize);
     let config = |durability: Durability, precision: VectorPrecision, create: bool| StoreConfig {
         create_if_missing: create,
         durability,
         schema: schema.clone(),
         vector_precision: [precision; Embedder::COUNT],
         search_overfetch: overfetch,
+        fusion_depth,
         ..StoreConfig::default()
     };
     if open::existing_schema(&path).is_ok() {
@@ -329,8 +336,16 @@ async fn measure(ds: &Dataset, dir: &Path, path: PathBuf, args: &BenchArgs) -> a
         None => None,
     };
     let queries = ds.queries().map_err(|e| anyhow!("dataset: {e}"))?;
-    let fused =
-        fused::measure(&store, ds, &loaded.ids, &queries, k, overfetch, args.fused_reference_queries).await?;
+    let fused = fused::measure(
+        &store,
+        ds,
+        &loaded.ids,
+        &queries,
+        k,
+        (overfetch, fusion_depth),
+        args.fused_reference_queries,
+    )
+    .await?;
 
     let t = Instant::now();
     let store = Arc::try_unwrap(store).map_err(|_| anyhow!("the store is still in use"))?;

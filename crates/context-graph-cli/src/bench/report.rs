@@ -202,7 +202,10 @@ pub fn print_table(r: &BenchResults) {
         say!();
         let mut t = Table::new(&["fused search", ">p50", ">p99", "note"]);
         t.row(vec![
-            format!("RRF (k 60) over {} embedders, overfetch {}", f.embedders, f.overfetch),
+            format!(
+                "RRF (k 60) over {} embedders, overfetch {}, fusion depth {}",
+                f.embedders, f.overfetch, f.fusion_depth
+            ),
             duration(f.rrf.p50),
             duration(f.rrf.p99),
             match &f.quality {
@@ -214,7 +217,10 @@ pub fn print_table(r: &BenchResults) {
             },
         ]);
         t.row(vec![
-            format!("weighted mean over {} embedders, overfetch {}", f.embedders, f.overfetch),
+            format!(
+                "weighted mean over {} embedders, overfetch {}, fusion depth {}",
+                f.embedders, f.overfetch, f.fusion_depth
+            ),
             duration(f.weighted.p50),
             duration(f.weighted.p99),
             match &f.quality {
@@ -334,10 +340,10 @@ pub fn print_json(r: &BenchResults) -> anyhow::Result<()> {
         lines.push(json!({"metric": "search_skipped", "embedder": e.short_name(), "reason": why}));
     }
     if let Some(f) = &r.fused {
-        lines.push(json!({"metric": "fused_rrf_p50_us", "value": micros(f.rrf.p50), "unit": "us", "embedders": f.embedders, "overfetch": f.overfetch}));
-        lines.push(json!({"metric": "fused_rrf_p99_us", "value": micros(f.rrf.p99), "unit": "us", "embedders": f.embedders, "overfetch": f.overfetch}));
-        lines.push(json!({"metric": "fused_weighted_p50_us", "value": micros(f.weighted.p50), "unit": "us", "embedders": f.embedders, "overfetch": f.overfetch}));
-        lines.push(json!({"metric": "fused_weighted_p99_us", "value": micros(f.weighted.p99), "unit": "us", "embedders": f.embedders, "overfetch": f.overfetch}));
+        lines.push(json!({"metric": "fused_rrf_p50_us", "value": micros(f.rrf.p50), "unit": "us", "embedders": f.embedders, "overfetch": f.overfetch, "fusion_depth": f.fusion_depth}));
+        lines.push(json!({"metric": "fused_rrf_p99_us", "value": micros(f.rrf.p99), "unit": "us", "embedders": f.embedders, "overfetch": f.overfetch, "fusion_depth": f.fusion_depth}));
+        lines.push(json!({"metric": "fused_weighted_p50_us", "value": micros(f.weighted.p50), "unit": "us", "embedders": f.embedders, "overfetch": f.overfetch, "fusion_depth": f.fusion_depth}));
+        lines.push(json!({"metric": "fused_weighted_p99_us", "value": micros(f.weighted.p99), "unit": "us", "embedders": f.embedders, "overfetch": f.overfetch, "fusion_depth": f.fusion_depth}));
         if let Some(q) = &f.quality {
             lines.push(json!({"metric": format!("fused_rrf_recall_at_{}", r.k), "value": q.rrf_recall,
                 "unit": "fraction", "against": "exhaustive RRF", "queries": q.queries}));

@@ -118,6 +118,7 @@ class Store:
         max_batch: Optional[int] = None,
         cache_size_mb: Optional[int] = None,
         search_overfetch: Optional[int] = None,
+        fusion_depth: Optional[int] = None,
         rescore_factor: Optional[int] = None,
     ) -> Store: ...
     @staticmethod

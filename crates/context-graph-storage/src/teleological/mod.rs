@@ -33,8 +33,8 @@ pub use index::{
 };
 pub use rocksdb_store::{
     Durability, RocksDbTeleologicalStore, ScannedArray, StoreConfig, CF_ARRAYS, CF_METADATA,
-    CF_NAMESPACE_INDEX, CF_SLOTS, DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH,
-    MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
+    CF_NAMESPACE_INDEX, CF_SLOTS, DEFAULT_BULK_CHUNK, DEFAULT_FUSION_DEPTH, DEFAULT_VECTOR_PRECISION,
+    MAX_EF_SEARCH, MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
 };
 pub use search::{IndexedTeleologicalStore, SearchFilter, SearchParams, SearchResult};
 pub use selection::{ScrollPage, MAX_SCROLL_PAGE};

@@ -2,16 +2,20 @@
 //! filters.
 //!
 //! A search asks each embedder the comparison names and the query has (slots left `Pending`
-//! are skipped) for `overfetch × limit` candidates (a single-embedder search: the
-//! `rescore_factor × limit` it rescores unless a request's `overfetch` asks for more, or
-//! `limit` from an index whose scores are exact). The filters (namespace, creation time,
-//! memory types, tags, excluded ids, custom fields) are applied inside each index search
-//! (filtered HNSW, filtered posting lists); when a namespace, or the set of arrays with the
-//! custom fields asked for, holds few arrays, its members are scored exhaustively instead, so
-//! a small selection still gets exact answers. Custom fields are not kept in memory: a search
-//! that filters on them first reads the head of every array the other filters admit. Every candidate's exact score in every searched embedder is then computed from
-//! the stored array, the scores are fused as the [`ComparisonType`] says, and the best
-//! `limit` are returned with 1-based ranks.
+//! are skipped) for `overfetch × limit` candidates (a fusion over several embedders: at least
+//! `fusion_depth` from each index but the token-level one, which is asked for `limit`; a
+//! single-embedder search: the `rescore_factor × limit` it rescores unless a request's
+//! `overfetch` asks for more, or `limit` from an index whose scores are exact). The filters
+//! (namespace, creation time, memory types, tags, excluded ids, custom fields) are applied
+//! inside each index search (filtered HNSW, filtered posting lists); when a namespace, or the
+//! set of arrays with the custom fields asked for, holds few arrays, its members are scored
+//! exhaustively instead, so a small selection still gets exact answers. Custom fields are not
+//! kept in memory: a search that filters on them first reads the head of every array the
+//! other filters admit. A fusion then gives every candidate a standing in every searched
+//! embedder from what that embedder's index holds (a rank past the list's end for one it did
+//! not list), fuses them as the [`ComparisonType`] says (rank fusions: the answer; score
+//! fusions: a shortlist, rescored exactly), and the returned `limit` get their exact
+//! per-embedder scores from the stored slots, with 1-based ranks.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -263,13 +267,25 @@ impl StoreCore {
             }
             _ => limit.saturating_mul(overfetch).min(MAX_FUSED_CANDIDATES),
         };
+        // A fusion over several embedders asks the cheap ones for deeper lists (see
+        // `StoreConfig::fusion_depth`); the token-level index, whose every candidate is
+        // reranked from twenty, for `limit` (its other candidates still get its rank, in
+        // step 2).
+        let depths: Vec<usize> = embedders
+            .iter()
+            .map(|&e| match comparison {
+                ComparisonType::SingleEmbedder(_) => per_embedder,
+                _ if matches!(self.schema.get(e), EmbedderDims::TokenLevel { .. }) => limit,
+                _ => per_embedder.max(self.config.fusion_depth).min(MAX_FUSED_CANDIDATES),
+            })
+            .collect();
 
         // Step 1: each embedder's candidates, by its index's own (approximate) scores, with
         // the filters inside the search. The attributes are read under
         // their lock one id at a time, never across a search, so that a commit waiting to
         // update them waits for one lookup, not for the search.
         let lists = if *filter == SearchFilter::default() {
-            self.candidate_lists(query, &embedders, per_embedder, params, Candidates::All, |_| true)?
+            self.candidate_lists(query, &embedders, &depths, params, Candidates::All, |_| true)?
         } else {
             // Custom fields are not in memory: the arrays that have them are found first.
             let with_custom = self.custom_matching(filter);
@@ -285,7 +301,7 @@ impl StoreCore {
             };
             // `candidates` borrows `admits` too, so it is lent here, not moved.
             #[allow(clippy::needless_borrows_for_generic_args)]
-            self.candidate_lists(query, &embedders, per_embedder, params, candidates, &admits)?
+            self.candidate_lists(query, &embedders, &depths, params, candidates, &admits)?
         };
         let mut union: Vec<Uuid> = lists.iter().flat_map(|l| l.hits.iter().map(|h| h.id)).collect();
         union.sort_unstable();
@@ -324,10 +340,10 @@ impl StoreCore {
                     best_ids(approximate, limit)
                 } else {
                     // Score fusion: approximate scores (some only bounds) pick a shortlist,
-                    // rescored exactly; wider than a single embedder's, since thirteen
-                    // approximations add up.
-                    let breadth = self.rescore_breadth(params).saturating_mul(SCORE_FUSION_BREADTH);
-                    best_ids(approximate, limit.saturating_mul(breadth))
+                    // rescored exactly, as wide as a single embedder's. (It was four times
+                    // wider while the lists were 30 long; with `fusion_depth`'s lists the
+                    // wider shortlist found nothing more at 20,000 or 100,000 arrays.)
+                    best_ids(approximate, limit.saturating_mul(self.rescore_breadth(params)))
                 }
             }
         };
@@ -412,16 +428,16 @@ impl StoreCore {
         score(query, stored, bits)
     }
 
-    /// Each embedder's `per_embedder` best candidates among `candidates` by its index's own
-    /// scores (approximate for an index holding reduced precision; the exact scores come
-    /// later, for what is returned), keeping those `keep` admits; one embedder per worker. A
-    /// breadth asked for in `params` is walked by asking the index for that many (HNSW walks
-    /// at least as wide as the results it returns), then cut back.
+    /// Each embedder's best candidates (`depths[i]` of `embedders[i]`) among `candidates` by
+    /// its index's own scores (approximate for an index holding reduced precision; the exact
+    /// scores come later, for what is returned), keeping those `keep` admits; one embedder per
+    /// worker. A breadth asked for in `params` is walked by asking the index for that many
+    /// (HNSW walks at least as wide as the results it returns), then cut back.
     fn candidate_lists(
         &self,
         query: &TeleologicalArray,
         embedders: &[Embedder],
-        per_embedder: usize,
+        depths: &[usize],
         params: &SearchParams,
         candidates: Candidates<'_>,
         keep: impl Fn(Uuid) -> bool + Sync,
@@ -435,10 +451,10 @@ impl StoreCore {
         let lists = map_parallel(&order, |&i| {
             let m = self.memory_index(embedders[i])?;
             // Never more than the index holds: the limit sizes buffers in the index.
-            let asked = per_embedder.max(params.ef.unwrap_or(0)).min(m.kind.len());
+            let asked = depths[i].max(params.ef.unwrap_or(0)).min(m.kind.len());
             let mut hits = m.kind.search(query.get(embedders[i]), asked, None, candidates)?;
             hits.retain(|h| keep(h.id));
-            hits.truncate(per_embedder);
+            hits.truncate(depths[i]);
             Ok(CandidateList { hits })
         })?;
         Ok(in_embedder_order(order, lists))
@@ -646,9 +662,6 @@ pub(super) fn passes_post_filters(attrs: &AttrTable, filter: &SearchFilter, id: 
     };
     type_ok && filter.tags.iter().all(|want| a.tags.iter().any(|t| **t == **want))
 }
-
-/// A score fusion rescores exactly this many times the rescore factor's candidates.
-const SCORE_FUSION_BREADTH: usize = 4;
 
 /// One embedder's answer in a fused search: its candidates, best first.
 struct CandidateList {

@@ -113,8 +113,13 @@ impl I8Scale {
         v.iter().map(|&x| (x * self.0).round().clamp(-127.0, 127.0) as i8).collect()
     }
 
-    pub(crate) fn dequantize(self, v: &[i8]) -> Vec<f32> {
-        v.iter().map(|&q| f32::from(q) / self.0).collect()
+    /// `1 / scale²`: an i8 inner product times this is the float one.
+    fn inv_square(self) -> f32 {
+        1.0 / (self.0 * self.0)
+    }
+
+    fn dequantize_one(self, q: i8) -> f32 {
+        f32::from(q) / self.0
     }
 }
 
@@ -131,7 +136,7 @@ fn install_metric(index: &mut Index, shape: GraphShape) {
             1.0 - similarity::dot(a, b)
         })),
         VectorPrecision::I8 => {
-            let inv_scale2 = 1.0 / (I8Scale::for_dims(dims).0 * I8Scale::for_dims(dims).0);
+            let inv_scale2 = I8Scale::for_dims(dims).inv_square();
             index.change_metric::<i8>(Box::new(move |a, b| {
                 // SAFETY: as above, with `dims` i8 values.
                 let (a, b) =
@@ -228,7 +233,8 @@ impl Graph {
 
     /// The `count` nearest vectors' (id, distance) among `candidates`, nearest first; may
     /// repeat an id in a multi-vector graph. `exact` scores the query against stored vectors
-    /// (for `Candidates::Only`).
+    /// for `Candidates::Only` of an f32 or f16 graph; a single-vector i8 graph scores those
+    /// with its own metric, as its walk does.
     pub(crate) fn search(
         &self,
         query: &[f32],
@@ -247,8 +253,30 @@ impl Graph {
             Candidates::Only(ids) => {
                 let dims = self.shape.dims;
                 let mut scored = Vec::with_capacity(ids.len());
+                // One pair of buffers for all the ids: a fused search scores a thousand here.
+                let (mut stored, mut v) = (Vec::new(), Vec::new());
+                if self.shape.precision == VectorPrecision::I8 && !self.shape.multi {
+                    // The graph's own metric on the bytes it holds: the distances its walk
+                    // reports, without turning each vector back into floats.
+                    let (quantized, inv_scale2) =
+                        (self.i8_scale().quantize(query), self.i8_scale().inv_square());
+                    for &id in ids {
+                        if let Some(key) = self.keys.key(id) {
+                            stored.resize(dims, 0);
+                            if self.index.get(key, &mut stored[..]).map_err(usearch_err("get"))? == 1 {
+                                scored.push((
+                                    id,
+                                    1.0 - similarity::dot_i8(&quantized, &stored) as f32 * inv_scale2,
+                                ));
+                            }
+                        }
+                    }
+                    scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
+                    scored.truncate(count);
+                    return Ok(scored);
+                }
                 for &id in ids {
-                    let v = self.vectors(id, dims)?;
+                    self.vectors_into(id, dims, &mut stored, &mut v)?;
                     let best = v.chunks_exact(dims).map(&exact).fold(f32::INFINITY, f32::min);
                     if best.is_finite() {
                         scored.push((id, best));
@@ -295,20 +323,38 @@ impl Graph {
     /// The stored vectors of `id`, back to back, as f32 (exact copies of what the graph holds:
     /// storing them again at the same precision gives the same bits).
     pub(crate) fn vectors(&self, id: Uuid, dims: usize) -> StorageResult<Vec<f32>> {
+        let mut out = Vec::new();
+        self.vectors_into(id, dims, &mut Vec::new(), &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Graph::vectors`] into `out` (emptied when `id` has none), with `stored` as the
+    /// buffer an i8 graph's bytes are read into: no allocation once both have grown.
+    fn vectors_into(
+        &self,
+        id: Uuid,
+        dims: usize,
+        stored: &mut Vec<i8>,
+        out: &mut Vec<f32>,
+    ) -> StorageResult<()> {
+        out.clear();
         let Some(key) = self.keys.key(id) else {
-            return Ok(Vec::new());
+            return Ok(());
         };
-        let n = self.index.count(key);
+        // A key of a single-vector graph holds one vector (the key map has it only while it
+        // does); only a multi-vector graph's count is asked of usearch.
+        let n = if self.shape.multi { self.index.count(key) } else { 1 };
         if self.shape.precision == VectorPrecision::I8 {
-            let mut buf = vec![0i8; n * dims];
-            let got = self.index.get(key, &mut buf).map_err(usearch_err("get"))?;
-            buf.truncate(got * dims);
-            return Ok(self.i8_scale().dequantize(&buf));
+            stored.resize(n * dims, 0);
+            let got = self.index.get(key, &mut stored[..]).map_err(usearch_err("get"))?;
+            let scale = self.i8_scale();
+            out.extend(stored[..got * dims].iter().map(|&q| scale.dequantize_one(q)));
+            return Ok(());
         }
-        let mut buf = vec![0.0f32; n * dims];
-        let got = self.index.get(key, &mut buf).map_err(usearch_err("get"))?;
-        buf.truncate(got * dims);
-        Ok(buf)
+        out.resize(n * dims, 0.0);
+        let got = self.index.get(key, &mut out[..]).map_err(usearch_err("get"))?;
+        out.truncate(got * dims);
+        Ok(())
     }
 
     /// Whether removed vectors take more than [`REBUILD_REMOVED_SHARE`] of the graph.

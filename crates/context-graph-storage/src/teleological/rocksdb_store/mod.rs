@@ -18,8 +18,8 @@ use super::bulk_load::BulkLoadReport;
 pub use super::column_families::{CF_ARRAYS, CF_METADATA, CF_NAMESPACE_INDEX, CF_SLOTS};
 use super::commit_log::CommitLog;
 pub use super::config::{
-    Durability, StoreConfig, DEFAULT_BULK_CHUNK, DEFAULT_VECTOR_PRECISION, MAX_EF_SEARCH,
-    MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
+    Durability, StoreConfig, DEFAULT_BULK_CHUNK, DEFAULT_FUSION_DEPTH, DEFAULT_VECTOR_PRECISION,
+    MAX_EF_SEARCH, MAX_FUSED_CANDIDATES, MAX_SEARCH_LIMIT,
 };
 use super::index::{EmbedderIndex, EmbedderIndexConfig};
 use super::recovery::open_core;
