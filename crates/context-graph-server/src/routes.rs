@@ -10,7 +10,8 @@ use axum::extract::{Path, Query, State};
 use axum::{Extension, Json};
 use context_graph_core::teleology::{ComparisonType, Embedder, TeleologicalArray};
 use context_graph_storage::{
-    IndexedTeleologicalStore, SearchFilter, SearchParams, StorageError, TeleologicalArrayStore, WriteOp,
+    run_store_calls_inline, IndexedTeleologicalStore, SearchFilter, SearchParams, StorageError,
+    TeleologicalArrayStore, WriteOp,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -162,7 +163,7 @@ pub async fn get_array(
     let id = parse_id(&id)?;
     let Query(q) = q?;
     let slots = parse_projection(q.slots.as_deref()).map_err(|e| ApiError::wire(e, None))?;
-    let mut arrays = read(&state, &caller, &[id], &slots).await?;
+    let mut arrays = run_store_calls_inline(read(&state, &caller, &[id], &slots)).await?;
     let array = arrays.pop().ok_or(StorageError::NotFound(id))?;
     Ok(Json(Array::from_core(&array, q.encoding.unwrap_or_default())))
 }
@@ -185,7 +186,7 @@ pub async fn get_many(
         )));
     }
     let slots = parse_projection(req.slots.as_deref()).map_err(|e| ApiError::wire(e, None))?;
-    let arrays = read(&state, &caller, &req.ids, &slots).await?;
+    let arrays = run_store_calls_inline(read(&state, &caller, &req.ids, &slots)).await?;
     Ok(Json(ArraysResponse { arrays: arrays.iter().map(|a| Array::from_core(a, req.encoding)).collect() }))
 }
 
@@ -386,7 +387,14 @@ pub async fn search(
         params: req.params,
         with_metadata: req.with_metadata,
     };
-    run_search(&state, &caller, &query, &ComparisonType::SingleEmbedder(e), options).await
+    let comparison = ComparisonType::SingleEmbedder(e);
+    let search = run_search(&state, &caller, &query, &comparison, options);
+    if req.filter.custom.is_empty() {
+        run_store_calls_inline(search).await
+    } else {
+        // A filter on custom fields reads the head of every array the others admit: not short.
+        search.await
+    }
 }
 
 /// Search several embedders and fuse their scores or ranks.

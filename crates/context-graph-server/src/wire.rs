@@ -36,13 +36,42 @@ impl WireError {
 }
 
 /// Floats as JSON numbers, or as a base64 string of little-endian f32.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Floats {
     /// JSON numbers.
     Numbers(Vec<f32>),
     /// Base64 (standard alphabet, padded) of little-endian f32, 4 bytes each.
     Base64(String),
+}
+
+/// Read by the JSON value's own type (an array or a string), not as serde's untagged enums
+/// are: those buffer the value, try `Numbers` first, and for every base64 query build (and
+/// drop) an error message quoting the whole string, escaped: 1% of a served E1 search's CPU.
+impl<'de> Deserialize<'de> for Floats {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FloatsVisitor;
+        impl<'de> serde::de::Visitor<'de> for FloatsVisitor {
+            type Value = Floats;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of numbers, or a base64 string of little-endian f32")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Floats, E> {
+                Ok(Floats::Base64(s.to_owned()))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Floats, E> {
+                Ok(Floats::Base64(s))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Floats, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 16));
+                while let Some(x) = seq.next_element::<f32>()? {
+                    v.push(x);
+                }
+                Ok(Floats::Numbers(v))
+            }
+        }
+        deserializer.deserialize_any(FloatsVisitor)
+    }
 }
 
 impl Floats {
@@ -647,6 +676,21 @@ mod tests {
         assert!(Floats::Base64("!!".into()).decode(Embedder::Code).is_err());
         let tokens = Output::Tokens { dims: 3, data: Floats::Numbers(vec![1.0; 7]) };
         assert!(tokens.to_core(Embedder::LateInteraction).is_err());
+    }
+
+    #[test]
+    fn floats_are_read_by_their_json_type_and_anything_else_is_refused_by_name() {
+        let numbers: Floats = serde_json::from_str("[1, -2.5, 3e-3]").unwrap();
+        assert_eq!(numbers, Floats::Numbers(vec![1.0, -2.5, 3e-3]));
+        let b64: Floats = serde_json::from_str(r#""AAAAPw==""#).unwrap();
+        assert_eq!(b64.decode(Embedder::Semantic).unwrap(), vec![0.5]);
+        // An escaped string is not borrowed from the body: the owned path.
+        let escaped: Floats = serde_json::from_str(r#""AAAA\u0050w==""#).unwrap();
+        assert_eq!(escaped, Floats::Base64("AAAAPw==".into()));
+        for bad in ["7", "{}", "null", r#"[1, "2"]"#, "[1, null]", "true"] {
+            let err = serde_json::from_str::<Floats>(bad).unwrap_err().to_string();
+            assert!(err.contains("number") || err.contains("f32"), "{bad}: {err}");
+        }
     }
 
     #[test]

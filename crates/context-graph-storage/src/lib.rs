@@ -23,7 +23,8 @@ pub use teleological::store::{
     TeleologicalArrayStore, WriteOutcome,
 };
 pub use teleological::{
-    ArrayUpdate, BulkLoadReport, CommitLog, MetadataFields, ScrollPage, WriteOp, MAX_SCROLL_PAGE,
+    run_store_calls_inline, ArrayUpdate, BulkLoadReport, CommitLog, MetadataFields, ScrollPage, WriteOp,
+    MAX_SCROLL_PAGE,
 };
 
 /// Entry points for the coverage-guided fuzzer in `fuzz/`; compiled only with the `fuzzing`

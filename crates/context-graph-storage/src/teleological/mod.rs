@@ -8,6 +8,7 @@ pub mod store;
 
 mod attrs;
 mod blocking;
+pub use blocking::run_store_calls_inline;
 mod bulk_load;
 mod change_log;
 mod checkpoint;
