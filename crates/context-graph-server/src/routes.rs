@@ -71,6 +71,11 @@ async fn write(state: &AppState, caller: &Caller, ops: &[WriteOp]) -> ApiResult<
     Ok(result?)
 }
 
+/// A get of at most this many ids runs its store work on the request's worker (a short call,
+/// see `run_store_calls_inline`); a longer list (up to 1,000 whole arrays, tens of MB) hands
+/// the worker over first.
+const INLINE_GET_IDS: usize = 32;
+
 /// Arrays of `ids` with the slots of `slots`. To a confined caller an id outside its
 /// namespaces is `NotFound`, exactly as an id not stored: its arrays are read one at a time,
 /// in order, so the first missing-or-foreign id is the one named, and each array is checked
@@ -186,7 +191,9 @@ pub async fn get_many(
         )));
     }
     let slots = parse_projection(req.slots.as_deref()).map_err(|e| ApiError::wire(e, None))?;
-    let arrays = run_store_calls_inline(read(&state, &caller, &req.ids, &slots)).await?;
+    let reading = read(&state, &caller, &req.ids, &slots);
+    let arrays =
+        if req.ids.len() <= INLINE_GET_IDS { run_store_calls_inline(reading).await } else { reading.await }?;
     Ok(Json(ArraysResponse { arrays: arrays.iter().map(|a| Array::from_core(a, req.encoding)).collect() }))
 }
 
