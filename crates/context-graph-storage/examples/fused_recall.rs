@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::Instant;
 
-use context_graph_core::teleology::{ComparisonType, Embedder, EmbedderWeights, DEFAULT_RRF_K};
+use context_graph_core::teleology::{ComparisonType, Embedder, EmbedderDims, EmbedderWeights, DEFAULT_RRF_K};
 use context_graph_datagen::Dataset;
 use context_graph_storage::{IndexedTeleologicalStore, RocksDbTeleologicalStore, StoreConfig};
 use uuid::Uuid;
@@ -328,11 +328,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let depth_of = |(dense, sparse, binary, token): (usize, usize, usize, usize)| -> Vec<usize> {
         embedders
             .iter()
-            .map(|&e| match e {
-                Embedder::LateInteraction => token,
-                Embedder::SpladeExpansion | Embedder::SpladeKeyword => sparse,
-                Embedder::Hdc => binary,
-                _ => dense,
+            // By the dataset's own slot kinds, so that another roster runs unchanged.
+            .map(|&e| match ds.schema().get(e) {
+                EmbedderDims::TokenLevel { .. } => token,
+                EmbedderDims::Sparse { .. } => sparse,
+                EmbedderDims::Binary { .. } => binary,
+                EmbedderDims::Dense(_) => dense,
             })
             .collect()
     };

@@ -51,9 +51,9 @@ fn post_admits(a: &TeleologicalArray, f: &SearchFilter) -> bool {
 
 /// The reference: each embedder's exact top `limit × OVERFETCH` among the arrays the filters
 /// admit are the candidates (in a fusion over several embedders, at least the store's
-/// `fusion_depth` ([`FUSION_DEPTH`]) of each, and `limit` of the token-level one); each candidate ranked in every embedder (its place in the list,
-/// else after the list by exact score among the candidates) and fused as `ComparisonType`
-/// documents.
+/// `fusion_depth` ([`FUSION_DEPTH`]) of each, and `limit` of the token-level one); each
+/// candidate ranked in every embedder (its place in the list, else after the list by exact
+/// score among the candidates) and fused as `ComparisonType` documents.
 /// The store holds f32 vectors here, so that its index scores are the exact ones.
 fn brute(
     arrays: &[TeleologicalArray],

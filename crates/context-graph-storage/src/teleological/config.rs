@@ -77,9 +77,9 @@ pub struct StoreConfig {
     pub search_overfetch: usize,
     /// The shortest list a search fused over several embedders asks of each embedder whose
     /// candidates are cheap to find (every index but the token-level one, which is asked for
-    /// the limit), default [`DEFAULT_FUSION_DEPTH`]. A fusion ranks each
-    /// candidate in every embedder, and a rank is exact only within that embedder's list:
-    /// deeper lists make the fused order closer to the exhaustive one (docs/PERFORMANCE.md).
+    /// the limit), default [`DEFAULT_FUSION_DEPTH`]. A fusion ranks each candidate in every
+    /// embedder, and a rank is exact only within that embedder's list: deeper lists make the
+    /// fused order closer to the exhaustive one (docs/PERFORMANCE.md).
     pub fusion_depth: usize,
     /// The precision each in-memory index holds its vectors at (dense HNSW and token-level
     /// slots; ignored for sparse and binary). Default: [`DEFAULT_VECTOR_PRECISION`] for all.

@@ -141,11 +141,17 @@ fn install_metric(index: &mut Index, shape: GraphShape) {
                 // SAFETY: as above, with `dims` i8 values.
                 let (a, b) =
                     unsafe { (std::slice::from_raw_parts(a, dims), std::slice::from_raw_parts(b, dims)) };
-                1.0 - similarity::dot_i8(a, b) as f32 * inv_scale2
+                i8_distance(a, b, inv_scale2)
             }))
         }
         VectorPrecision::F16 => {}
     }
+}
+
+/// An i8 graph's distance between two of its vectors: one minus their float inner product
+/// (`inv_scale2` is the graph's [`I8Scale::inv_square`]).
+fn i8_distance(a: &[i8], b: &[i8], inv_scale2: f32) -> f32 {
+    1.0 - similarity::dot_i8(a, b) as f32 * inv_scale2
 }
 
 fn options(shape: GraphShape, config: &HnswConfig) -> IndexOptions {
@@ -260,26 +266,21 @@ impl Graph {
                     // reports, without turning each vector back into floats.
                     let (quantized, inv_scale2) =
                         (self.i8_scale().quantize(query), self.i8_scale().inv_square());
+                    stored.resize(dims, 0);
                     for &id in ids {
                         if let Some(key) = self.keys.key(id) {
-                            stored.resize(dims, 0);
                             if self.index.get(key, &mut stored[..]).map_err(usearch_err("get"))? == 1 {
-                                scored.push((
-                                    id,
-                                    1.0 - similarity::dot_i8(&quantized, &stored) as f32 * inv_scale2,
-                                ));
+                                scored.push((id, i8_distance(&quantized, &stored, inv_scale2)));
                             }
                         }
                     }
-                    scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
-                    scored.truncate(count);
-                    return Ok(scored);
-                }
-                for &id in ids {
-                    self.vectors_into(id, dims, &mut stored, &mut v)?;
-                    let best = v.chunks_exact(dims).map(&exact).fold(f32::INFINITY, f32::min);
-                    if best.is_finite() {
-                        scored.push((id, best));
+                } else {
+                    for &id in ids {
+                        self.vectors_into(id, dims, &mut stored, &mut v)?;
+                        let best = v.chunks_exact(dims).map(&exact).fold(f32::INFINITY, f32::min);
+                        if best.is_finite() {
+                            scored.push((id, best));
+                        }
                     }
                 }
                 scored.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
